@@ -1,0 +1,149 @@
+"""The ``sweeper`` command line: a thin Typer shell over the library.
+
+Every domain error is turned into one line on stderr and an exit code here, in
+:func:`_handled`: 2 for bad input (nothing written), 1 when the sweep itself failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+import sweeper
+from sweeper.errors import InputError, SweeperError
+
+app = typer.Typer(
+    name="sweeper",
+    help="Hyperparameter sweeps of image classifiers: W&B sweep YAML, Ray Tune + ASHA, Optuna studies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Logs and CI are not terminals: give tables room instead of rich's 80 columns there.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SpecPath = Annotated[Path, typer.Argument(help="The sweep spec (W&B sweep YAML plus sweeper's keys).",
+                                          show_default=False)]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a key by its dotted path, validated like the file: --set data.root=/data/nature_12K "
+                  "(repeatable).", show_default=False)]
+
+
+def _handled(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn sweeper's errors into one line each on stderr and the exit code (2 input, 1 failure)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            for problem in e.problems:
+                err.print(f"error: {problem}", markup=False)
+            raise typer.Exit(e.exit_code) from None
+        except SweeperError as e:
+            err.print(f"error: {e}", markup=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: the trials that were running are marked FAIL in the study")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"sweeper {sweeper.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """sweeper: run a sweep from one YAML, on Ray Tune, recorded in an Optuna study."""
+
+
+@app.command()
+@_handled
+def validate(spec: SpecPath, set_: SetOption = None) -> None:
+    """Check a spec and print it resolved (defaults filled) with the search space's size."""
+    import yaml
+
+    from sweeper.spec import load_sweep
+    from sweeper.storage import redact
+
+    sweep = load_sweep(spec, set_ or [])
+    for line in sweep.warnings:
+        err.print(f"warning: {line}")
+    resolved = sweep.stored()
+    resolved["storage"] = redact(resolved["storage"])
+    out.print(yaml.safe_dump(resolved, sort_keys=False).rstrip(), markup=False)
+    size = sweep.space.size()
+    out.print(f"# search space: {len(sweep.space.dimensions)} searched parameter(s), "
+              + (f"{size} distinct configuration(s)" if size is not None else "continuous (infinite)"))
+    out.print(f"# budget: {sweep.budget} finished trials; up to {sweep.max_epochs} epochs each; "
+              + (f"ASHA grace period {sweep.asha.grace_period}, reduction factor {sweep.asha.reduction_factor:g}"
+                 if sweep.asha else "no early stopping"))
+
+
+@app.command()
+@_handled
+def launch(
+    spec: SpecPath,
+    storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the study's storage (overrides `storage`).",
+                                                show_default=False)] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (overrides `name`).", show_default=False)] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Finished trials to run (overrides `run_cap`).",
+                                                 show_default=False)] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (`auto`, `ray://host:10001`); "
+                                                "default: start Ray on this machine.", show_default=False)] = None,
+    set_: SetOption = None,
+    artifacts: Annotated[Path, typer.Option(help="Folder for Ray Tune's per-study files.")] = Path(
+        "sweeper_artifacts"),
+) -> None:
+    """Run a sweep: validate the spec, create the study, run the trials on Ray Tune, print the best."""
+    from sweeper.spec import load_sweep
+    from sweeper.storage import ensure_new_study
+
+    sweep = load_sweep(spec, set_ or [], storage=storage, study=study, n_trials=n_trials)
+    for line in sweep.warnings:
+        err.print(f"warning: {line}")
+    # Refuse an existing study before Ray starts: exit 2, nothing written.
+    ensure_new_study(sweep.name, sweep.spec.storage)
+
+    from sweeper.execution import run_sweep
+    from sweeper.progress import SweepProgress, best_trials, summary
+
+    progress = SweepProgress(sweep, out)
+    try:
+        outcome = run_sweep(sweep, address=address, artifacts_dir=artifacts,
+                            on_start=progress.start, on_end=progress.trial_ended)
+    finally:
+        progress.stop()
+    out.print(summary(outcome.study, sweep, outcome.wall_s))
+    if outcome.stop_reason:
+        raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
+    if not best_trials(outcome.study, 1):
+        raise SweeperError("no trial completed; see the FAIL reasons above")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.captureWarnings(True)
+    sys.exit(app())

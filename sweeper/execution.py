@@ -1,0 +1,385 @@
+"""Running a sweep on Ray Tune: the trainable, the recorder, ASHA and the Tuner.
+
+The trainable runs a trainer (from :mod:`trainers`) in a Ray actor and turns its per-epoch
+``report`` into ``ray.tune.report``. Actors are reused between trials, so a worker process
+decodes its data once (see :func:`trainers.data.load_data`).
+
+The driver records every trial in the Optuna study (:class:`StudyRecorder`):
+
+- each epoch's metric as an intermediate value (Optuna ``trial.report``),
+- COMPLETE when the trial ran all its epochs,
+- PRUNED when ASHA stopped it earlier (Ray reports both as TERMINATED, so the scheduler's
+  own STOP decisions are recorded, see :class:`RecordingASHA`),
+- FAIL with the error's last line when the trainer raised, or when the sweep was
+  interrupted before the trial's last epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeper.errors import SweeperError
+from sweeper.search import Ledger, StudySearcher, make_sampler
+from sweeper.spec import Sweep
+from sweeper.storage import ensure_new_study, open_storage, record_study_metadata
+
+# Ray Tune settings for a lean driver: no CSV/JSON/TensorBoard loggers per trial, trials
+# keep the driver's working directory (relative paths keep working).
+_RAY_ENV = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "TUNE_RESULT_BUFFER_LENGTH": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
+for _k, _v in _RAY_ENV.items():
+    os.environ.setdefault(_k, _v)
+
+from ray import tune  # noqa: E402 - the environment above must be set before Tune is imported
+from ray.tune.experiment import Trial  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Trial user attributes the recorder writes (besides `config`, `history` and `grid_id`).
+USER_ATTRS = ("epochs_run", "wall_s", "ray_trial_id", "node", "worker", "device", "fail_reason")
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: run one trial's trainer, reporting each epoch.
+
+    ``config["sweeper"]`` is the trial's training config (see :meth:`Sweep.trial_config`).
+    Each report carries the trainer's metrics plus ``epoch``, ``node`` and ``device``.
+    """
+    import ray
+    import torch
+
+    from trainers import get_trainer
+    from trainers.base import DataConfig, TrainConfig
+
+    cfg = config["sweeper"]
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    gpu_ids = ray.get_gpu_ids()
+    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    where = {
+        "node": socket.gethostname(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "device": f"cuda:{gpu_ids[0]}" if device == "cuda" else "cpu",
+    }
+    trainer = get_trainer(cfg["trainer"])
+    train_config = TrainConfig(
+        params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
+        seed=int(cfg["seed"]), device=device,
+    )
+
+    def report(epoch: int, metrics: Mapping[str, float]) -> None:
+        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where})
+
+    trainer.fit(train_config, report)
+
+
+class RecordingASHA(ASHAScheduler):
+    """Ray's ASHA scheduler (Li et al. 2020) that remembers which trials it stopped.
+
+    Ray marks a trial TERMINATED both when it finished and when a scheduler stopped it;
+    the recorder asks :meth:`stopped` to tell PRUNED from COMPLETE.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._stopped: set[str] = set()
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        decision: str = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            self._stopped.add(trial.trial_id)
+        return decision
+
+    def stopped(self, trial_id: str) -> bool:
+        """True when this scheduler decided to stop the trial."""
+        return trial_id in self._stopped
+
+
+@dataclass
+class TrialEnd:
+    """How one trial ended, as the progress display shows it."""
+
+    number: int
+    state: TrialState
+    epochs_run: int
+    epochs: int
+    value: float | None
+    params: dict[str, Any]
+    reason: str | None = None
+
+
+class StudyRecorder(tune.Callback):
+    """Writes every trial's curve and end into the Optuna study; runs in the driver only."""
+
+    def __init__(self, ledger: Ledger, scheduler: RecordingASHA | None,
+                 on_end: Callable[[TrialEnd], None] | None = None):
+        self.ledger = ledger
+        self.scheduler = scheduler
+        self.on_end = on_end
+        self._started: dict[str, float] = {}
+        self._history: dict[str, list[dict[str, float]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Ray pickles callbacks with its experiment state; the study stays here.
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
+        optuna_trial = self.ledger.trials.get(trial.trial_id)
+        if optuna_trial is None or "epoch" not in result:
+            return
+        metric = self.ledger.sweep.spec.metric.name
+        epoch = int(result["epoch"])
+        if metric in result:
+            optuna_trial.report(float(result[metric]), step=epoch)
+        row = {k: float(v) for k, v in result.items()
+               if k in self._metric_names(result) and isinstance(v, (int, float))}
+        history = self._history.setdefault(trial.trial_id, [])
+        history.append({"epoch": epoch, **row})
+        optuna_trial.set_user_attr("history", history)
+        optuna_trial.set_user_attr("epochs_run", epoch)
+        if epoch == 1:
+            for key in ("node", "worker", "device"):
+                optuna_trial.set_user_attr(key, str(result.get(key, "")))
+
+    def _metric_names(self, result: dict[str, Any]) -> set[str]:
+        declared = self.ledger.sweep.trainer.metrics
+        if declared is not None:
+            return {*declared, "epoch_s"}
+        skip = {"epoch", "node", "worker", "device", "training_iteration", "time_this_iter_s", "time_total_s",
+                "timestamp", "pid", "done", "trial_id", "iterations_since_restore", "time_since_restore",
+                "checkpoint_dir_name", "date", "hostname", "node_ip", "config"}
+        return {k for k in result if k not in skip}
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        result = trial.last_result or {}
+        epochs_run = int(result.get("epoch", 0))
+        epochs = int(trial.config["sweeper"]["epochs"])
+        if epochs_run >= epochs:
+            self._tell(trial, TrialState.COMPLETE, epochs_run)
+        elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
+            self._tell(trial, TrialState.PRUNED, epochs_run)
+        else:
+            self._tell(trial, TrialState.FAIL, epochs_run,
+                       reason=f"stopped after {epochs_run} of {epochs} epochs without a scheduler decision "
+                              "(sweep interrupted)")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        result = trial.last_result or {}
+        self._tell(trial, TrialState.FAIL, int(result.get("epoch", 0)), reason=_last_line(trial))
+
+    def fail_unfinished(self, reason: str) -> None:
+        """Tell FAIL for every trial this driver asked and never saw end (a crash, Ctrl-C)."""
+        for trial_id, optuna_trial in list(self.ledger.trials.items()):
+            optuna_trial.set_user_attr("fail_reason", reason)
+            self.ledger.study.tell(optuna_trial, state=TrialState.FAIL)
+            self.ledger.failed += 1
+            del self.ledger.trials[trial_id]
+
+    def _tell(self, trial: Trial, state: TrialState, epochs_run: int, reason: str | None = None) -> None:
+        ledger = self.ledger
+        optuna_trial = ledger.trials.pop(trial.trial_id, None)
+        if optuna_trial is None:
+            return
+        started = self._started.pop(trial.trial_id, None)
+        self._history.pop(trial.trial_id, None)
+        optuna_trial.set_user_attr("epochs_run", epochs_run)
+        if started is not None:
+            optuna_trial.set_user_attr("wall_s", round(time.time() - started, 3))
+        if reason:
+            optuna_trial.set_user_attr("fail_reason", reason)
+        value: float | None = None
+        metric = ledger.sweep.spec.metric.name
+        if state == TrialState.COMPLETE:
+            value = float((trial.last_result or {})[metric])
+            ledger.study.tell(optuna_trial, value)
+            ledger.finished += 1
+        elif state == TrialState.PRUNED:
+            frozen = ledger.study.tell(optuna_trial, state=TrialState.PRUNED)
+            value = frozen.value
+            ledger.finished += 1
+        else:
+            ledger.study.tell(optuna_trial, state=TrialState.FAIL)
+            ledger.failed += 1
+        if self.on_end is not None:
+            cfg = trial.config["sweeper"]
+            self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(cfg["epochs"]), value,
+                                 dict(optuna_trial.params), reason))
+
+
+def _last_line(trial: Trial) -> str:
+    """The last line of a failed trial's error: ``FloatingPointError: loss became NaN at epoch 3``."""
+    text = ""
+    with contextlib.suppress(Exception):  # an unreadable error file still fails the trial
+        text = str(trial.get_error() or "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "the trial's worker failed without an error message"
+
+
+@dataclass
+class SweepOutcome:
+    """What :func:`run_sweep` leaves behind.
+
+    Attributes:
+        study: the study (read it with ``optuna.load_study`` too).
+        finished: COMPLETE + PRUNED trials in the study.
+        failed: FAIL trials this run told.
+        wall_s: seconds from Ray's start to the end of the sweep.
+        stop_reason: why the sweep stopped early, if it did.
+    """
+
+    study: optuna.Study
+    finished: int
+    failed: int
+    wall_s: float
+    stop_reason: str | None = None
+
+
+def create_study(sweep: Sweep, concurrency: int) -> optuna.Study:
+    """Create the sweep's study, with its spec and versions stored.
+
+    Raises:
+        InputError: a study of that name exists in the storage (``launch`` does not
+            overwrite one; resuming is the way to continue it).
+    """
+    url = sweep.spec.storage
+    ensure_new_study(sweep.name, url)
+    study = optuna.create_study(
+        storage=open_storage(url), study_name=sweep.name, direction=sweep.spec.metric.goal,
+        sampler=make_sampler(sweep, concurrency),
+    )
+    record_study_metadata(study, sweep.stored())
+    return study
+
+
+def _trial_name(trial: Trial) -> str:
+    return f"trial_{trial.config.get('trial_number', trial.trial_id)}"
+
+
+def init_ray(address: str | None) -> None:
+    """Start local Ray, or join the cluster at ``address`` (``auto``, ``ray://host:10001``)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        # Ray's own warnings (token auth, metrics files we do not write) are not the user's business.
+        "logging_level": logging.ERROR,
+        "log_to_driver": True,
+        "runtime_env": {"env_vars": {**_RAY_ENV, "PYTHONPATH": _pythonpath()}},
+    }
+    if address:
+        kwargs["address"] = address
+    ray.init(**kwargs)
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+
+
+def _pythonpath() -> str:
+    # A user's own trainer (`mypkg.mod:fit`) next to the spec must import in the workers too.
+    parts = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return os.pathsep.join(dict.fromkeys(parts))
+
+
+def concurrency_for(sweep: Sweep) -> int:
+    """Trials at once: ``max_concurrent_trials``, else what the cluster's CPUs/GPUs hold."""
+    import ray
+
+    if sweep.spec.max_concurrent_trials:
+        return sweep.spec.max_concurrent_trials
+    res = sweep.spec.resources_per_trial
+    total = ray.cluster_resources()
+    fits = int(total.get("CPU", 1) // res.cpu)
+    if res.gpu > 0:
+        fits = min(fits, int(total.get("GPU", 0) / res.gpu + 1e-9))
+    return max(1, fits)
+
+
+def run_sweep(
+    sweep: Sweep,
+    *,
+    address: str | None = None,
+    artifacts_dir: str | os.PathLike[str] = "sweeper_artifacts",
+    on_start: Callable[[Ledger, int], None] | None = None,
+    on_end: Callable[[TrialEnd], None] | None = None,
+) -> SweepOutcome:
+    """Create the study and run the sweep to its budget on Ray Tune.
+
+    Args:
+        sweep: the validated spec.
+        address: a Ray cluster to join; ``None`` starts Ray on this machine.
+        artifacts_dir: Ray Tune's folder (one sub-folder per study).
+        on_start: called with the ledger (study and live counts) and the concurrency once
+            trials can start.
+        on_end: called in the driver as each trial ends.
+
+    Raises:
+        InputError: the study exists already, or the storage does not answer.
+        SweeperError: Ray could not start or the sweep broke.
+    """
+    init_ray(address)
+    started = time.time()
+    concurrency = concurrency_for(sweep)
+    study = create_study(sweep, concurrency)
+    ledger = Ledger(study, sweep, grid=sweep.space.grid() if sweep.spec.method == "grid" else None)
+    mode = "max" if sweep.spec.metric.goal == "maximize" else "min"
+    metric = sweep.spec.metric.name
+    scheduler: RecordingASHA | None = None
+    if sweep.asha is not None:
+        scheduler = RecordingASHA(
+            time_attr="epoch", metric=metric, mode=mode, max_t=sweep.max_epochs,
+            grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor,
+        )
+    recorder = StudyRecorder(ledger, scheduler, on_end)
+    res = sweep.spec.resources_per_trial
+    trainable = tune.with_resources(run_trial, {"cpu": res.cpu, "gpu": res.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=StudySearcher(ledger, metric, mode),
+            scheduler=scheduler or FIFOScheduler(),
+            num_samples=-1,
+            max_concurrent_trials=concurrency,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep.name.replace("/", "_"),
+            storage_path=str(Path(artifacts_dir).resolve()),
+            verbose=0,
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    if on_start is not None:
+        on_start(ledger, concurrency)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        recorder.fail_unfinished("sweep interrupted (Ctrl-C)")
+        raise
+    except Exception as err:
+        recorder.fail_unfinished(f"driver error: {err}")
+        raise SweeperError(f"the sweep stopped: {err}") from err
+    recorder.fail_unfinished("the trial never reported an end to the driver")
+    return SweepOutcome(study, ledger.finished, ledger.failed, time.time() - started, ledger.stop_reason)

@@ -1,0 +1,161 @@
+"""The trainer contract: what a trainer is, what it reads, what it reports.
+
+A trainer is a plain function ``fit(config, report) -> metrics``. It knows nothing of
+Ray or Optuna: ``report(epoch, metrics)`` is how it publishes each epoch, and whoever
+calls it (a sweep, ``sweeper train``, a notebook) decides what happens with the numbers.
+When a sweep's scheduler stops a trial, the ``report`` call does not return (the
+orchestrator unwinds the trainer's thread), so trainers need no stopping logic.
+
+A trainer also *declares* the parameters it reads (:class:`Param`), so that a sweep
+spec can be checked against it before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ParamKind = Literal["int", "float", "bool", "str", "int_list"]
+
+# The metrics every built-in trainer reports after each epoch. Accuracies are fractions.
+EPOCH_METRICS: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+class Report(Protocol):
+    """Callback a trainer calls once per finished epoch.
+
+    ``epoch`` counts from 1; ``metrics`` maps a metric name to a float. When a sweep's
+    scheduler decides the trial should stop, the call does not return.
+    """
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a trainer's images come from and how they are prepared.
+
+    Attributes:
+        dataset: ``mnist5k`` | ``digits`` | ``imagefolder`` | a torchvision dataset
+            class name such as ``CIFAR10``.
+        root: folder of the data (``imagefolder`` and torchvision datasets); absolute.
+        image_size: side of the square images a model sees, in pixels.
+        val_fraction: share of the training images held out, stratified, for validation
+            when the data has no validation split of its own (0 < f < 1).
+        num_workers: DataLoader worker processes (0 = load in the training process).
+        seed: seed of the train/validation split; the same for every trial of a sweep,
+            so that all trials are scored on the same validation images.
+    """
+
+    dataset: str = "mnist5k"
+    root: str | None = None
+    image_size: int = 32
+    val_fraction: float = 0.2
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs.
+
+    Attributes:
+        params: the trainer's hyperparameters by name (every declared one present).
+        data: the data settings.
+        epochs: number of epochs to train (each epoch is one pass over the training split).
+        seed: seed of the model's initialisation, shuffling and augmentation.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    params: Mapping[str, Any]
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Param:
+    """Declaration of one hyperparameter a trainer reads.
+
+    Attributes:
+        kind: ``int``, ``float``, ``bool``, ``str`` or ``int_list`` (a list of ints, such
+            as filters per convolution block, of exactly ``length`` items).
+        default: the value used when a spec does not set the parameter.
+        choices: the allowed values, for ``str`` parameters.
+        low, high: the inclusive range allowed for numbers (and for each item of an
+            ``int_list``); ``None`` for no bound.
+        length: the item count of an ``int_list``.
+        help: one line for the README and ``sweeper validate``.
+    """
+
+    kind: ParamKind
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    length: int | None = None
+
+    def check(self, value: Any) -> str | None:
+        """Return why ``value`` is not allowed for this parameter, or ``None`` if it is."""
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else "must be true or false"
+        if self.kind == "str":
+            if not isinstance(value, str):
+                return "must be a string"
+            if self.choices is not None and value not in self.choices:
+                return "must be one of " + ", ".join(self.choices)
+            return None
+        if self.kind == "int_list":
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                return f"must be a list of {self.length} integers"
+            if self.length is not None and len(value) != self.length:
+                return f"must be a list of {self.length} integers (got {len(value)})"
+            for v in value:
+                reason = self._check_range(v)
+                if reason:
+                    return "each item " + reason
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number ({self.kind})"
+        if self.kind == "int" and not float(value).is_integer():
+            return "must be an integer"
+        return self._check_range(value)
+
+    def _check_range(self, value: float) -> str | None:
+        if self.low is not None and value < self.low:
+            return f"must be >= {self.low:g}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high:g}"
+        return None
+
+
+FitFn = Callable[[TrainConfig, Report], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trainer and its declaration.
+
+    Attributes:
+        name: registry name (``cnn``) or import path (``pkg.module:function``).
+        fit: ``fit(config: TrainConfig, report: Report) -> final epoch's metrics``.
+        params: the parameters ``fit`` reads; ``None`` when undeclared (a user's plain
+            function), in which case a spec's parameters are passed through unchecked.
+        metrics: the metric names ``fit`` reports each epoch; ``None`` when undeclared.
+        min_image_size: the smallest ``data.image_size`` (pixels) the model accepts.
+    """
+
+    name: str
+    fit: FitFn
+    params: Mapping[str, Param] | None = None
+    metrics: tuple[str, ...] | None = EPOCH_METRICS
+    min_image_size: int = 1
+
+    def defaults(self) -> dict[str, Any]:
+        """The declared parameters' defaults, by name (empty when undeclared)."""
+        return {name: p.default for name, p in (self.params or {}).items()}

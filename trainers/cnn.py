@@ -1,0 +1,83 @@
+"""The ``cnn`` trainer: the 5-block convolutional network of the iNaturalist sweeps.
+
+Five blocks of conv → optional BatchNorm → activation → 2x2 max-pool, then dropout, one
+dense layer with the same activation, dropout, and the linear classifier. Five poolings
+halve the image five times, so ``image_size`` must be at least 2**5 = 32 pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from trainers.base import EPOCH_METRICS, Param, Report, TrainConfig, Trainer
+from trainers.data import load_data
+from trainers.loop import OPTIMIZATION_PARAMS, fit_classifier, with_normalization
+
+BLOCKS = 5
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "mish": nn.Mish,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+PARAMS: dict[str, Param] = {
+    "filters": Param("int_list", [32, 32, 32, 32, 32], "output channels of each of the 5 conv blocks",
+                     low=1, high=4096, length=BLOCKS),
+    "kernel_size": Param("int", 3, "side of the square convolution kernels (odd keeps the size)",
+                         low=1, high=15),
+    "activation": Param("str", "relu", "activation after each conv and the dense layer",
+                        choices=tuple(ACTIVATIONS)),
+    "batch_norm": Param("bool", True, "BatchNorm after each convolution"),
+    "dropout": Param("float", 0.2, "dropout before and after the dense layer", low=0.0, high=0.95),
+    "dense_units": Param("int", 128, "units of the dense layer", low=1, high=65536),
+    **OPTIMIZATION_PARAMS,
+}
+
+
+def build_model(params: Mapping[str, Any], in_channels: int, num_classes: int, image_size: int) -> nn.Sequential:
+    """The 5-block CNN for images ``(N, in_channels, image_size, image_size)`` → logits ``(N, num_classes)``.
+
+    Raises:
+        ValueError: ``image_size`` is below 32 (five 2x2 poolings).
+    """
+    if image_size < 2**BLOCKS:
+        raise ValueError(f"image_size {image_size} is too small for {BLOCKS} poolings; the smallest is {2**BLOCKS}")
+    act = ACTIVATIONS[params["activation"]]
+    layers: list[nn.Module] = []
+    channels, size = in_channels, image_size
+    k = int(params["kernel_size"])
+    for out in params["filters"]:
+        layers.append(nn.Conv2d(channels, int(out), k, padding=k // 2, bias=not params["batch_norm"]))
+        if params["batch_norm"]:
+            layers.append(nn.BatchNorm2d(int(out)))
+        layers += [act(), nn.MaxPool2d(2)]
+        channels = int(out)
+        size = (size + 2 * (k // 2) - k + 1) // 2
+    dense = int(params["dense_units"])
+    layers += [
+        nn.Flatten(),
+        nn.Dropout(float(params["dropout"])),
+        nn.Linear(channels * size * size, dense),
+        act(),
+        nn.Dropout(float(params["dropout"])),
+        nn.Linear(dense, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+def fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """Train the CNN on ``config.data`` for ``config.epochs``; see :func:`trainers.loop.fit_classifier`."""
+    params = {**TRAINER.defaults(), **config.params}
+    config = TrainConfig(params, config.data, config.epochs, config.seed, config.device)
+    data = load_data(config.data)
+    model = build_model(params, data.channels, len(data.classes), config.data.image_size)
+    return fit_classifier(with_normalization(model, data), data, config, report)
+
+
+TRAINER = Trainer(name="cnn", fit=fit, params=PARAMS, metrics=EPOCH_METRICS, min_image_size=2**BLOCKS)
