@@ -220,6 +220,11 @@ class StudyRecorder(tune.Callback):
         else:
             ledger.study.tell(optuna_trial, state=TrialState.FAIL)
             ledger.failed += 1
+            if ledger.failed > ledger.sweep.max_failed and ledger.stop_reason is None:
+                ledger.stop_reason = (
+                    f"{ledger.failed} trials failed, more than max_failed_trials ({ledger.sweep.max_failed}); "
+                    f"the last: {reason}"
+                )
         if self.on_end is not None:
             cfg = trial.config["sweeper"]
             self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(cfg["epochs"]), value,

@@ -50,6 +50,8 @@ class Sweep:
         space: the search space.
         trainer: the trainer and its declaration.
         budget: finished trials (COMPLETE + PRUNED) the sweep runs to.
+        max_failed: FAIL trials tolerated; one more stops the sweep (default 20% of the
+            budget, at least 1).
         max_epochs: the most epochs a trial trains (ASHA's ``max_t``).
         asha: ASHA settings, or ``None`` for no early stopping.
         data: the data settings every trial gets (root made absolute).
@@ -60,6 +62,7 @@ class Sweep:
     space: SearchSpace
     trainer: Trainer
     budget: int
+    max_failed: int
     max_epochs: int
     asha: Asha | None
     data: DataConfig
@@ -88,8 +91,13 @@ class Sweep:
         }
 
     def stored(self) -> dict[str, Any]:
-        """The spec as stored with the study (JSON-able, defaults filled)."""
-        return self.spec.model_dump(mode="json", exclude={"program", "command", "project", "entity"})
+        """The spec as stored with the study: JSON-able, defaults filled, valid input to :func:`validate`."""
+        out = self.spec.model_dump(mode="json", exclude={"program", "command", "project", "entity"})
+        # A parameter's form is which keys it sets, so only those are kept.
+        out["parameters"] = {
+            name: p.model_dump(mode="json", exclude_unset=True) for name, p in self.spec.parameters.items()
+        }
+        return out
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -247,7 +255,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     if problems:
         raise InputError(problems)
     assert trainer is not None
-    return Sweep(spec, space, trainer, budget, max_epochs, asha, data, tuple(warnings))
+    max_failed = spec.max_failed_trials if spec.max_failed_trials is not None else max(1, budget // 5)
+    return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings))
 
 
 def _check_trainer_params(trainer: Trainer, spec: SweepSpec, space: SearchSpace) -> list[Problem]:

@@ -129,6 +129,7 @@ class SweepSpec(_Model):
     epochs: int | None = Field(default=None, ge=1, le=100000)
     scheduler: SchedulerSpec | None = None
     max_concurrent_trials: int | None = Field(default=None, ge=1)
+    max_failed_trials: int | None = Field(default=None, ge=0)
     resources_per_trial: ResourcesSpec = ResourcesSpec()
     storage: str = DEFAULT_STORAGE
     seed: int = Field(default=0, ge=0, lt=2**31)

@@ -1,0 +1,45 @@
+"""Trainers for orchestration tests: real trainer functions, cheap enough to run many trials.
+
+``curve`` is a declared trainer whose ``val_accuracy`` is a known function of ``lr`` and
+the epoch, so a test can tell what ASHA should stop; ``fail: true`` raises at epoch 2, as a
+diverged trainer does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+from trainers.base import Param, Report, TrainConfig, Trainer
+
+
+def curve_fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """``val_accuracy = 1 - exp(-epoch * lr * 100)``; sleeps ``sleep_s`` per epoch."""
+    p: Mapping[str, object] = {**CURVE.defaults(), **config.params}
+    metrics: dict[str, float] = {}
+    for epoch in range(1, config.epochs + 1):
+        time.sleep(float(p["sleep_s"]))  # type: ignore[arg-type]
+        if p["fail"] and epoch == 2:
+            raise FloatingPointError(f"loss became NaN at epoch {epoch}")
+        acc = 1.0 - math.exp(-epoch * float(p["lr"]) * 100)  # type: ignore[arg-type]
+        metrics = {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
+        report(epoch, metrics)
+    return metrics
+
+
+CURVE = Trainer(
+    name="tests.fake_trainers:CURVE",
+    fit=curve_fit,
+    params={
+        "lr": Param("float", 0.01, "learning rate", low=0.0, high=1.0),
+        "fail": Param("bool", False, "raise at epoch 2"),
+        "sleep_s": Param("float", 0.05, "seconds per epoch", low=0.0, high=10.0),
+    },
+)
+
+
+def plain_fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """An undeclared user trainer: a bare function."""
+    report(1, {"score": 1.0})
+    return {"score": 1.0}

@@ -1,0 +1,74 @@
+"""Data loading: the bundled digits, image folders with bad files, stratified splits, the cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers.base import DataConfig
+from trainers.data import DataError, check_data, load_data, scan_image_folder
+
+
+def test_mnist5k_split_is_stratified_and_seeded() -> None:
+    data = load_data(DataConfig("mnist5k", image_size=32, val_fraction=0.2, seed=0))
+    assert data.train_x.shape == (4000, 1, 32, 32) and data.train_x.dtype == torch.uint8
+    assert data.val_x.shape == (1000, 1, 32, 32)
+    assert torch.bincount(data.val_y).tolist() == [100] * 10  # 500 per class, sorted: must be stratified
+    assert torch.bincount(data.train_y).tolist() == [400] * 10
+    other = load_data(DataConfig("mnist5k", image_size=32, val_fraction=0.2, seed=1))
+    assert not torch.equal(other.val_x, data.val_x)
+
+
+def test_data_is_decoded_once_per_process() -> None:
+    cfg = DataConfig("digits", image_size=32)
+    assert load_data(cfg) is load_data(cfg)
+    assert load_data(cfg).train_x.shape[1:] == (1, 32, 32)
+
+
+def test_image_folder_skips_bad_files_and_converts_modes(mnist_pngs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    load_data.cache_clear()
+    data = load_data(DataConfig("imagefolder", root=str(mnist_pngs), image_size=32, val_fraction=0.2))
+    assert data.classes == ("digit_0", "digit_1", "digit_2")
+    assert data.skipped == 2  # broken.png and notes.txt
+    assert data.train_x.shape[1:] == (3, 32, 32)  # grey and RGBA both become RGB
+    assert len(data.train_y) + len(data.val_y) == 90
+    assert torch.bincount(data.val_y).tolist() == [6, 6, 6]
+    assert data.test_x is None
+    assert "skipped 2 file(s)" in capsys.readouterr().err
+
+
+def test_train_val_test_layout(mnist_pngs: Path, tmp_path: Path) -> None:
+    for split in ("train", "val", "test"):
+        shutil.copytree(mnist_pngs, tmp_path / split)
+    layout = scan_image_folder(tmp_path)
+    assert set(layout.splits) == {"train", "val", "test"}
+    data = load_data(DataConfig("imagefolder", root=str(tmp_path), image_size=32))
+    assert len(data.val_y) == 90 and data.test_y is not None and len(data.test_y) == 90
+
+
+def test_folder_problems_are_validation_errors(mnist_pngs: Path, tmp_path: Path) -> None:
+    missing = DataConfig("imagefolder", root=str(tmp_path / "nope"))
+    assert check_data(missing) == [("data.root", missing.root, f"folder {missing.root!r} does not exist")]
+    shutil.copytree(mnist_pngs, tmp_path / "f")
+    (tmp_path / "f" / "empty_class").mkdir()
+    [(key, _, rule)] = check_data(DataConfig("imagefolder", root=str(tmp_path / "f")))
+    assert key == "data.root" and "empty_class" in rule and "holds no image" in rule
+    (tmp_path / "flat").mkdir()
+    [(_, _, rule)] = check_data(DataConfig("imagefolder", root=str(tmp_path / "flat")))
+    assert "holds no class folders" in rule
+
+
+def test_one_class_is_a_clear_error(mnist_pngs: Path, tmp_path: Path) -> None:
+    shutil.copytree(mnist_pngs / "digit_0", tmp_path / "one" / "digit_0")
+    with pytest.raises(DataError, match="single class"):
+        load_data(DataConfig("imagefolder", root=str(tmp_path / "one"), image_size=32))
+
+
+def test_torchvision_dataset_never_downloads(tmp_path: Path) -> None:
+    [(key, value, rule)] = check_data(DataConfig("CIFAR10", root=str(tmp_path)))
+    assert key == "data.dataset" and value == "CIFAR10"
+    assert "download=True" in rule and "copy that folder" in rule
+    assert not any(tmp_path.iterdir())  # nothing fetched, nothing written
