@@ -232,10 +232,28 @@ class StudyRecorder(tune.Callback):
 
 
 def _last_line(trial: Trial) -> str:
-    """The last line of a failed trial's error: ``FloatingPointError: loss became NaN at epoch 3``."""
-    text = ""
+    """The last line of a failed trial's error: ``FloatingPointError: loss became NaN at epoch 3``.
+
+    Read from the error Ray pickled in the driver's trial folder (its cause chain leads to
+    the trainer's exception), else from the last line of Ray's error text file.
+    """
+    import cloudpickle
+
     with contextlib.suppress(Exception):  # an unreadable error file still fails the trial
-        text = str(trial.get_error() or "")
+        with open(trial.pickled_error_file or "", "rb") as f:
+            exc: BaseException | None = cloudpickle.load(f)
+        seen = 0
+        while exc is not None and seen < 10:
+            cause = getattr(exc, "cause", None) or exc.__cause__
+            if cause is None:
+                break
+            exc, seen = cause, seen + 1
+        if exc is not None and type(exc).__name__ not in ("RayTaskError", "StartTraceback"):
+            message = str(exc).strip().splitlines()
+            return f"{type(exc).__name__}: {message[-1] if message else ''}".rstrip(": ")
+    text = ""
+    with contextlib.suppress(Exception):
+        text = Path(trial.error_file or "").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "the trial's worker failed without an error message"
 
@@ -297,6 +315,8 @@ def init_ray(address: str | None) -> None:
         kwargs["address"] = address
     ray.init(**kwargs)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    # A trial's error is recorded in the study and printed once by sweeper, not as Ray's traceback.
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
 
 
 def _pythonpath() -> str:

@@ -14,7 +14,7 @@ from torch import nn
 
 from trainers.base import EPOCH_METRICS, Param, Report, TrainConfig, Trainer
 from trainers.data import load_data
-from trainers.loop import OPTIMIZATION_PARAMS, fit_classifier, with_normalization
+from trainers.loop import OPTIMIZATION_PARAMS, fit_classifier, seed_everything, with_normalization
 
 BLOCKS = 5
 
@@ -76,6 +76,7 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     params = {**TRAINER.defaults(), **config.params}
     config = TrainConfig(params, config.data, config.epochs, config.seed, config.device)
     data = load_data(config.data)
+    seed_everything(config.seed)  # the initial weights depend on the trial's seed only
     model = build_model(params, data.channels, len(data.classes), config.data.image_size)
     return fit_classifier(with_normalization(model, data), data, config, report)
 

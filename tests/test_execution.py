@@ -1,0 +1,121 @@
+"""Real sweeps through local Ray Tune, recorded in real SQLite studies.
+
+The CNN sweep trains on scikit-learn's bundled digits; the orchestration sweeps use
+``tests.fake_trainers`` (real trainer functions whose curves are known in advance).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.execution import run_sweep
+from sweeper.search import GRID_ID_ATTR
+from sweeper.spec import validate
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+
+
+def sweep_of(tmp_path: Path, name: str, **spec: Any) -> Any:
+    return validate({"name": name, "storage": f"sqlite:///{tmp_path / 'study.db'}", "max_concurrent_trials": 2,
+                     **spec})
+
+
+def load(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_cnn_sweep_with_asha_records_complete_and_pruned_trials(tmp_path: Path, study_name: str) -> None:
+    sweep = sweep_of(
+        tmp_path, study_name, method="random", run_cap=8, trainer="cnn", epochs=4, seed=3,
+        data={"dataset": "digits", "image_size": 32},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        parameters={"filters": {"value": [4, 8, 8, 8, 8]}, "dense_units": {"value": 16},
+                    "batch_size": {"value": 64}, "lr": {"values": [0.00001, 0.003]}},
+    )
+    outcome = run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    study = load(tmp_path, study_name)  # read back as any Optuna user would
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert outcome.finished == 8 and len(trials) == 8
+    assert states.count(TrialState.COMPLETE) >= 1 and states.count(TrialState.PRUNED) >= 1, states
+    assert study.user_attrs["sweeper_spec"]["name"] == study_name
+    assert "sweeper" in study.user_attrs["code_version"]
+    for t in trials:
+        curve = t.intermediate_values
+        assert sorted(curve) == list(range(1, len(curve) + 1))
+        assert t.value == curve[max(curve)]  # the last epoch's val_accuracy, never a partial run as COMPLETE
+        assert t.user_attrs["epochs_run"] == len(curve)
+        if t.state == TrialState.COMPLETE:
+            assert len(curve) == 4
+        else:
+            assert 1 <= len(curve) < 4
+        for key in ("wall_s", "ray_trial_id", "node", "worker", "device", "config"):
+            assert key in t.user_attrs, key
+        assert t.user_attrs["device"] == "cpu"
+        assert [row["epoch"] for row in t.user_attrs["history"]] == list(range(1, len(curve) + 1))
+        assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(t.user_attrs["history"][0])
+        assert t.user_attrs["config"]["params"]["lr"] == t.params["lr"]
+    # Actors are reused: 8 trials ran in at most 2 worker processes (each decoded the data once).
+    assert len({t.user_attrs["worker"] for t in trials}) <= 2
+    # ASHA stops the trials that learn nothing: no lr=1e-5 trial ran all 4 epochs after an lr=3e-3 one did.
+    good = [t for t in trials if t.params["lr"] == 0.003]
+    assert max(t.value for t in good if t.value is not None) > 0.5
+
+
+def test_failed_trials_are_fail_with_their_message_and_do_not_count(tmp_path: Path, study_name: str) -> None:
+    sweep = sweep_of(
+        tmp_path, study_name, method="random", run_cap=4, trainer="tests.fake_trainers:CURVE", epochs=3,
+        max_failed_trials=20, seed=2, metric={"name": "val_accuracy", "goal": "maximize"},
+        parameters={"fail": {"values": [True, False], "probabilities": [0.5, 0.5]},
+                    "lr": {"min": 0.001, "max": 0.02}},
+    )
+    outcome = run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    trials = load(tmp_path, study_name).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert outcome.finished == 4 and outcome.stop_reason is None
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4  # the budget counts finished trials only
+    assert failed and all(t.params["fail"] for t in failed)
+    for t in failed:
+        assert t.user_attrs["fail_reason"] == "FloatingPointError: loss became NaN at epoch 2"
+        assert list(t.intermediate_values) == [1]  # its curve up to the failure is kept
+        assert t.value is None
+
+
+def test_failure_budget_stops_the_sweep(tmp_path: Path, study_name: str) -> None:
+    sweep = sweep_of(tmp_path, study_name, method="random", run_cap=5, trainer="tests.fake_trainers:CURVE",
+                     epochs=3, max_failed_trials=2, parameters={"fail": {"value": True}})
+    outcome = run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    assert outcome.stop_reason is not None and "more than max_failed_trials (2)" in outcome.stop_reason
+    trials = load(tmp_path, study_name).get_trials()
+    assert all(t.state == TrialState.FAIL for t in trials)
+    assert 3 <= len(trials) <= 4  # the third failure stops asking; one more may have been running
+
+
+def test_grid_runs_every_point_exactly_once(tmp_path: Path, study_name: str) -> None:
+    sweep = sweep_of(
+        tmp_path, study_name, method="grid", trainer="tests.fake_trainers:CURVE", epochs=2,
+        parameters={"lr": {"values": [0.001, 0.002, 0.003]}, "sleep_s": {"values": [0.01, 0.03]}},
+    )
+    assert sweep.budget == 6
+    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    trials = load(tmp_path, study_name).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert sorted(t.user_attrs[GRID_ID_ATTR] for t in trials) == list(range(6))
+    points = {(t.params["lr"], t.params["sleep_s"]) for t in trials}
+    assert len(points) == 6
+
+
+def test_a_second_launch_of_the_same_study_is_refused(tmp_path: Path, study_name: str) -> None:
+    from sweeper.errors import InputError
+
+    sweep = sweep_of(tmp_path, study_name, method="random", run_cap=1, trainer="tests.fake_trainers:CURVE",
+                     epochs=1)
+    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    with pytest.raises(InputError, match="sweeper resume"):
+        run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    assert len(load(tmp_path, study_name).trials) == 1
