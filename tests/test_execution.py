@@ -119,3 +119,17 @@ def test_a_second_launch_of_the_same_study_is_refused(tmp_path: Path, study_name
     with pytest.raises(InputError, match="sweeper resume"):
         run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
     assert len(load(tmp_path, study_name).trials) == 1
+
+
+@pytest.mark.gpu
+def test_fractional_gpu_trials_run_on_the_assigned_device(tmp_path: Path, study_name: str) -> None:
+    """Two trials share one GPU (0.5 each); each trains on the CUDA device Ray assigned."""
+    sweep = sweep_of(
+        tmp_path, study_name, method="random", run_cap=4, trainer="cnn", epochs=2,
+        data={"dataset": "digits", "image_size": 32}, resources_per_trial={"cpu": 1, "gpu": 0.5},
+        parameters={"filters": {"value": [8, 8, 8, 8, 8]}, "lr": {"values": [0.001, 0.003]}},
+    )
+    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    trials = load(tmp_path, study_name).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all(t.user_attrs["device"].startswith("cuda") for t in trials)
