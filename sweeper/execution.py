@@ -1,8 +1,8 @@
 """Running a sweep on Ray Tune: the trainable, the recorder, ASHA and the Tuner.
 
-The trainable runs a trainer (from :mod:`trainers`) in a Ray actor and turns its per-epoch
-``report`` into ``ray.tune.report``. Actors are reused between trials, so a worker process
-decodes its data once (see :func:`trainers.data.load_data`).
+The trainable (:func:`sweeper.trainable.run_trial`) runs a trainer in a Ray actor. Actors
+are reused between trials, so a worker process decodes its data once (see
+:func:`trainers.data.load_data`).
 
 The driver records every trial in the Optuna study (:class:`StudyRecorder`):
 
@@ -19,9 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from sweeper.errors import SweeperError
 from sweeper.search import Ledger, StudySearcher, make_sampler
 from sweeper.spec import Sweep
 from sweeper.storage import ensure_new_study, open_storage, record_study_metadata
+from sweeper.trainable import run_trial
 
 # Ray Tune settings for a lean driver: no CSV/JSON/TensorBoard loggers per trial, trials
 # keep the driver's working directory (relative paths keep working).
@@ -54,40 +54,6 @@ log = logging.getLogger(__name__)
 
 # Trial user attributes the recorder writes (besides `config`, `history` and `grid_id`).
 USER_ATTRS = ("epochs_run", "wall_s", "ray_trial_id", "node", "worker", "device", "fail_reason")
-
-
-def run_trial(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable: run one trial's trainer, reporting each epoch.
-
-    ``config["sweeper"]`` is the trial's training config (see :meth:`Sweep.trial_config`).
-    Each report carries the trainer's metrics plus ``epoch``, ``node`` and ``device``.
-    """
-    import ray
-    import torch
-
-    from trainers import get_trainer
-    from trainers.base import DataConfig, TrainConfig
-
-    cfg = config["sweeper"]
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
-    gpu_ids = ray.get_gpu_ids()
-    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
-    where = {
-        "node": socket.gethostname(),
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "device": f"cuda:{gpu_ids[0]}" if device == "cuda" else "cpu",
-    }
-    trainer = get_trainer(cfg["trainer"])
-    train_config = TrainConfig(
-        params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
-        seed=int(cfg["seed"]), device=device,
-    )
-
-    def report(epoch: int, metrics: Mapping[str, float]) -> None:
-        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where})
-
-    trainer.fit(train_config, report)
 
 
 class RecordingASHA(ASHAScheduler):
@@ -135,6 +101,7 @@ class StudyRecorder(tune.Callback):
         self.on_end = on_end
         self._started: dict[str, float] = {}
         self._history: dict[str, list[dict[str, float]]] = {}
+        self._where: dict[str, dict[str, str]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Ray pickles callbacks with its experiment state; the study stays here.
@@ -149,17 +116,16 @@ class StudyRecorder(tune.Callback):
             return
         metric = self.ledger.sweep.spec.metric.name
         epoch = int(result["epoch"])
+        # One write per epoch: the trial's worker waits for the driver at each report, so
+        # every write here lengthens every trial. The rest of the epoch is kept in memory
+        # and written with the trial's end.
         if metric in result:
             optuna_trial.report(float(result[metric]), step=epoch)
         row = {k: float(v) for k, v in result.items()
                if k in self._metric_names(result) and isinstance(v, (int, float))}
-        history = self._history.setdefault(trial.trial_id, [])
-        history.append({"epoch": epoch, **row})
-        optuna_trial.set_user_attr("history", history)
-        optuna_trial.set_user_attr("epochs_run", epoch)
+        self._history.setdefault(trial.trial_id, []).append({"epoch": epoch, **row})
         if epoch == 1:
-            for key in ("node", "worker", "device"):
-                optuna_trial.set_user_attr(key, str(result.get(key, "")))
+            self._where[trial.trial_id] = {key: str(result.get(key, "")) for key in ("node", "worker", "device")}
 
     def _metric_names(self, result: dict[str, Any]) -> set[str]:
         declared = self.ledger.sweep.trainer.metrics
@@ -201,7 +167,9 @@ class StudyRecorder(tune.Callback):
         if optuna_trial is None:
             return
         started = self._started.pop(trial.trial_id, None)
-        self._history.pop(trial.trial_id, None)
+        optuna_trial.set_user_attr("history", self._history.pop(trial.trial_id, []))
+        for key, where in self._where.pop(trial.trial_id, {}).items():
+            optuna_trial.set_user_attr(key, where)
         optuna_trial.set_user_attr("epochs_run", epochs_run)
         if started is not None:
             optuna_trial.set_user_attr("wall_s", round(time.time() - started, 3))
@@ -407,4 +375,7 @@ def run_sweep(
         recorder.fail_unfinished(f"driver error: {err}")
         raise SweeperError(f"the sweep stopped: {err}") from err
     recorder.fail_unfinished("the trial never reported an end to the driver")
+    if ledger.stop_reason is None and ledger.finished < sweep.budget:
+        # Tune ends early only when interrupted (Ctrl-C / SIGTERM); its running trials are FAIL now.
+        ledger.stop_reason = f"interrupted with {ledger.finished} of {sweep.budget} trials finished"
     return SweepOutcome(study, ledger.finished, ledger.failed, time.time() - started, ledger.stop_reason)

@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
 
 import sweeper
 from sweeper.errors import InputError, Problem
@@ -59,12 +60,30 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         # The driver is the only writer; a generous timeout covers readers (dashboard).
         engine_kwargs["connect_args"] = {"timeout": 30}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=False)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=False)
     except OperationalError as err:
         parsed = make_url(url)
         where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}" if parsed.host is not None else redact(url)
         raise InputError(Problem("storage", redact(url), f"does not answer at {where}: "
                                  f"{str(err.orig).splitlines()[0] if err.orig else 'connection failed'}")) from None
+    if make_url(url).get_backend_name() == "sqlite":
+        _use_wal(storage.engine)
+    return storage
+
+
+def _use_wal(engine: Engine) -> None:
+    """SQLite in write-ahead-log mode: readers (a dashboard, a report) never block the sweep's
+    one writer, and commits need no fsync of the main file (``synchronous=NORMAL`` stays
+    durable across application crashes; see sqlite.org/wal.html)."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened while Optuna created its tables get the pragmas too
 
 
 def study_names(url: str) -> list[str]:

@@ -133,3 +133,17 @@ def test_fractional_gpu_trials_run_on_the_assigned_device(tmp_path: Path, study_
     trials = load(tmp_path, study_name).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert all(t.user_attrs["device"].startswith("cuda") for t in trials)
+
+
+def test_imagefolder_sweep_skips_bad_files(tmp_path: Path, study_name: str, mnist_pngs: Path) -> None:
+    """A sweep on an image folder with a corrupt PNG and a text file: both skipped, trials complete."""
+    sweep = sweep_of(
+        tmp_path, study_name, method="random", run_cap=2, trainer="cnn", epochs=2,
+        data={"dataset": "imagefolder", "root": str(mnist_pngs), "image_size": 32},
+        parameters={"filters": {"value": [4, 8, 8, 8, 8]}, "dense_units": {"value": 16},
+                    "augment": {"values": [True, False]}, "batch_size": {"value": 16}},
+    )
+    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    trials = load(tmp_path, study_name).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(len(t.intermediate_values) == 2 for t in trials)

@@ -150,16 +150,23 @@ def test_grid_budget_is_the_grid_size() -> None:
     assert validate(spec).budget == 2 * 2 * 5
 
 
-def test_every_example_spec_validates(mnist_pngs: Path) -> None:
+def test_every_example_spec_passes_sweeper_validate(mnist_pngs: Path) -> None:
+    """`sweeper validate` on each file of search_spaces/; a spec whose data lives on the user's
+    disk is validated with its root pointed at a temporary image folder."""
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
     specs = sorted((REPO / "search_spaces").glob("*.yaml"))
     assert len(specs) >= 3
     for path in specs:
         raw = yaml.safe_load(path.read_text())
-        overrides = [f"data.root={mnist_pngs}"] if raw.get("data", {}).get("root") else []
+        overrides = []
         if raw.get("data", {}).get("root"):
-            overrides.append("data.image_size=32")
-        sweep = load_sweep(path, overrides)
-        assert sweep.budget >= 1, path
+            overrides = ["--set", f"data.root={mnist_pngs}"]
+        result = CliRunner().invoke(app, ["validate", str(path), *overrides])
+        assert result.exit_code == 0, (path, result.output)
+        assert f"name: {raw['name']}" in result.output
 
 
 def _mutate(path: str, value: Any) -> dict[str, Any]:
@@ -197,6 +204,8 @@ BAD = [
     ("trainer", "no_such_module:fit", "trainer: 'no_such_module:fit'", "cannot be imported"),
     ("storage", "mysql://u:secret@host/db", "storage: 'mysql://u:***@host/db'", "sqlite:/// or postgresql"),
     ("storage", "sqlite://", "storage: 'sqlite://'", "needs a file path"),
+    ("storage", "sqlite:////no/such/dir/s.db", "storage: 'sqlite:////no/such/dir/s.db'",
+     "is in folder '/no/such/dir', which does not exist"),
     ("resources_per_trial.gpu", -0.5, "resources_per_trial.gpu: -0.5", "greater than or equal to 0"),
     ("parametrs", {}, "parametrs: {}", "did you mean 'parameters'"),
     ("parameters.lr", {"min": 0.1, "max": 0.01}, "parameters.lr.max: 0.01", "greater than min (0.1)"),

@@ -349,9 +349,13 @@ def _check_storage(url: str) -> list[Problem]:
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         return [Problem("storage", shown, "must be an sqlite:/// or postgresql+psycopg:// URL")]
-    if parsed.get_backend_name() == "sqlite" and not parsed.database:
-        return [Problem("storage", shown, "needs a file path (sqlite:///sweeps.db); an in-memory "
-                        "database would vanish with the driver")]
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            return [Problem("storage", shown, "needs a file path (sqlite:///sweeps.db); an in-memory "
+                            "database would vanish with the driver")]
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            return [Problem("storage", shown, f"is in folder {str(folder)!r}, which does not exist")]
     return []
 
 

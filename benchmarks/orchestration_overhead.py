@@ -1,0 +1,132 @@
+"""Orchestration overhead: N fixed-length trials through sweeper vs the ideal and other tools.
+
+Each trial reports ``EPOCHS`` times, sleeping ``epoch_s`` before each report, so a trial lasts
+``EPOCHS * epoch_s`` seconds of "training". The ideal wall time is ``N * length / concurrency``.
+Measured after Ray has started (Ray's start-up is paid once per sweep, not per trial):
+
+- sweeper: ``run_sweep`` (what ``sweeper launch`` runs), SQLite study, reused actors;
+- Ray Tune + ``OptunaSearch`` with Tune's defaults, and with ``reuse_actors=True``;
+- Optuna alone, ``study.optimize(n_jobs=concurrency)`` in threads (no Ray).
+
+Usage: ``python -m benchmarks.orchestration_overhead [--trials 20] [--epoch-s 0.1 1.0]``
+from the repository root. Appends a table to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+EPOCHS = 10
+CONCURRENCY = 2
+
+
+def run_sweeper(n: int, epoch_s: float, workdir: Path) -> float:
+    from sweeper.execution import run_sweep
+    from sweeper.spec import validate
+
+    sweep = validate({
+        "name": f"overhead-{epoch_s}", "method": "random", "run_cap": n, "epochs": EPOCHS,
+        "trainer": "benchmarks.fixed_trainer:FIXED", "max_concurrent_trials": CONCURRENCY,
+        "storage": f"sqlite:///{workdir / f'bench-{epoch_s}.db'}",
+        "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": epoch_s}},
+    })
+    started: list[float] = []
+    run_sweep(sweep, artifacts_dir=workdir / "artifacts", on_start=lambda *_: started.append(time.perf_counter()))
+    return time.perf_counter() - started[0]
+
+
+def _tune_trainable(config: dict) -> None:
+    from ray import tune
+
+    for epoch in range(1, EPOCHS + 1):
+        time.sleep(config["epoch_s"])
+        tune.report({"val_accuracy": config["x"] * epoch / EPOCHS, "epoch": epoch})
+
+
+def run_tune_optuna(n: int, epoch_s: float, workdir: Path, reuse: bool) -> float:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    tuner = tune.Tuner(
+        _tune_trainable,
+        param_space={"x": tune.uniform(0.0, 1.0), "epoch_s": epoch_s},
+        tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric="val_accuracy", mode="max"),
+                                    num_samples=n, max_concurrent_trials=CONCURRENCY, reuse_actors=reuse),
+        run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name=f"tune-{epoch_s}-{reuse}", verbose=0),
+    )
+    started = time.perf_counter()
+    tuner.fit()
+    return time.perf_counter() - started
+
+
+def run_optuna_threads(n: int, epoch_s: float) -> float:
+    import optuna
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for epoch in range(1, EPOCHS + 1):
+            time.sleep(epoch_s)
+            trial.report(x * epoch / EPOCHS, epoch)
+        return x
+
+    study = optuna.create_study(direction="maximize")
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=n, n_jobs=CONCURRENCY)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epoch-s", type=float, nargs="+", default=[0.1, 1.0])
+    parser.add_argument("--no-baselines", action="store_true", help="measure sweeper and the ideal only")
+    args = parser.parse_args()
+
+    import optuna
+
+    from sweeper.execution import init_ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    init_ray(None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for epoch_s in args.epoch_s:
+            ideal = args.trials * EPOCHS * epoch_s / CONCURRENCY
+            results = {"sweeper (reused actors, SQLite study)": run_sweeper(args.trials, epoch_s, Path(tmp))}
+            if not args.no_baselines:
+                results["Ray Tune + OptunaSearch, defaults"] = run_tune_optuna(args.trials, epoch_s, Path(tmp), False)
+                results["Ray Tune + OptunaSearch, reuse_actors"] = run_tune_optuna(args.trials, epoch_s, Path(tmp),
+                                                                                   True)
+                results["Optuna alone, threads (no Ray)"] = run_optuna_threads(args.trials, epoch_s)
+            for name, wall in results.items():
+                per_trial_ms = (wall - ideal) * CONCURRENCY / args.trials * 1000
+                rows.append((epoch_s * EPOCHS, name, wall, ideal, wall / ideal, per_trial_ms))
+                print(f"{epoch_s * EPOCHS:>5.1f} s trials  {name:<42} {wall:7.2f} s  ideal {ideal:6.2f} s  "
+                      f"{wall / ideal:5.2f}x  {per_trial_ms:7.0f} ms/trial", flush=True)
+
+    lines = [
+        f"\n## Orchestration overhead ({dt.date.today().isoformat()})\n",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. "
+        f"{args.trials} trials of {EPOCHS} reports, {CONCURRENCY} at a time, timed after Ray started. "
+        "Command: `python -m benchmarks.orchestration_overhead`.\n",
+        "| trial length | runner | wall s | ideal s | x ideal | overhead per trial (ms) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {length:.0f} s | {name} | {wall:.2f} | {ideal:.2f} | {ratio:.2f} | {ms:.0f} |"
+          for length, name, wall, ideal, ratio, ms in rows],
+        "",
+    ]
+    results_md = Path(__file__).with_name("RESULTS.md")
+    if not results_md.exists():
+        results_md.write_text("# Benchmark results\n\nEach section is one run of one benchmark script.\n")
+    with results_md.open("a") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
