@@ -2,7 +2,9 @@
 
 Each trial reports ``EPOCHS`` times, sleeping ``epoch_s`` before each report, so a trial lasts
 ``EPOCHS * epoch_s`` seconds of "training". The ideal wall time is ``N * length / concurrency``.
-Measured after Ray has started (Ray's start-up is paid once per sweep, not per trial):
+Every runner is timed after Ray has started, for a small and a large N. Their difference
+splits the excess over the ideal into a cost per trial (the slope) and a cost paid once per
+sweep (the intercept: starting the worker processes, which import torch, and tearing down).
 
 - sweeper: ``run_sweep`` (what ``sweeper launch`` runs), SQLite study, reused actors;
 - Ray Tune + ``OptunaSearch`` with Tune's defaults, and with ``reuse_actors=True``;
@@ -30,15 +32,16 @@ def run_sweeper(n: int, epoch_s: float, workdir: Path) -> float:
     from sweeper.execution import run_sweep
     from sweeper.spec import validate
 
+    name = f"overhead-{epoch_s}-{n}"
     sweep = validate({
-        "name": f"overhead-{epoch_s}", "method": "random", "run_cap": n, "epochs": EPOCHS,
+        "name": name, "method": "random", "run_cap": n, "epochs": EPOCHS,
         "trainer": "benchmarks.fixed_trainer:FIXED", "max_concurrent_trials": CONCURRENCY,
-        "storage": f"sqlite:///{workdir / f'bench-{epoch_s}.db'}",
+        "storage": f"sqlite:///{workdir / f'{name}.db'}",
         "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": epoch_s}},
     })
-    started: list[float] = []
-    run_sweep(sweep, artifacts_dir=workdir / "artifacts", on_start=lambda *_: started.append(time.perf_counter()))
-    return time.perf_counter() - started[0]
+    started = time.perf_counter()
+    run_sweep(sweep, artifacts_dir=workdir / "artifacts")
+    return time.perf_counter() - started
 
 
 def _tune_trainable(config: dict) -> None:
@@ -58,7 +61,7 @@ def run_tune_optuna(n: int, epoch_s: float, workdir: Path, reuse: bool) -> float
         param_space={"x": tune.uniform(0.0, 1.0), "epoch_s": epoch_s},
         tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric="val_accuracy", mode="max"),
                                     num_samples=n, max_concurrent_trials=CONCURRENCY, reuse_actors=reuse),
-        run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name=f"tune-{epoch_s}-{reuse}", verbose=0),
+        run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name=f"tune-{epoch_s}-{reuse}-{n}", verbose=0),
     )
     started = time.perf_counter()
     tuner.fit()
@@ -83,7 +86,7 @@ def run_optuna_threads(n: int, epoch_s: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=20, help="the large N (the small one is 4)")
     parser.add_argument("--epoch-s", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--no-baselines", action="store_true", help="measure sweeper and the ideal only")
     args = parser.parse_args()
@@ -94,31 +97,37 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(None)
+    small, large = 4, args.trials
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for epoch_s in args.epoch_s:
-            ideal = args.trials * EPOCHS * epoch_s / CONCURRENCY
-            results = {"sweeper (reused actors, SQLite study)": run_sweeper(args.trials, epoch_s, Path(tmp))}
+            runners = {"sweeper (reused actors, SQLite study)": lambda n, e=epoch_s: run_sweeper(n, e, Path(tmp))}
             if not args.no_baselines:
-                results["Ray Tune + OptunaSearch, defaults"] = run_tune_optuna(args.trials, epoch_s, Path(tmp), False)
-                results["Ray Tune + OptunaSearch, reuse_actors"] = run_tune_optuna(args.trials, epoch_s, Path(tmp),
-                                                                                   True)
-                results["Optuna alone, threads (no Ray)"] = run_optuna_threads(args.trials, epoch_s)
-            for name, wall in results.items():
-                per_trial_ms = (wall - ideal) * CONCURRENCY / args.trials * 1000
-                rows.append((epoch_s * EPOCHS, name, wall, ideal, wall / ideal, per_trial_ms))
+                runners["Ray Tune + OptunaSearch, defaults"] = lambda n, e=epoch_s: run_tune_optuna(
+                    n, e, Path(tmp), False)
+                runners["Ray Tune + OptunaSearch, reuse_actors"] = lambda n, e=epoch_s: run_tune_optuna(
+                    n, e, Path(tmp), True)
+                runners["Optuna alone, threads (no Ray)"] = lambda n, e=epoch_s: run_optuna_threads(n, e)
+            for name, run in runners.items():
+                ideal_small, ideal = (k * EPOCHS * epoch_s / CONCURRENCY for k in (small, large))
+                wall_small, wall = run(small), run(large)
+                per_trial_s = ((wall - wall_small) - (ideal - ideal_small)) * CONCURRENCY / (large - small)
+                fixed_s = wall_small - ideal_small - small * per_trial_s / CONCURRENCY
+                rows.append((epoch_s * EPOCHS, name, wall, ideal, wall / ideal, per_trial_s * 1000, fixed_s))
                 print(f"{epoch_s * EPOCHS:>5.1f} s trials  {name:<42} {wall:7.2f} s  ideal {ideal:6.2f} s  "
-                      f"{wall / ideal:5.2f}x  {per_trial_ms:7.0f} ms/trial", flush=True)
+                      f"{wall / ideal:5.2f}x  {per_trial_s * 1000:6.0f} ms/trial  {fixed_s:5.2f} s once",
+                      flush=True)
 
     lines = [
         f"\n## Orchestration overhead ({dt.date.today().isoformat()})\n",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. "
-        f"{args.trials} trials of {EPOCHS} reports, {CONCURRENCY} at a time, timed after Ray started. "
+        f"{large} trials of {EPOCHS} reports, {CONCURRENCY} at a time, timed after Ray started; per-trial "
+        f"and once-per-sweep costs from the difference between {small} and {large} trials. "
         "Command: `python -m benchmarks.orchestration_overhead`.\n",
-        "| trial length | runner | wall s | ideal s | x ideal | overhead per trial (ms) |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *[f"| {length:.0f} s | {name} | {wall:.2f} | {ideal:.2f} | {ratio:.2f} | {ms:.0f} |"
-          for length, name, wall, ideal, ratio, ms in rows],
+        "| trial length | runner | wall s | ideal s | x ideal | overhead per trial (ms) | once per sweep (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {length:.0f} s | {name} | {wall:.2f} | {ideal:.2f} | {ratio:.2f} | {ms:.0f} | {fixed:.2f} |"
+          for length, name, wall, ideal, ratio, ms, fixed in rows],
         "",
     ]
     results_md = Path(__file__).with_name("RESULTS.md")
