@@ -36,11 +36,11 @@ def run_sweeper(n: int, epoch_s: float, workdir: Path) -> float:
     sweep = validate({
         "name": name, "method": "random", "run_cap": n, "epochs": EPOCHS,
         "trainer": "benchmarks.fixed_trainer:FIXED", "max_concurrent_trials": CONCURRENCY,
-        "storage": f"sqlite:///{workdir / f'{name}.db'}",
+        "storage": f"sqlite:///{workdir / f'{name}.db'}", "artifacts": str(workdir / "artifacts"),
         "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": epoch_s}},
     })
     started = time.perf_counter()
-    run_sweep(sweep, artifacts_dir=workdir / "artifacts")
+    run_sweep(sweep)
     return time.perf_counter() - started
 
 

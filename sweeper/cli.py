@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -97,37 +97,70 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
                  if sweep.asha else "no early stopping"))
 
 
+StorageOption = Annotated[str | None, typer.Option(
+    help="SQLAlchemy URL of the study's storage (overrides `storage`).", show_default=False)]
+AddressOption = Annotated[str | None, typer.Option(
+    help="Ray cluster to join (`auto`, `ray://host:10001`); default: start Ray on this machine.",
+    show_default=False)]
+
+
 @app.command()
 @_handled
 def launch(
     spec: SpecPath,
-    storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the study's storage (overrides `storage`).",
-                                                show_default=False)] = None,
+    storage: StorageOption = None,
     study: Annotated[str | None, typer.Option(help="Study name (overrides `name`).", show_default=False)] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="Finished trials to run (overrides `run_cap`).",
                                                  show_default=False)] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster to join (`auto`, `ray://host:10001`); "
-                                                "default: start Ray on this machine.", show_default=False)] = None,
+    address: AddressOption = None,
     set_: SetOption = None,
-    artifacts: Annotated[Path, typer.Option(help="Folder for Ray Tune's per-study files.")] = Path(
-        "sweeper_artifacts"),
+    artifacts: Annotated[str | None, typer.Option(
+        help="Folder for checkpoints and Ray Tune's files (overrides `artifacts`).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the study if it exists; its stored spec must match this file's.")] = False,
 ) -> None:
     """Run a sweep: validate the spec, create the study, run the trials on Ray Tune, print the best."""
-    from sweeper.spec import load_sweep
-    from sweeper.storage import ensure_new_study
+    from sweeper.spec import load_sweep, spec_differences
+    from sweeper.storage import ensure_new_study, redact, stored_spec, study_names
 
-    sweep = load_sweep(spec, set_ or [], storage=storage, study=study, n_trials=n_trials)
+    sweep = load_sweep(spec, set_ or [], storage=storage, study=study, n_trials=n_trials, artifacts=artifacts)
     for line in sweep.warnings:
         err.print(f"warning: {line}")
-    # Refuse an existing study before Ray starts: exit 2, nothing written.
-    ensure_new_study(sweep.name, sweep.spec.storage)
+    url = sweep.spec.storage
+    existing = resume and sweep.name in study_names(url)
+    if existing:
+        differences = spec_differences(stored_spec(url, sweep.name), sweep.stored())
+        if differences:
+            raise InputError([f"study: {sweep.name!r} in {redact(url)} was started with another spec; "
+                              "resume it with `sweeper resume` or make the file match:", *differences])
+    else:
+        # Refuse an existing study before Ray starts: exit 2, nothing written.
+        ensure_new_study(sweep.name, url)
+    _run(sweep, address, resume=existing)
 
+
+@app.command()
+@_handled
+def resume(
+    study: Annotated[str, typer.Argument(help="Name of the study to continue.", show_default=False)],
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    address: AddressOption = None,
+) -> None:
+    """Continue an interrupted study from the spec stored with it (no YAML needed)."""
+    from sweeper.spec import validate as validate_spec
+    from sweeper.storage import stored_spec
+
+    _run(validate_spec(stored_spec(storage, study)), address, resume=True)
+
+
+def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
+    """Run (or continue) the sweep with live progress, then print the best trials."""
     from sweeper.execution import run_sweep
     from sweeper.progress import SweepProgress, best_trials, summary
 
     progress = SweepProgress(sweep, out)
     try:
-        outcome = run_sweep(sweep, address=address, artifacts_dir=artifacts,
+        outcome = run_sweep(sweep, address=address, resume=resume,
                             on_start=progress.start, on_end=progress.trial_ended)
     finally:
         progress.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -37,7 +38,7 @@ class InputError(SweeperError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[Problem] | Problem | str):
+    def __init__(self, problems: Sequence[Problem | str] | Problem | str):
         self.problems: list[Problem | str] = (
             [problems] if isinstance(problems, (str, Problem)) else list(problems)
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,20 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweeper.errors import SweeperError
-from sweeper.search import Ledger, StudySearcher, make_sampler
-from sweeper.spec import Sweep
-from sweeper.storage import ensure_new_study, open_storage, record_study_metadata
-from sweeper.trainable import run_trial
+from sweeper.errors import InputError, SweeperError
+from sweeper.search import FAIL_KIND_ATTR, Ledger, StudySearcher, make_sampler
+from sweeper.spec import Sweep, validate
+from sweeper.storage import (
+    ensure_new_study,
+    open_storage,
+    record_study_metadata,
+    redact,
+    renew_lease,
+    study_lock,
+    study_names,
+    take_lease,
+)
+from sweeper.trainable import ERROR_KEY, run_trial
 
 # Ray Tune settings for a lean driver: no CSV/JSON/TensorBoard loggers per trial, trials
 # keep the driver's working directory (relative paths keep working).
@@ -57,10 +67,13 @@ USER_ATTRS = ("epochs_run", "wall_s", "ray_trial_id", "node", "worker", "device"
 
 
 class RecordingASHA(ASHAScheduler):
-    """Ray's ASHA scheduler (Li et al. 2020) that remembers which trials it stopped.
+    """Ray's ASHA scheduler (Li et al. 2020) that remembers which trials it stopped, and
+    can be given the learning curves of earlier trials.
 
     Ray marks a trial TERMINATED both when it finished and when a scheduler stopped it;
-    the recorder asks :meth:`stopped` to tell PRUNED from COMPLETE.
+    the recorder asks :meth:`stopped` to tell PRUNED from COMPLETE. On resume,
+    :meth:`replay` records the study's curves in ASHA's rungs, so the cut-offs are the ones
+    the interrupted sweep had.
     """
 
     def __init__(self, **kwargs: Any):
@@ -76,6 +89,23 @@ class RecordingASHA(ASHAScheduler):
     def stopped(self, trial_id: str) -> bool:
         """True when this scheduler decided to stop the trial."""
         return trial_id in self._stopped
+
+    def replay(self, curves: dict[str, dict[int, float]]) -> None:
+        """Record earlier trials' curves (``{name: {epoch: metric value}}``) in the rungs.
+
+        Each value reaches the rungs exactly as it did live: ASHA's bracket records a trial's
+        metric at every milestone its epochs pass, whatever it decided.
+        """
+        for name, curve in curves.items():
+            stand_in = _ReplayedTrial(name)
+            for bracket in self._brackets:
+                for epoch in sorted(curve):
+                    bracket.on_result(stand_in, epoch, float(self._metric_op) * curve[epoch])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _ReplayedTrial:
+    trial_id: str
 
 
 @dataclass
@@ -94,20 +124,32 @@ class TrialEnd:
 class StudyRecorder(tune.Callback):
     """Writes every trial's curve and end into the Optuna study; runs in the driver only."""
 
-    def __init__(self, ledger: Ledger, scheduler: RecordingASHA | None,
+    def __init__(self, ledger: Ledger, searcher: StudySearcher, scheduler: RecordingASHA | None,
                  on_end: Callable[[TrialEnd], None] | None = None):
         self.ledger = ledger
+        self.searcher = searcher
         self.scheduler = scheduler
         self.on_end = on_end
         self._started: dict[str, float] = {}
         self._history: dict[str, list[dict[str, float]]] = {}
         self._where: dict[str, dict[str, str]] = {}
+        self._retries: dict[str, int] = {}
+        self._best: list[tuple[float, Path]] = []  # (score, trial folder) of COMPLETE trials
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Ray pickles callbacks with its experiment state; the study stays here.
 
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self.ledger.renew_lease()
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        # Its worker died; Ray restarts it from the last checkpoint. The Optuna trial stays RUNNING.
+        self._retries[trial.trial_id] = self._retries.get(trial.trial_id, 0) + 1
+        log.warning("trial %s: worker lost, retrying from its last checkpoint (%s)", trial.trial_id,
+                    _last_line(trial))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict[str, Any], **info: Any) -> None:
@@ -123,8 +165,11 @@ class StudyRecorder(tune.Callback):
             optuna_trial.report(float(result[metric]), step=epoch)
         row = {k: float(v) for k, v in result.items()
                if k in self._metric_names(result) and isinstance(v, (int, float))}
-        self._history.setdefault(trial.trial_id, []).append({"epoch": epoch, **row})
-        if epoch == 1:
+        history = self._history.setdefault(trial.trial_id, [])
+        while history and history[-1]["epoch"] >= epoch:  # epochs redone after a worker was lost
+            history.pop()
+        history.append({"epoch": epoch, **row})
+        if trial.trial_id not in self._where:
             self._where[trial.trial_id] = {key: str(result.get(key, "")) for key in ("node", "worker", "device")}
 
     def _metric_names(self, result: dict[str, Any]) -> set[str]:
@@ -133,70 +178,97 @@ class StudyRecorder(tune.Callback):
             return {*declared, "epoch_s"}
         skip = {"epoch", "node", "worker", "device", "training_iteration", "time_this_iter_s", "time_total_s",
                 "timestamp", "pid", "done", "trial_id", "iterations_since_restore", "time_since_restore",
-                "checkpoint_dir_name", "date", "hostname", "node_ip", "config"}
+                "checkpoint_dir_name", "date", "hostname", "node_ip", "config", ERROR_KEY}
         return {k for k in result if k not in skip}
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
-        epochs_run = int(result.get("epoch", 0))
+        history = self._history.get(trial.trial_id, [])
+        epochs_run = int(history[-1]["epoch"]) if history else 0
         epochs = int(trial.config["sweeper"]["epochs"])
-        if epochs_run >= epochs:
+        if ERROR_KEY in result:
+            self._tell(trial, TrialState.FAIL, epochs_run, reason=str(result[ERROR_KEY]))
+        elif epochs_run >= epochs:
             self._tell(trial, TrialState.COMPLETE, epochs_run)
         elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
             self._tell(trial, TrialState.PRUNED, epochs_run)
         else:
-            self._tell(trial, TrialState.FAIL, epochs_run,
+            self._tell(trial, TrialState.FAIL, epochs_run, kind="driver",
                        reason=f"stopped after {epochs_run} of {epochs} epochs without a scheduler decision "
                               "(sweep interrupted)")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        result = trial.last_result or {}
-        self._tell(trial, TrialState.FAIL, int(result.get("epoch", 0)), reason=_last_line(trial))
+        # Only a worker that died more than max_failures times gets here: trainer errors are results.
+        history = self._history.get(trial.trial_id, [])
+        self._tell(trial, TrialState.FAIL, int(history[-1]["epoch"]) if history else 0,
+                   reason=f"worker lost {self._retries.get(trial.trial_id, 0) + 1} times: {_last_line(trial)}")
 
     def fail_unfinished(self, reason: str) -> None:
         """Tell FAIL for every trial this driver asked and never saw end (a crash, Ctrl-C)."""
         for trial_id, optuna_trial in list(self.ledger.trials.items()):
             optuna_trial.set_user_attr("fail_reason", reason)
+            optuna_trial.set_user_attr(FAIL_KIND_ATTR, "driver")
             self.ledger.study.tell(optuna_trial, state=TrialState.FAIL)
-            self.ledger.failed += 1
             del self.ledger.trials[trial_id]
 
-    def _tell(self, trial: Trial, state: TrialState, epochs_run: int, reason: str | None = None) -> None:
+    def _tell(self, trial: Trial, state: TrialState, epochs_run: int, reason: str | None = None,
+              kind: str = "trial") -> None:
         ledger = self.ledger
         optuna_trial = ledger.trials.pop(trial.trial_id, None)
         if optuna_trial is None:
             return
         started = self._started.pop(trial.trial_id, None)
-        optuna_trial.set_user_attr("history", self._history.pop(trial.trial_id, []))
-        for key, where in self._where.pop(trial.trial_id, {}).items():
-            optuna_trial.set_user_attr(key, where)
-        optuna_trial.set_user_attr("epochs_run", epochs_run)
+        history = self._history.pop(trial.trial_id, [])
+        attrs: dict[str, Any] = {"history": history, "epochs_run": epochs_run, **self._where.pop(trial.trial_id, {})}
         if started is not None:
-            optuna_trial.set_user_attr("wall_s", round(time.time() - started, 3))
+            attrs["wall_s"] = round(time.time() - started, 3)
+        if trial.trial_id in self._retries:
+            attrs["worker_retries"] = self._retries.pop(trial.trial_id)
         if reason:
-            optuna_trial.set_user_attr("fail_reason", reason)
-        value: float | None = None
+            attrs["fail_reason"] = reason
+            attrs[FAIL_KIND_ATTR] = kind
+        for key, attr in attrs.items():
+            optuna_trial.set_user_attr(key, attr)
         metric = ledger.sweep.spec.metric.name
+        value: float | None = None
         if state == TrialState.COMPLETE:
-            value = float((trial.last_result or {})[metric])
+            value = float(history[-1][metric]) if history and metric in history[-1] else None
             ledger.study.tell(optuna_trial, value)
-            ledger.finished += 1
         elif state == TrialState.PRUNED:
-            frozen = ledger.study.tell(optuna_trial, state=TrialState.PRUNED)
-            value = frozen.value
-            ledger.finished += 1
+            value = ledger.study.tell(optuna_trial, state=TrialState.PRUNED).value
         else:
             ledger.study.tell(optuna_trial, state=TrialState.FAIL)
-            ledger.failed += 1
+            if kind == "trial":
+                ledger.failed += 1
             if ledger.failed > ledger.sweep.max_failed and ledger.stop_reason is None:
                 ledger.stop_reason = (
                     f"{ledger.failed} trials failed, more than max_failed_trials ({ledger.sweep.max_failed}); "
                     f"the last: {reason}"
                 )
+        self.searcher.trial_ended()
+        self._prune_checkpoints(trial, state, value)
         if self.on_end is not None:
-            cfg = trial.config["sweeper"]
-            self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(cfg["epochs"]), value,
-                                 dict(optuna_trial.params), reason))
+            self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(trial.config["sweeper"]["epochs"]),
+                                 value, dict(optuna_trial.params), reason))
+
+    def _prune_checkpoints(self, trial: Trial, state: TrialState, value: float | None) -> None:
+        """Keep the checkpoints of the ``keep_checkpoints`` best COMPLETE trials; delete the rest."""
+        folder = Path(trial.path) if trial.path else None
+        if folder is None:
+            return
+        keep = self.ledger.sweep.spec.keep_checkpoints
+        doomed: list[Path] = []
+        if state == TrialState.COMPLETE and value is not None and keep > 0:
+            sign = 1.0 if self.ledger.sweep.spec.metric.goal == "maximize" else -1.0
+            self._best.append((sign * value, folder))
+            self._best.sort(key=lambda item: item[0], reverse=True)
+            doomed = [f for _, f in self._best[keep:]]
+            del self._best[keep:]
+        else:
+            doomed = [folder]
+        for path in doomed:
+            for checkpoint in path.glob("checkpoint_*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def _last_line(trial: Trial) -> str:
@@ -245,7 +317,7 @@ class SweepOutcome:
     stop_reason: str | None = None
 
 
-def create_study(sweep: Sweep, concurrency: int) -> optuna.Study:
+def create_study(sweep: Sweep, concurrency: int, storage: optuna.storages.RDBStorage | None = None) -> optuna.Study:
     """Create the sweep's study, with its spec and versions stored.
 
     Raises:
@@ -255,11 +327,28 @@ def create_study(sweep: Sweep, concurrency: int) -> optuna.Study:
     url = sweep.spec.storage
     ensure_new_study(sweep.name, url)
     study = optuna.create_study(
-        storage=open_storage(url), study_name=sweep.name, direction=sweep.spec.metric.goal,
-        sampler=make_sampler(sweep, concurrency),
+        storage=storage or open_storage(url, pool_size=concurrency), study_name=sweep.name,
+        direction=sweep.spec.metric.goal, sampler=make_sampler(sweep, concurrency),
     )
     record_study_metadata(study, sweep.stored())
     return study
+
+
+def load_study_to_resume(sweep: Sweep, concurrency: int,
+                         storage: optuna.storages.RDBStorage | None = None) -> optuna.Study:
+    """Open an existing study to continue it, with a sampler that does not replay its draws.
+
+    Raises:
+        InputError: the study does not exist in the storage.
+    """
+    url = sweep.spec.storage
+    if sweep.name not in study_names(url):
+        raise InputError(f"study: {sweep.name!r} does not exist in {redact(url)}; start it with `sweeper launch`")
+    storage = storage or open_storage(url, pool_size=concurrency)
+    done = len(storage.get_all_trials(storage.get_study_id_from_name(sweep.name), deepcopy=False))
+    # A seeded sampler would draw the first trials' parameters again: seed it past them.
+    reseeded = validate({**sweep.stored(), "seed": sweep.spec.seed + done, "storage": url})
+    return optuna.load_study(study_name=sweep.name, storage=storage, sampler=make_sampler(reseeded, concurrency))
 
 
 def _trial_name(trial: Trial) -> str:
@@ -311,29 +400,37 @@ def run_sweep(
     sweep: Sweep,
     *,
     address: str | None = None,
-    artifacts_dir: str | os.PathLike[str] = "sweeper_artifacts",
+    resume: bool = False,
     on_start: Callable[[Ledger, int], None] | None = None,
     on_end: Callable[[TrialEnd], None] | None = None,
 ) -> SweepOutcome:
-    """Create the study and run the sweep to its budget on Ray Tune.
+    """Run a sweep on Ray Tune to its budget: create the study, or continue it (``resume``).
+
+    On resume, trials left RUNNING by a driver that is gone are marked FAIL ("driver lost")
+    and their parameters queued again; COMPLETE and PRUNED trials count toward the budget;
+    ASHA's rungs are rebuilt from the curves in the study. Trials of a driver that is still
+    alive are left to it, and both drivers share the budget.
 
     Args:
         sweep: the validated spec.
         address: a Ray cluster to join; ``None`` starts Ray on this machine.
-        artifacts_dir: Ray Tune's folder (one sub-folder per study).
+        resume: continue the existing study of that name instead of creating it.
         on_start: called with the ledger (study and live counts) and the concurrency once
             trials can start.
         on_end: called in the driver as each trial ends.
 
     Raises:
-        InputError: the study exists already, or the storage does not answer.
+        InputError: the study exists already (or, with ``resume``, does not), or the storage
+            does not answer.
         SweeperError: Ray could not start or the sweep broke.
     """
     init_ray(address)
     started = time.time()
     concurrency = concurrency_for(sweep)
-    study = create_study(sweep, concurrency)
-    ledger = Ledger(study, sweep, grid=sweep.space.grid() if sweep.spec.method == "grid" else None)
+    storage = open_storage(sweep.spec.storage, pool_size=concurrency)
+    study = (load_study_to_resume if resume else create_study)(sweep, concurrency, storage)
+    ledger = Ledger(study, sweep, storage, take_lease(study),
+                    grid=sweep.space.grid() if sweep.spec.method == "grid" else None)
     mode = "max" if sweep.spec.metric.goal == "maximize" else "min"
     metric = sweep.spec.metric.name
     scheduler: RecordingASHA | None = None
@@ -342,13 +439,22 @@ def run_sweep(
             time_attr="epoch", metric=metric, mode=mode, max_t=sweep.max_epochs,
             grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor,
         )
-    recorder = StudyRecorder(ledger, scheduler, on_end)
+    if resume:
+        with study_lock(storage, sweep.spec.storage, sweep.name):
+            ledger.reap_zombies()
+        ledger.failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                            if t.user_attrs.get(FAIL_KIND_ATTR, "trial") == "trial")
+        if scheduler is not None:
+            scheduler.replay({f"study-trial-{t.number}": t.intermediate_values
+                              for t in study.get_trials(deepcopy=False) if t.intermediate_values})
+    searcher = StudySearcher(ledger, metric, mode)
+    recorder = StudyRecorder(ledger, searcher, scheduler, on_end)
     res = sweep.spec.resources_per_trial
     trainable = tune.with_resources(run_trial, {"cpu": res.cpu, "gpu": res.gpu})
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=StudySearcher(ledger, metric, mode),
+            search_alg=searcher,
             scheduler=scheduler or FIFOScheduler(),
             num_samples=-1,
             max_concurrent_trials=concurrency,
@@ -357,11 +463,13 @@ def run_sweep(
             trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name=sweep.name.replace("/", "_"),
-            storage_path=str(Path(artifacts_dir).resolve()),
+            # One Ray experiment folder per driver: two drivers of a study never share one.
+            name=f"{sweep.name.replace('/', '_')}/driver-{ledger.lease.driver_id}",
+            storage_path=sweep.spec.artifacts,
             verbose=0,
             callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     if on_start is not None:
@@ -374,8 +482,11 @@ def run_sweep(
     except Exception as err:
         recorder.fail_unfinished(f"driver error: {err}")
         raise SweeperError(f"the sweep stopped: {err}") from err
+    finally:
+        renew_lease(study, ledger.lease, released=True)
     recorder.fail_unfinished("the trial never reported an end to the driver")
-    if ledger.stop_reason is None and ledger.finished < sweep.budget:
+    finished, _ = ledger.counts()
+    if ledger.stop_reason is None and finished < sweep.budget:
         # Tune ends early only when interrupted (Ctrl-C / SIGTERM); its running trials are FAIL now.
-        ledger.stop_reason = f"interrupted with {ledger.finished} of {sweep.budget} trials finished"
-    return SweepOutcome(study, ledger.finished, ledger.failed, time.time() - started, ledger.stop_reason)
+        ledger.stop_reason = f"interrupted with {finished} of {sweep.budget} trials finished"
+    return SweepOutcome(study, finished, ledger.failed, time.time() - started, ledger.stop_reason)

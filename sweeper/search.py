@@ -18,6 +18,7 @@ Methods (W&B's names):
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +30,14 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from sweeper.spec import Sweep
+from sweeper.storage import DRIVER_ATTR, LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
 
 GRID_ID_ATTR = "grid_id"
 CONFIG_ATTR = "config"
+RETRY_OF_ATTR = "retry_of"
+# "trial": the trial itself failed (counts against max_failed_trials); "driver": its driver was lost.
+FAIL_KIND_ATTR = "fail_kind"
+WAIT = "WAIT"
 
 
 class WeightedRandomSampler(BaseSampler):
@@ -79,69 +85,153 @@ def make_sampler(sweep: Sweep, concurrency: int) -> BaseSampler:
 class Ledger:
     """The driver's view of the sweep, shared by the searcher and the recorder.
 
+    Several drivers may run one study (``sweeper resume`` on two machines): the counts that
+    decide whether to ask another trial are read from the study, under a lock that all
+    drivers of the study take (:func:`sweeper.storage.study_lock`).
+
     Attributes:
         study: the Optuna study.
         sweep: the validated spec.
-        trials: Ray trial id → the Optuna trial asked for it (until it is told).
-        finished: COMPLETE + PRUNED trials in the study (the budget counts these).
-        failed: FAIL trials told by this driver.
+        storage: the study's storage (for the lock).
+        lease: this driver's lease on the study.
+        trials: Ray trial id → the Optuna trial this driver asked for it (until it is told).
+        failed: FAIL trials of this study that failed by themselves (not a lost driver).
         grid: grid points, for ``method: grid``.
         stop_reason: set when the sweep must stop early (no new trials are asked).
     """
 
     study: optuna.Study
     sweep: Sweep
+    storage: optuna.storages.RDBStorage
+    lease: Lease
     trials: dict[str, optuna.Trial] = dataclasses.field(default_factory=dict)
-    finished: int = 0
     failed: int = 0
     grid: list[dict[str, Any]] | None = None
     stop_reason: str | None = None
+    _renewed: float = 0.0
+
+    def counts(self) -> tuple[int, int]:
+        """(finished, running) trials of the study: COMPLETE + PRUNED, and RUNNING (any driver)."""
+        finished = running = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                               TrialState.RUNNING)):
+            if t.state == TrialState.RUNNING:
+                running += 1
+            else:
+                finished += 1
+        return finished, running
 
     def grid_point_states(self) -> tuple[set[int], set[int]]:
         """Grid ids that finished (COMPLETE/PRUNED) and that run now, read from the study."""
-        done, running = set(), set()
-        for t in self.study.get_trials(deepcopy=False):
+        done: set[int] = set()
+        running: set[int] = set()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                               TrialState.RUNNING)):
             gid = t.user_attrs.get(GRID_ID_ATTR)
             if gid is None:
                 continue
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                done.add(int(gid))
-            elif t.state == TrialState.RUNNING:
-                running.add(int(gid))
+            (running if t.state == TrialState.RUNNING else done).add(int(gid))
         return done, running
+
+    def renew_lease(self, force: bool = False) -> None:
+        """Renew this driver's lease when it is older than ``LEASE_RENEW_S``."""
+        now = time.monotonic()
+        if force or now - self._renewed >= LEASE_RENEW_S:
+            self.lease = renew_lease(self.study, self.lease)
+            self._renewed = now
+
+    def reap_zombies(self) -> list[int]:
+        """Mark FAIL the RUNNING trials of drivers that are gone, and queue their parameters
+        again (grid points are re-run by the grid itself). Returns their numbers.
+
+        Call it under :func:`sweeper.storage.study_lock`: a trial is RUNNING a moment before
+        its driver id is written, and that moment is inside the lock."""
+        reaped = []
+        for t in zombie_trials(self.study):
+            if t.user_attrs.get(DRIVER_ATTR) == self.lease.driver_id:
+                continue
+            self.storage.set_trial_user_attr(t._trial_id, "fail_reason", "driver lost: its driver stopped "
+                                             "before the trial ended; the parameters run again")
+            self.storage.set_trial_user_attr(t._trial_id, FAIL_KIND_ATTR, "driver")
+            try:
+                self.study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                continue  # another driver reaped it first
+            if self.grid is None:
+                self.study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: t.number}, skip_if_exists=False)
+            reaped.append(t.number)
+        return reaped
 
 
 class StudySearcher(Searcher):
     """A Ray Tune searcher that asks the Optuna study for each trial's parameters.
 
-    It stops asking when the budget of finished trials is met or in flight (a failed
-    trial frees its place, so the sweep still ends with ``budget`` finished trials), and,
-    for grid search, when every grid point has finished or is running.
+    It stops asking when the budget of finished trials (COMPLETE + PRUNED, every driver's) is
+    met or running (a failed trial frees its place, so the sweep ends with exactly ``budget``
+    finished trials), and, for grid search, when every grid point has finished or is running.
     """
+
+    # While waiting, Tune asks again at every step; the study is read at most this often.
+    POLL_S = 1.0
+    # Dead drivers' trials are looked for this often while the sweep runs.
+    REAP_S = 30.0
 
     def __init__(self, ledger: Ledger, metric: str, mode: str):
         super().__init__(metric=metric, mode=mode)
         self.ledger = ledger
+        self._waited_at = -1e9
+        self._reaped_at = time.monotonic()
+        self._ended_since_wait = True
+
+    def trial_ended(self) -> None:
+        """Called by the recorder: counts changed, the next ``suggest`` reads the study."""
+        self._ended_since_wait = True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         ledger = self.ledger
-        in_flight = len(ledger.trials)
-        if ledger.stop_reason is not None or ledger.finished >= ledger.sweep.budget:
-            return Searcher.FINISHED if in_flight == 0 else None
-        if ledger.finished + in_flight >= ledger.sweep.budget:
+        ledger.renew_lease()
+        now = time.monotonic()
+        if not self._ended_since_wait and now - self._waited_at < self.POLL_S:
             return None
-        study, sweep = ledger.study, ledger.sweep
-        grid_id: int | None = None
+        if ledger.stop_reason is not None:
+            return Searcher.FINISHED if not ledger.trials else None
+        with study_lock(ledger.storage, ledger.sweep.spec.storage, ledger.sweep.name):
+            if now - self._reaped_at >= self.REAP_S:
+                self._reaped_at = now
+                ledger.reap_zombies()
+            decision = self._decide()
+            if decision == WAIT:
+                return None
+            if decision is not None:
+                return decision
+            return self._ask(trial_id)
+
+    def _decide(self) -> str | None:
+        """``FINISHED``, ``"wait"`` or ``None`` (ask a trial now); called under the study lock."""
+        ledger = self.ledger
+        finished, running = ledger.counts()
+        if finished >= ledger.sweep.budget or finished + running >= ledger.sweep.budget:
+            return self._wait(finished >= ledger.sweep.budget)
+        if ledger.grid is not None:
+            done, running_points = ledger.grid_point_states()
+            if len(done) + len(running_points) >= len(ledger.grid):
+                return self._wait(len(done) >= len(ledger.grid))
+        return None
+
+    def _wait(self, budget_met: bool) -> str:
+        self._waited_at, self._ended_since_wait = time.monotonic(), False
+        return Searcher.FINISHED if budget_met and not self.ledger.trials else WAIT
+
+    def _ask(self, trial_id: str) -> dict[str, Any]:
+        ledger, study, sweep = self.ledger, self.ledger.study, self.ledger.sweep
         if ledger.grid is not None:
             done, running = ledger.grid_point_states()
-            todo = [i for i in range(len(ledger.grid)) if i not in done and i not in running]
-            if not todo:
-                return Searcher.FINISHED if not running and in_flight == 0 else None
-            grid_id = todo[0]
+            grid_id = next(i for i in range(len(ledger.grid)) if i not in done and i not in running)
             study.enqueue_trial(ledger.grid[grid_id], user_attrs={GRID_ID_ATTR: grid_id}, skip_if_exists=False)
         trial = study.ask(fixed_distributions=sweep.space.distributions)
         config = sweep.trial_config(trial.params, trial.number)
         trial.set_user_attr(CONFIG_ATTR, config)
+        trial.set_user_attr(DRIVER_ATTR, ledger.lease.driver_id)
         trial.set_user_attr("ray_trial_id", trial_id)
         ledger.trials[trial_id] = trial
         return {"sweeper": config, "trial_number": trial.number}

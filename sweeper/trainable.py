@@ -6,10 +6,16 @@ trainer (not Optuna, SQLAlchemy or the spec): a new worker starts faster.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import tempfile
 from collections.abc import Mapping
 from typing import Any
+
+CHECKPOINT_FILE = "trainer_state.pt"
+# A result carrying this key ends the trial as FAIL with its value as the reason.
+ERROR_KEY = "sweeper_error"
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -27,6 +33,8 @@ def run_trial(config: dict[str, Any]) -> None:
     from trainers import get_trainer
     from trainers.base import DataConfig, TrainConfig
 
+    # Ray logs every persisted checkpoint at INFO level; the study records the trial instead.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = config["sweeper"]
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
@@ -40,10 +48,35 @@ def run_trial(config: dict[str, Any]) -> None:
     trainer = get_trainer(cfg["trainer"])
     train_config = TrainConfig(
         params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
-        seed=int(cfg["seed"]), device=device,
+        seed=int(cfg["seed"]), device=device, resume_state=_load_checkpoint(tune.get_checkpoint()),
     )
 
-    def report(epoch: int, metrics: Mapping[str, float]) -> None:
-        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where})
+    def report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
+        result = {**{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where}
+        if checkpoint is None:
+            tune.report(result)
+            return
+        # Ray copies the folder into the trial's storage before report() returns.
+        with tempfile.TemporaryDirectory(prefix="sweeper-ckpt-") as folder:
+            torch.save(dict(checkpoint), os.path.join(folder, CHECKPOINT_FILE))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    trainer.fit(train_config, report)
+    try:
+        trainer.fit(train_config, report)
+    except Exception as err:  # a trainer's error fails its trial, never the sweep
+        # Reported as a result, not raised: Ray retries raised errors (meant for dead workers),
+        # and a diverged config fails the same way every time.
+        lines = str(err).strip().splitlines()
+        tune.report({ERROR_KEY: f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")})
+
+
+def _load_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
+    """The trainer state in a Ray checkpoint, read with ``torch.load(weights_only=True)``."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    with checkpoint.as_directory() as folder:
+        state: dict[str, Any] = torch.load(os.path.join(folder, CHECKPOINT_FILE), weights_only=True,
+                                           map_location="cpu")
+    return state

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 def sweep_of(tmp_path: Path, name: str, **spec: Any) -> Any:
     return validate({"name": name, "storage": f"sqlite:///{tmp_path / 'study.db'}", "max_concurrent_trials": 2,
-                     **spec})
+                     "artifacts": str(tmp_path / "artifacts"), **spec})
 
 
 def load(tmp_path: Path, name: str) -> optuna.Study:
@@ -37,7 +37,7 @@ def test_cnn_sweep_with_asha_records_complete_and_pruned_trials(tmp_path: Path, 
         parameters={"filters": {"value": [4, 8, 8, 8, 8]}, "dense_units": {"value": 16},
                     "batch_size": {"value": 64}, "lr": {"values": [0.00001, 0.003]}},
     )
-    outcome = run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    outcome = run_sweep(sweep)
     study = load(tmp_path, study_name)  # read back as any Optuna user would
     trials = study.get_trials()
     states = [t.state for t in trials]
@@ -74,7 +74,7 @@ def test_failed_trials_are_fail_with_their_message_and_do_not_count(tmp_path: Pa
         parameters={"fail": {"values": [True, False], "probabilities": [0.5, 0.5]},
                     "lr": {"min": 0.001, "max": 0.02}},
     )
-    outcome = run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    outcome = run_sweep(sweep)
     trials = load(tmp_path, study_name).get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert outcome.finished == 4 and outcome.stop_reason is None
@@ -89,7 +89,7 @@ def test_failed_trials_are_fail_with_their_message_and_do_not_count(tmp_path: Pa
 def test_failure_budget_stops_the_sweep(tmp_path: Path, study_name: str) -> None:
     sweep = sweep_of(tmp_path, study_name, method="random", run_cap=5, trainer="tests.fake_trainers:CURVE",
                      epochs=3, max_failed_trials=2, parameters={"fail": {"value": True}})
-    outcome = run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    outcome = run_sweep(sweep)
     assert outcome.stop_reason is not None and "more than max_failed_trials (2)" in outcome.stop_reason
     trials = load(tmp_path, study_name).get_trials()
     assert all(t.state == TrialState.FAIL for t in trials)
@@ -102,7 +102,7 @@ def test_grid_runs_every_point_exactly_once(tmp_path: Path, study_name: str) -> 
         parameters={"lr": {"values": [0.001, 0.002, 0.003]}, "sleep_s": {"values": [0.01, 0.03]}},
     )
     assert sweep.budget == 6
-    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    run_sweep(sweep)
     trials = load(tmp_path, study_name).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert sorted(t.user_attrs[GRID_ID_ATTR] for t in trials) == list(range(6))
@@ -115,9 +115,9 @@ def test_a_second_launch_of_the_same_study_is_refused(tmp_path: Path, study_name
 
     sweep = sweep_of(tmp_path, study_name, method="random", run_cap=1, trainer="tests.fake_trainers:CURVE",
                      epochs=1)
-    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    run_sweep(sweep)
     with pytest.raises(InputError, match="sweeper resume"):
-        run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+        run_sweep(sweep)
     assert len(load(tmp_path, study_name).trials) == 1
 
 
@@ -129,7 +129,7 @@ def test_fractional_gpu_trials_run_on_the_assigned_device(tmp_path: Path, study_
         data={"dataset": "digits", "image_size": 32}, resources_per_trial={"cpu": 1, "gpu": 0.5},
         parameters={"filters": {"value": [8, 8, 8, 8, 8]}, "lr": {"values": [0.001, 0.003]}},
     )
-    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    run_sweep(sweep)
     trials = load(tmp_path, study_name).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert all(t.user_attrs["device"].startswith("cuda") for t in trials)
@@ -143,7 +143,7 @@ def test_imagefolder_sweep_skips_bad_files(tmp_path: Path, study_name: str, mnis
         parameters={"filters": {"value": [4, 8, 8, 8, 8]}, "dense_units": {"value": 16},
                     "augment": {"values": [True, False]}, "batch_size": {"value": 16}},
     )
-    run_sweep(sweep, artifacts_dir=tmp_path / "artifacts")
+    run_sweep(sweep)
     trials = load(tmp_path, study_name).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert all(len(t.intermediate_values) == 2 for t in trials)

@@ -18,7 +18,7 @@ SMALL = {"filters": [4, 8, 8, 8, 8], "dense_units": 16, "batch_size": 64, "lr": 
 def run(params: dict, epochs: int = 2, seed: int = 0, dataset: str = "digits") -> list[tuple[int, dict]]:
     curve: list[tuple[int, dict]] = []
     get_trainer("cnn").fit(TrainConfig(params, DataConfig(dataset, image_size=32), epochs=epochs, seed=seed),
-                           lambda epoch, metrics: curve.append((epoch, dict(metrics))))
+                           lambda epoch, metrics, checkpoint=None: curve.append((epoch, dict(metrics))))
     return curve
 
 
@@ -69,3 +69,28 @@ def test_trainers_import_neither_ray_nor_optuna() -> None:
 def test_unknown_trainer_lists_the_registered_ones() -> None:
     with pytest.raises(LookupError, match="cnn"):
         get_trainer("resnet")
+
+
+def test_resuming_from_a_checkpoint_continues_the_same_curve() -> None:
+    """A checkpoint (saved and loaded with weights_only=True) resumes at the next epoch with the
+    same weights, optimiser and RNG streams: the resumed curve equals the uninterrupted one."""
+    import io
+
+    params = {**SMALL, "augment": True}
+    config = TrainConfig(params, DataConfig("digits", image_size=32), epochs=3, seed=1)
+    full: list[tuple[int, float]] = []
+    saved: dict[str, bytes] = {}
+
+    def report(epoch: int, metrics: dict, checkpoint: dict | None = None) -> None:
+        full.append((epoch, metrics["val_loss"]))
+        if epoch == 1:
+            buffer = io.BytesIO()
+            torch.save(dict(checkpoint or {}), buffer)
+            saved["state"] = buffer.getvalue()
+
+    get_trainer("cnn").fit(config, report)
+    state = torch.load(io.BytesIO(saved["state"]), weights_only=True)
+    resumed: list[tuple[int, float]] = []
+    get_trainer("cnn").fit(TrainConfig(params, config.data, 3, 1, resume_state=state),
+                           lambda epoch, metrics, checkpoint=None: resumed.append((epoch, metrics["val_loss"])))
+    assert resumed == full[1:]

@@ -25,11 +25,16 @@ EPOCH_METRICS: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "v
 class Report(Protocol):
     """Callback a trainer calls once per finished epoch.
 
-    ``epoch`` counts from 1; ``metrics`` maps a metric name to a float. When a sweep's
-    scheduler decides the trial should stop, the call does not return.
+    ``epoch`` counts from 1; ``metrics`` maps a metric name to a float. ``checkpoint``, when
+    given, is the trainer's whole state after that epoch (model, optimiser, RNG, ...), made of
+    tensors, numbers, strings and containers of them only, so that it loads back with
+    ``torch.load(weights_only=True)``; a trial restarted after a worker died gets it back as
+    :attr:`TrainConfig.resume_state`. When a sweep's scheduler decides the trial should stop,
+    the call does not return.
     """
 
-    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None: ...
+    def __call__(self, epoch: int, metrics: Mapping[str, float],
+                 checkpoint: Mapping[str, Any] | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class TrainConfig:
         epochs: number of epochs to train (each epoch is one pass over the training split).
         seed: seed of the model's initialisation, shuffling and augmentation.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        resume_state: the last ``checkpoint`` the trainer reported, when the run continues
+            after its worker died; training goes on at ``resume_state["epoch"] + 1``.
     """
 
     params: Mapping[str, Any]
@@ -73,6 +80,7 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     device: str = "auto"
+    resume_state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

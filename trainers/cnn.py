@@ -7,6 +7,7 @@ halve the image five times, so ``image_size`` must be at least 2**5 = 32 pixels.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,7 +75,7 @@ def build_model(params: Mapping[str, Any], in_channels: int, num_classes: int, i
 def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     """Train the CNN on ``config.data`` for ``config.epochs``; see :func:`trainers.loop.fit_classifier`."""
     params = {**TRAINER.defaults(), **config.params}
-    config = TrainConfig(params, config.data, config.epochs, config.seed, config.device)
+    config = dataclasses.replace(config, params=params)
     data = load_data(config.data)
     seed_everything(config.seed)  # the initial weights depend on the trial's seed only
     model = build_model(params, data.channels, len(data.classes), config.data.image_size)

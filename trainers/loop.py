@@ -60,6 +60,29 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Python, NumPy, torch and data-order RNG states, in types ``torch.load(weights_only=True)`` reads."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        "torch": torch.get_rng_state(),
+        "data_order": generator.get_state(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
+    """Restore what :func:`rng_state` saved."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data_order"])
+
+
 def make_optimizer(params: Mapping[str, Any], parameters: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimiser named by ``params['optimizer']`` with ``lr`` and ``weight_decay``."""
     name, lr, wd = params["optimizer"], float(params["lr"]), float(params["weight_decay"])
@@ -149,7 +172,9 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
     """Train ``model`` (already normalising, see :func:`with_normalization`) for ``config.epochs``.
 
     Reports ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy`` (fractions) and
-    ``epoch_s`` (wall seconds of the epoch) after each epoch, epochs counted from 1.
+    ``epoch_s`` (wall seconds of the epoch) after each epoch, epochs counted from 1, with a
+    checkpoint of the model, optimiser and RNG states; starts after ``config.resume_state``'s
+    epoch when given.
 
     Returns:
         the last epoch's metrics.
@@ -175,7 +200,14 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
     optimizer = make_optimizer(params, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     metrics: dict[str, float] = {}
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    if config.resume_state is not None:
+        # Continue a run whose worker died: same weights, optimiser moments and RNG streams.
+        model.load_state_dict(config.resume_state["model"])
+        optimizer.load_state_dict(config.resume_state["optimizer"])
+        set_rng_state(config.resume_state["rng"], generator)
+        first_epoch = int(config.resume_state["epoch"]) + 1
+    for epoch in range(first_epoch, config.epochs + 1):
         started = time.perf_counter()
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -200,5 +232,7 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
             "val_accuracy": val_accuracy,
             "epoch_s": time.perf_counter() - started,
         }
-        report(epoch, metrics)
+        checkpoint = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "rng": rng_state(generator)}
+        report(epoch, metrics, checkpoint)
     return metrics

@@ -3,7 +3,16 @@
 This package is the only place that knows the YAML's keys.
 """
 
-from sweeper.spec._load import SPEC_ATTR, Asha, Sweep, apply_overrides, load_sweep, read_yaml, validate
+from sweeper.spec._load import (
+    SPEC_ATTR,
+    Asha,
+    Sweep,
+    apply_overrides,
+    load_sweep,
+    read_yaml,
+    spec_differences,
+    validate,
+)
 from sweeper.spec._schema import DEFAULT_STORAGE, SweepSpec
 from sweeper.spec._space import Dimension, SearchSpace, build_space
 
@@ -19,5 +28,6 @@ __all__ = [
     "build_space",
     "load_sweep",
     "read_yaml",
+    "spec_differences",
     "validate",
 ]

@@ -165,18 +165,20 @@ def load_sweep(
     storage: str | None = None,
     study: str | None = None,
     n_trials: int | None = None,
+    artifacts: str | None = None,
 ) -> Sweep:
     """Read, override and validate a spec file into a :class:`Sweep`.
 
-    ``storage``, ``study`` and ``n_trials`` are the CLI's ``--storage``, ``--study`` and
-    ``--n-trials``: they override ``storage``, ``name`` and ``run_cap``. Relative data roots
-    are resolved against the working directory.
+    ``storage``, ``study``, ``n_trials`` and ``artifacts`` are the CLI's ``--storage``,
+    ``--study``, ``--n-trials`` and ``--artifacts``: they override ``storage``, ``name``,
+    ``run_cap`` and ``artifacts``. Relative data roots and artifact folders are resolved
+    against the working directory.
 
     Raises:
         InputError: every problem with the file, one line each.
     """
     raw = apply_overrides(read_yaml(path), overrides)
-    for key, value in (("storage", storage), ("name", study), ("run_cap", n_trials)):
+    for key, value in (("storage", storage), ("name", study), ("run_cap", n_trials), ("artifacts", artifacts)):
         if value is not None:
             raw[key] = value
     raw.setdefault("name", Path(path).stem)
@@ -250,6 +252,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
 
     data, data_problems = _data(spec)
     problems += data_problems
+    # Checkpoints live under the artifacts folder; workers on other nodes need the same path.
+    spec = spec.model_copy(update={"artifacts": str(Path(spec.artifacts).expanduser().resolve())})
     problems += _check_storage(spec.storage)
 
     if problems:
@@ -257,6 +261,26 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     assert trainer is not None
     max_failed = spec.max_failed_trials if spec.max_failed_trials is not None else max(1, budget // 5)
     return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings))
+
+
+def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ between two stored specs, as ``path: stored -> given`` lines.
+
+    ``storage`` is left out: the stored one has its password redacted.
+    """
+    lines: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if path == "" and key == "storage":
+                    continue
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            lines.append(f"{path}: {a!r} (stored) -> {b!r} (given)")
+
+    walk(dict(stored), dict(given), "")
+    return lines
 
 
 def _check_trainer_params(trainer: Trainer, spec: SweepSpec, space: SearchSpace) -> list[Problem]:

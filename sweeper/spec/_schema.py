@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_STORAGE = "sqlite:///sweeps.db"
+DEFAULT_ARTIFACTS = "sweeper_artifacts"
 DEFAULT_EPOCHS = 10
 DEFAULT_RUN_CAP = 20
 
@@ -130,6 +131,9 @@ class SweepSpec(_Model):
     scheduler: SchedulerSpec | None = None
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     max_failed_trials: int | None = Field(default=None, ge=0)
+    max_failures: int = Field(default=2, ge=0, le=100, description="retries of a trial whose worker died")
+    keep_checkpoints: int = Field(default=1, ge=0, description="finished trials whose checkpoints are kept")
     resources_per_trial: ResourcesSpec = ResourcesSpec()
     storage: str = DEFAULT_STORAGE
+    artifacts: str = DEFAULT_ARTIFACTS
     seed: int = Field(default=0, ge=0, lt=2**31)
