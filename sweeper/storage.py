@@ -74,7 +74,8 @@ def open_storage(url: str, pool_size: int = 4) -> optuna.storages.RDBStorage:
     parsed = make_url(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "postgresql":
-        engine_kwargs.update(connect_args={"connect_timeout": 5}, pool_size=pool_size + 2, max_overflow=pool_size)
+        engine_kwargs.update(connect_args={"connect_timeout": 5, "application_name": "sweeper"},
+                             pool_size=pool_size + 2, max_overflow=pool_size)
     else:
         # The driver is the only writer; a generous timeout covers readers (dashboard).
         engine_kwargs["connect_args"] = {"timeout": 30}

@@ -8,23 +8,33 @@ diverged trainer does.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from trainers.base import Param, Report, TrainConfig, Trainer
 
 
 def curve_fit(config: TrainConfig, report: Report) -> dict[str, float]:
-    """``val_accuracy = 1 - exp(-epoch * lr * 100)``; sleeps ``sleep_s`` per epoch."""
-    p: Mapping[str, object] = {**CURVE.defaults(), **config.params}
+    """``val_accuracy = 1 - exp(-epoch * lr * 100)``; sleeps ``sleep_s`` per epoch.
+
+    Checkpoints ``{"epoch": n}`` each epoch and resumes after it. With ``log_to`` set, appends
+    ``pid epoch`` to that file as each epoch starts, so a test can find and kill the worker.
+    """
+    p: Mapping[str, Any] = {**CURVE.defaults(), **config.params}
     metrics: dict[str, float] = {}
-    for epoch in range(1, config.epochs + 1):
-        time.sleep(float(p["sleep_s"]))  # type: ignore[arg-type]
+    first = int(config.resume_state["epoch"]) + 1 if config.resume_state else 1
+    for epoch in range(first, config.epochs + 1):
+        if p["log_to"]:
+            with open(p["log_to"], "a") as log:
+                log.write(f"{os.getpid()} {epoch}\n")
+        time.sleep(float(p["sleep_s"]))
         if p["fail"] and epoch == 2:
             raise FloatingPointError(f"loss became NaN at epoch {epoch}")
-        acc = 1.0 - math.exp(-epoch * float(p["lr"]) * 100)  # type: ignore[arg-type]
+        acc = 1.0 - math.exp(-epoch * float(p["lr"]) * 100)
         metrics = {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
-        report(epoch, metrics)
+        report(epoch, metrics, {"epoch": epoch})
     return metrics
 
 
@@ -35,6 +45,7 @@ CURVE = Trainer(
         "lr": Param("float", 0.01, "learning rate", low=0.0, high=1.0),
         "fail": Param("bool", False, "raise at epoch 2"),
         "sleep_s": Param("float", 0.05, "seconds per epoch", low=0.0, high=10.0),
+        "log_to": Param("str", "", "file to append 'pid epoch' lines to"),
     },
 )
 

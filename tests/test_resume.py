@@ -1,0 +1,337 @@
+"""Crashes and resumes with real processes and real servers.
+
+`sweeper launch` runs as a user runs it (a subprocess with its own local Ray); the tests kill
+it with SIGKILL, kill a trial's worker mid-epoch, cut its PostgreSQL connections, and run two
+drivers on one study, then check the study: exact budget, no finished trial lost, every grid
+point once, zombie trials marked FAIL.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+from sweeper.execution import RecordingASHA, create_study
+from sweeper.spec import validate
+from tests.conftest import POSTGRES_ENV, postgres_url, write_spec
+
+REPO = Path(__file__).resolve().parents[1]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+GRID = {
+    "method": "grid",
+    "trainer": "tests.fake_trainers:CURVE",
+    "epochs": 4,
+    "max_concurrent_trials": 2,
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016, 0.03, 0.05]},
+                   "sleep_s": {"values": [0.25, 0.35]}},
+}
+
+
+def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m sweeper ARGS` in its own process group (its Ray too)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the driver, as an OOM killer or a lost machine would; then clear what its Ray left."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def trials_of(url: str, name: str) -> list[FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials()
+    except KeyError:
+        return []
+
+
+def wait_until(what: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
+               log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if what():
+            return
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the driver ended (rc {proc.returncode}) too early:\n{log.read_text()[-3000:] if log else ''}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s} s:\n{log.read_text()[-3000:] if log else ''}")
+
+
+def run_to_end(args: list[str], cwd: Path, log: Path, timeout_s: float = 300) -> None:
+    proc = start(args, cwd, log)
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            kill(proc)
+    assert rc == 0, log.read_text()[-4000:]
+
+
+def storage_for(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'sweeps.db'}"
+    url = postgres_url()
+    assert url is not None
+    return url
+
+
+POSTGRES = pytest.mark.skipif(postgres_url() is None, reason=f"{POSTGRES_ENV} is not set")
+
+KILLS = [
+    pytest.param("sqlite", "grid", 1, id="sqlite-grid-after-1"),
+    pytest.param("sqlite", "grid", 4, id="sqlite-grid-after-4"),
+    pytest.param("sqlite", "random", 7, id="sqlite-random-after-7"),
+    pytest.param("postgresql", "grid", 2, id="postgresql-grid-after-2", marks=[pytest.mark.postgres, POSTGRES]),
+    pytest.param("postgresql", "random", 5, id="postgresql-random-after-5",
+                 marks=[pytest.mark.postgres, POSTGRES]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("storage_kind", "method", "after"), KILLS)
+def test_sigkill_the_driver_then_resume(tmp_path: Path, study_name: str, storage_kind: str, method: str,
+                                       after: int) -> None:
+    url = storage_for(storage_kind, tmp_path)
+    spec = {**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts")}
+    if method == "random":
+        spec = {**spec, "method": "random", "run_cap": 10, "parameters": {
+            "lr": {"min": 0.002, "max": 0.05}, "sleep_s": {"value": 0.3}}}
+    budget = 12 if method == "grid" else 10
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    log = tmp_path / "driver.log"
+    driver = start(["launch", str(path)], tmp_path, log)
+
+    def moment() -> bool:
+        trials = trials_of(url, study_name)
+        return (sum(t.state in FINISHED for t in trials) >= after
+                and any(t.state == TrialState.RUNNING for t in trials))
+
+    wait_until(moment, 240, driver, log)
+    time.sleep(random.Random(after).uniform(0.0, 0.5))  # a kill moment of its own, repeatable
+    kill(driver)
+    before = {t.number: t for t in trials_of(url, study_name)}
+    zombies = [n for n, t in before.items() if t.state == TrialState.RUNNING]
+    assert zombies, "the kill should catch trials running"
+    assert sum(t.state in FINISHED for t in before.values()) >= after
+
+    run_to_end(["resume", study_name, "--storage", url], tmp_path, log)
+
+    after_resume = {t.number: t for t in trials_of(url, study_name)}
+    finished = [t for t in after_resume.values() if t.state in FINISHED]
+    assert len(finished) == budget
+    assert not [t for t in after_resume.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for number, old in before.items():  # nothing that had finished is lost or changed
+        if old.state in FINISHED:
+            new = after_resume[number]
+            assert (new.state, new.value, new.intermediate_values) == (old.state, old.value, old.intermediate_values)
+    for number in zombies:  # the dead driver's trials are FAIL, and run again
+        zombie = after_resume[number]
+        assert zombie.state == TrialState.FAIL
+        assert zombie.user_attrs["fail_reason"].startswith("driver lost")
+        assert zombie.user_attrs["fail_kind"] == "driver"
+        if method == "random":
+            again = [t for t in after_resume.values() if t.user_attrs.get("retry_of") == number]
+            assert len(again) == 1 and again[0].params == zombie.params
+    if method == "grid":
+        counts = collections.Counter(t.user_attrs["grid_id"] for t in finished)
+        assert sorted(counts) == list(range(12)) and set(counts.values()) == {1}
+    drivers = {t.user_attrs["driver_id"] for t in finished}
+    assert len(drivers) == 2  # the killed driver's finished trials and the resumed driver's
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path: Path, study_name: str) -> None:
+    pids = tmp_path / "pids.log"
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    spec = {"name": study_name, "method": "random", "run_cap": 2, "trainer": "tests.fake_trainers:CURVE",
+            "epochs": 5, "max_concurrent_trials": 1, "storage": url,
+            "parameters": {"lr": {"values": [0.01]}, "sleep_s": {"value": 1.0}, "log_to": {"value": str(pids)}}}
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    log = tmp_path / "driver.log"
+    driver = start(["launch", str(path)], tmp_path, log)
+    try:
+        wait_until(lambda: pids.exists() and pids.read_text().split("\n")[-2:-1] == [pids.read_text().split()[-2]
+                                                                                    + " 3"], 120, driver, log)
+        victim = int(pids.read_text().split()[-2])
+        time.sleep(0.4)  # mid-epoch 3: epochs 1 and 2 are checkpointed
+        os.kill(victim, signal.SIGKILL)
+        assert driver.wait(timeout=180) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            kill(driver)
+    lines = [tuple(map(int, line.split())) for line in pids.read_text().splitlines()]
+    first_trial = lines[: lines.index(next(line for line in lines if line[0] != victim)) + 3]
+    assert [epoch for _, epoch in first_trial] == [1, 2, 3, 3, 4, 5]  # the epoch counter continues
+    assert len({pid for pid, _ in first_trial}) == 2
+    trials = trials_of(url, study_name)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert sorted(trials[0].intermediate_values) == [1, 2, 3, 4, 5]
+    assert [row["epoch"] for row in trials[0].user_attrs["history"]] == [1, 2, 3, 4, 5]
+    assert trials[0].user_attrs["worker_retries"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@POSTGRES
+def test_cut_postgres_connections_lose_no_result(tmp_path: Path, study_name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = postgres_url()
+    assert url is not None
+    spec = {**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts"),
+            "scheduler": {"type": "none"}}
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    log = tmp_path / "driver.log"
+    driver = start(["launch", str(path)], tmp_path, log)
+    admin = create_engine(url)
+    cuts = 0
+    try:
+        wait_until(lambda: sum(t.state in FINISHED for t in trials_of(url, study_name)) >= 1, 240, driver, log)
+        for _ in range(3):  # as a server restart or a dropped network does, mid-sweep
+            with admin.connect() as conn:
+                cuts += len(conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'sweeper' AND pid <> pg_backend_pid()")).all())
+            time.sleep(1.5)
+        assert driver.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        admin.dispose()
+        if driver.poll() is None:
+            kill(driver)
+    assert cuts >= 1
+    trials = trials_of(url, study_name)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 12
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in trials)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@POSTGRES
+def test_two_drivers_share_one_postgres_grid_study(tmp_path: Path, study_name: str) -> None:
+    url = postgres_url()
+    assert url is not None
+    spec = {**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts"),
+            "max_concurrent_trials": 1, "scheduler": {"type": "none"}, "epochs": 3,
+            "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016, 0.03]}, "sleep_s": {"values": [0.5, 0.6]}}}
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    first = start(["launch", str(path)], tmp_path, tmp_path / "first.log")
+    second = None
+    try:
+        wait_until(lambda: len(trials_of(url, study_name)) >= 1, 120, first, tmp_path / "first.log")
+        # The second machine: same file, --resume joins the running study.
+        second = start(["launch", str(path), "--resume"], tmp_path, tmp_path / "second.log")
+        assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                kill(proc)
+    trials = trials_of(url, study_name)
+    finished = [t for t in trials if t.state in FINISHED]
+    counts = collections.Counter(t.user_attrs["grid_id"] for t in finished)
+    assert sorted(counts) == list(range(10)) and set(counts.values()) == {1}
+    assert len(finished) == 10 and all(t.state in FINISHED for t in trials)
+    assert len({t.user_attrs["driver_id"] for t in finished}) == 2
+
+
+def test_asha_rungs_rebuilt_from_the_study_decide_like_the_live_ones() -> None:
+    """Replaying the stored curves gives ASHA the rungs the live run had, hence the same
+    decisions for the trials after a resume (Ray calls on_trial_result each epoch and
+    on_trial_complete at the end, as here)."""
+    rng = random.Random(0)
+
+    def curve() -> dict[int, float]:
+        return {e: rng.uniform(0, 0.5) + 0.1 * e for e in range(1, 10)}
+
+    def scheduler() -> RecordingASHA:
+        return RecordingASHA(time_attr="epoch", metric="m", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+
+    class Stub:
+        def __init__(self, trial_id: str):
+            self.trial_id = trial_id
+
+    def feed(s: RecordingASHA, name: str, values: dict[int, float]) -> dict[int, float]:
+        """Run one trial through ``s`` as Tune does; returns the curve it ran (cut where stopped)."""
+        trial: Any = Stub(name)
+        s.on_trial_add(None, trial)
+        ran: dict[int, float] = {}
+        for epoch, value in sorted(values.items()):
+            ran[epoch] = value
+            if s.on_trial_result(None, trial, {"epoch": epoch, "m": value}) == "STOP":
+                break
+        s.on_trial_complete(None, trial, {"epoch": max(ran), "m": ran[max(ran)]})
+        return ran
+
+    live = scheduler()
+    stored = {f"t{i}": feed(live, f"t{i}", curve()) for i in range(15)}  # what the study holds
+    assert any(len(c) < 9 for c in stored.values()) and any(len(c) == 9 for c in stored.values())
+    rebuilt = scheduler()
+    rebuilt.replay(stored)
+    assert [sorted(r.values()) for _, r in live._brackets[0]._rungs] == [
+        sorted(r.values()) for _, r in rebuilt._brackets[0]._rungs]
+    fresh = scheduler()  # what a resume without the rebuild would have
+    newcomers = {f"n{i}": curve() for i in range(8)}
+    ran_live = {n: feed(live, n, c) for n, c in newcomers.items()}
+    ran_rebuilt = {n: feed(rebuilt, n, c) for n, c in newcomers.items()}
+    ran_fresh = {n: feed(fresh, n, c) for n, c in newcomers.items()}
+    assert ran_rebuilt == ran_live
+    assert ran_fresh != ran_live  # the rebuild matters: forgotten rungs stop fewer trials
+
+
+def test_launch_resume_with_another_spec_lists_the_differences(tmp_path: Path, study_name: str) -> None:
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    spec = {**GRID, "name": study_name, "storage": url}
+    create_study(validate(spec), concurrency=1)
+    changed = write_spec(tmp_path / "changed.yaml", {**spec, "epochs": 6, "parameters": {
+        **GRID["parameters"], "lr": {"values": [0.1, 0.2]}}})
+    result = CliRunner().invoke(app, ["launch", str(changed), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "was started with another spec" in result.output
+    assert "error: epochs: 4 (stored) -> 6 (given)" in result.output
+    assert "error: parameters.lr.values: [0.002, 0.004, 0.008, 0.016, 0.03, 0.05] (stored) -> [0.1, 0.2] (given)" \
+        in result.output
+
+
+def test_resume_of_a_missing_study_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["resume", "nope", "--storage", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code == 2
+    assert "study: 'nope' does not exist" in result.output
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_an_unreachable_database_is_one_line_in_10_s_and_nothing_starts(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path / "s.yaml", {**GRID, "name": "x"})
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["launch", str(spec), "--storage",
+                                      "postgresql+psycopg://alice:pw-s3cret@127.0.0.1:1/db"])
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: storage: 'postgresql+psycopg://alice:***@127.0.0.1:1/db' does not "
+                                    "answer at 127.0.0.1:1")
+    assert "pw-s3cret" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
