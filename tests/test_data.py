@@ -64,6 +64,8 @@ def test_folder_problems_are_validation_errors(mnist_pngs: Path, tmp_path: Path)
 
 def test_one_class_is_a_clear_error(mnist_pngs: Path, tmp_path: Path) -> None:
     shutil.copytree(mnist_pngs / "digit_0", tmp_path / "one" / "digit_0")
+    [(key, _, rule)] = check_data(DataConfig("imagefolder", root=str(tmp_path / "one")))
+    assert key == "data.root" and "single class (digit_0)" in rule
     with pytest.raises(DataError, match="single class"):
         load_data(DataConfig("imagefolder", root=str(tmp_path / "one"), image_size=32))
 

@@ -60,6 +60,9 @@ def test_cnn_sweep_with_asha_records_complete_and_pruned_trials(tmp_path: Path, 
         assert [row["epoch"] for row in t.user_attrs["history"]] == list(range(1, len(curve) + 1))
         assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(t.user_attrs["history"][0])
         assert t.user_attrs["config"]["params"]["lr"] == t.params["lr"]
+    # Checkpoints: only the best COMPLETE trial's are kept (keep_checkpoints: 1).
+    kept = {p.parent.name for p in (tmp_path / "artifacts").rglob("checkpoint_*")}
+    assert kept == {f"trial_{study.best_trial.number}"}
     # Actors are reused: 8 trials ran in at most 2 worker processes (each decoded the data once).
     assert len({t.user_attrs["worker"] for t in trials}) <= 2
     # ASHA stops the trials that learn nothing: no lr=1e-5 trial ran all 4 epochs after an lr=3e-3 one did.
@@ -147,3 +150,22 @@ def test_imagefolder_sweep_skips_bad_files(tmp_path: Path, study_name: str, mnis
     trials = load(tmp_path, study_name).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert all(len(t.intermediate_values) == 2 for t in trials)
+
+
+def test_a_data_root_that_vanishes_fails_trials_clearly(tmp_path: Path, study_name: str, mnist_pngs: Path) -> None:
+    """Validated, then deleted before the trials load it: each trial FAILs saying so, and the
+    failure budget ends the sweep (no hang)."""
+    import shutil
+
+    root = tmp_path / "photos"
+    shutil.copytree(mnist_pngs, root)
+    sweep = sweep_of(tmp_path, study_name, method="random", run_cap=3, trainer="cnn", epochs=1,
+                     max_failed_trials=1, data={"dataset": "imagefolder", "root": str(root), "image_size": 32},
+                     parameters={"filters": {"value": [4, 8, 8, 8, 8]}})
+    shutil.rmtree(root)
+    outcome = run_sweep(sweep)
+    assert outcome.stop_reason is not None and "max_failed_trials (1)" in outcome.stop_reason
+    trials = load(tmp_path, study_name).get_trials()
+    assert trials and all(t.state == TrialState.FAIL for t in trials)
+    assert all(t.user_attrs["fail_reason"] == f"DataError: data.root: folder {str(root)!r} does not exist"
+               for t in trials)

@@ -133,10 +133,13 @@ def check_data(cfg: DataConfig) -> list[tuple[str, object, str]]:
         return [("data.root", None, f"is required for dataset {cfg.dataset!r}")]
     if cfg.dataset == "imagefolder":
         try:
-            scan_image_folder(cfg.root)
+            layout = scan_image_folder(cfg.root)
         except DataError as err:
             key, _, rule = str(err).partition(": ")
             return [(key, cfg.root, rule)]
+        if len(layout.classes) < 2:
+            return [("data.root", cfg.root, f"holds a single class ({layout.classes[0]}); a classifier needs at "
+                     "least two class folders")]
         return []
     try:
         _torchvision_split(cfg.dataset, cfg.root, train=True)
