@@ -171,6 +171,98 @@ def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
         raise SweeperError("no trial completed; see the FAIL reasons above")
 
 
+@app.command()
+@_handled
+def export(
+    study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path("best.yaml"),
+    format_: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+    rank: Annotated[int, typer.Option(help="Export the K-th best COMPLETE trial.")] = 1,
+) -> None:
+    """Write the best (or K-th best) trial's full training config, with its provenance."""
+    import json
+
+    import yaml
+
+    from sweeper.results import export_config, load_study
+
+    if format_ not in ("yaml", "json"):
+        raise InputError(f"--format: {format_!r} must be yaml or json")
+    config = export_config(load_study(storage, study), storage, rank)
+    text = json.dumps(config, indent=2) + "\n" if format_ == "json" else yaml.safe_dump(config, sort_keys=False)
+    output.write_text(text)
+    p = config["provenance"]
+    out.print(f"wrote {output}: trial {p['trial']} (rank {rank}) of {study}, {p['metric']} = {p['value']:.4f}")
+
+
+@app.command()
+@_handled
+def train(
+    config: Annotated[Path, typer.Argument(help="A training config (what `sweeper export` writes).",
+                                           show_default=False)],
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train (overrides the file's).",
+                                               show_default=False)] = None,
+) -> None:
+    """Train one config, without a sweep and without Ray, printing each epoch's metrics."""
+    from sweeper.spec import load_train_config, read_yaml
+
+    trainer, train_config = load_train_config(read_yaml(config), epochs=epochs)
+    out.print(f"training {trainer.name} for {train_config.epochs} epochs on {train_config.data.dataset} "
+              f"(seed {train_config.seed})")
+
+    def report(epoch: int, metrics: Any, checkpoint: Any = None) -> None:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        out.print(f"epoch {epoch:>3}/{train_config.epochs}  {shown}")
+
+    final = trainer.fit(train_config, report)
+    out.print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+
+
+@app.command()
+@_handled
+def studies(
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")] = "sqlite:///sweeps.db",
+) -> None:
+    """List the studies in a storage: method, trials by state, best value, last activity."""
+    from rich.table import Table
+
+    from sweeper.results import list_studies
+
+    rows = list_studies(storage)
+    if not rows:
+        out.print(f"no studies in {storage}")
+        return
+    table = Table()
+    for col in ("study", "method", "complete", "pruned", "fail", "running", "best", "metric", "last activity (UTC)"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.method, *(str(r.counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")),
+                      "-" if r.best is None else f"{r.best:.4f}", r.metric,
+                      r.last_activity.strftime("%Y-%m-%d %H:%M:%S") if r.last_activity else "-")
+    out.print(table)
+
+
+@app.command()
+@_handled
+def show(
+    study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    top: Annotated[int, typer.Option(help="How many best trials to list.")] = 10,
+) -> None:
+    """Print a study's stored spec and its best trials."""
+    import yaml
+
+    from sweeper.progress import summary
+    from sweeper.results import load_study
+    from sweeper.spec import validate as validate_spec
+    from sweeper.storage import STUDY_SPEC_ATTR, stored_spec
+
+    loaded = load_study(storage, study)
+    out.print(yaml.safe_dump(loaded.user_attrs.get(STUDY_SPEC_ATTR, {}), sort_keys=False).rstrip(), markup=False)
+    out.print(summary(loaded, validate_spec(stored_spec(storage, study)), None, top))
+
+
 def main() -> None:
     """Console-script entry point."""
     import logging

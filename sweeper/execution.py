@@ -483,7 +483,8 @@ def run_sweep(
         recorder.fail_unfinished(f"driver error: {err}")
         raise SweeperError(f"the sweep stopped: {err}") from err
     finally:
-        renew_lease(study, ledger.lease, released=True)
+        with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
+            renew_lease(study, ledger.lease, released=True)
     recorder.fail_unfinished("the trial never reported an end to the driver")
     finished, _ = ledger.counts()
     if ledger.stop_reason is None and finished < sweep.budget:

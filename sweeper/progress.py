@@ -41,6 +41,12 @@ class SweepProgress:
         """Begin the live display once Ray runs (``run_sweep``'s ``on_start``)."""
         self.ledger, self.concurrency = ledger, concurrency
         self.started = time.time()
+        # A resumed study starts from what it holds already.
+        for trial in ledger.study.get_trials(deepcopy=False, states=tuple(self.counts)):
+            self.counts[trial.state] += 1
+        best = best_trials(ledger.study, 1)
+        if best and best[0].value is not None:
+            self.best = (best[0].value, best[0].number)
         self.console.print(
             f"sweep [bold]{self.sweep.name}[/]: {self.sweep.spec.method} search, budget "
             f"{self.sweep.budget} finished trials, up to {self.sweep.max_epochs} epochs each, "
@@ -90,20 +96,20 @@ class SweepProgress:
 
 def best_trials(study: optuna.Study, k: int = 5) -> list[FrozenTrial]:
     """The ``k`` best COMPLETE trials, best first; PRUNED and FAIL trials are never "best"."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    sign = 1.0 if study.direction.name == "MAXIMIZE" else -1.0
-    return sorted(complete, key=lambda t: sign * float(t.value or 0.0), reverse=True)[:k]
+    from sweeper.results import ranked_trials
+
+    return ranked_trials(study)[:k]
 
 
-def summary(study: optuna.Study, sweep: Sweep, wall_s: float) -> Group:
-    """The closing table: state counts, wall time, and the best trials with their parameters."""
+def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 5) -> Group:
+    """State counts (and the run's wall time), and the best trials with their parameters."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     head = Text(
         f"study {study.study_name}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-        f"{counts[TrialState.FAIL]} failed in {wall_s:.0f}s"
+        f"{counts[TrialState.FAIL]} failed" + (f" in {wall_s:.0f}s" if wall_s is not None else "")
     )
-    best = best_trials(study)
+    best = best_trials(study, top)
     if not best:
         return Group(head, Text("no trial completed", style="red"))
     names = [d.name for d in sweep.space.dimensions]

@@ -96,21 +96,42 @@ RETRY_FOR_S = 120.0
 def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import DBAPIError
-
         delay, deadline = 0.25, time.monotonic() + RETRY_FOR_S
+        retried = False
         while True:
             try:
                 return method(self, *args, **kwargs)
-            except DBAPIError as err:
-                transient = err.connection_invalidated or type(err.orig).__name__ in _TRANSIENT
-                if not transient or time.monotonic() + delay > deadline:
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if retried:  # the attempt whose connection dropped had committed the trial's end
+                    return True
+                raise
+            except Exception as err:
+                # Optuna wraps errors raised at commit in StorageInternalError: look down the chain.
+                cause = _transient_cause(err)
+                if cause is None or time.monotonic() + delay > deadline:
                     raise
-                log.warning("storage: %s; retrying in %.1f s", str(err.orig).strip().splitlines()[0], delay)
+                log.warning("storage: %s; retrying in %.1f s", cause, delay)
+                retried = True
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     return wrapper
+
+
+def _transient_cause(err: BaseException) -> str | None:
+    """The first line of a transient database error in ``err``'s chain, else ``None``."""
+    from sqlalchemy.exc import DBAPIError
+
+    seen: BaseException | None = err
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, DBAPIError) and (
+            seen.connection_invalidated or type(seen.orig).__name__ in _TRANSIENT
+        ):
+            return str(seen.orig).strip().splitlines()[0] if str(seen.orig).strip() else type(seen.orig).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # psycopg / sqlite3 exception class names that mean "try again": the server went away or is
@@ -307,25 +328,44 @@ def zombie_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
     return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get(DRIVER_ATTR) not in live]
 
 
+def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Any:
+    """A connection holding PostgreSQL's session advisory lock ``key`` (waits for it)."""
+    from sqlalchemy import text
+
+    conn = storage.engine.connect()
+    try:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @contextlib.contextmanager
 def study_lock(storage: optuna.storages.RDBStorage, url: str, study_name: str) -> Iterator[None]:
     """Serialise the drivers of one study while one of them counts trials and asks a new one.
 
-    PostgreSQL: a session advisory lock on the study's name (drivers on any machine);
-    SQLite: an exclusive ``flock`` on ``<database>.lock`` (SQLite is one machine's anyway).
+    PostgreSQL: a session advisory lock on the study's name (drivers on any machine), taken
+    again when its connection drops (the server releases a dead session's locks, so a lock
+    lost while held can let one other driver in: at worst one trial more than ``run_cap``
+    runs); SQLite: an exclusive ``flock`` on ``<database>.lock`` (one machine's anyway).
     """
     backend = make_url(url).get_backend_name()
     if backend == "postgresql":
         from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
 
         key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-        with storage.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
+        conn = _retrying(lambda _self: _advisory_lock(storage, key))(None)
+        try:
+            yield
+        finally:
+            # A lock whose connection died was released by the server with its session.
+            with contextlib.suppress(DBAPIError):
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
+            with contextlib.suppress(DBAPIError):
+                conn.close()
         return
     import fcntl
 

@@ -24,10 +24,11 @@ from sweeper.spec._schema import (
     DEFAULT_RUN_CAP,
     WANDB_IGNORED_KEYS,
     SweepSpec,
+    TrainFileSpec,
 )
 from sweeper.spec._space import SearchSpace, build_space
 from trainers import get_trainer
-from trainers.base import DataConfig, Trainer
+from trainers.base import DataConfig, TrainConfig, Trainer
 from trainers.data import BUNDLED_DATASETS, check_data, torchvision_dataset_names
 
 SPEC_ATTR = "sweeper_spec"
@@ -263,6 +264,45 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings))
 
 
+def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> tuple[Trainer, TrainConfig]:
+    """Validate one training run's config (``sweeper export``'s output) into a trainer and its config.
+
+    Raises:
+        InputError: every problem, as for a sweep spec (``params.lr: ...``).
+    """
+    if epochs is not None:
+        raw = {**raw, "epochs": epochs}
+    try:
+        spec = TrainFileSpec.model_validate(dict(raw))
+    except ValidationError as err:
+        raise InputError(_pydantic_problems(err, TrainFileSpec)) from None
+    problems: list[Problem] = []
+    trainer: Trainer | None = None
+    try:
+        trainer = get_trainer(spec.trainer)
+    except LookupError as err:
+        problems.append(Problem("trainer", spec.trainer, str(err)))
+    if trainer is not None and trainer.params is not None:
+        for name, value in spec.params.items():
+            if name not in trainer.params:
+                problems.append(Problem(f"params.{name}", name, f"is not a parameter of trainer {spec.trainer!r}"
+                                        + _did_you_mean(name, list(trainer.params))))
+            elif (reason := trainer.params[name].check(value)) is not None:
+                problems.append(Problem(f"params.{name}", value, reason))
+    if trainer is not None and spec.data.image_size < trainer.min_image_size:
+        problems.append(Problem("data.image_size", spec.data.image_size,
+                                f"is too small for trainer {spec.trainer!r}; the smallest size that works is "
+                                f"{trainer.min_image_size}"))
+    d = spec.data
+    data = DataConfig(d.dataset, str(Path(d.root).expanduser().resolve()) if d.root else None, d.image_size,
+                      d.val_fraction, d.num_workers, d.seed)
+    problems += [Problem(k, v if k != "data.root" else d.root, rule) for k, v, rule in check_data(data)]
+    if problems:
+        raise InputError(problems)
+    assert trainer is not None
+    return trainer, TrainConfig({**trainer.defaults(), **spec.params}, data, spec.epochs, spec.seed)
+
+
 def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
     """Keys whose values differ between two stored specs, as ``path: stored -> given`` lines.
 
@@ -402,7 +442,7 @@ def _without(raw: Mapping[str, Any], locs: Sequence[tuple[int | str, ...]]) -> d
     return out
 
 
-def _pydantic_problems(err: ValidationError) -> list[Problem]:
+def _pydantic_problems(err: ValidationError, model: type[BaseModel] = SweepSpec) -> list[Problem]:
     problems = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
@@ -412,7 +452,7 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
         path = ".".join(loc)
         value = e.get("input")
         if e["type"] == "extra_forbidden":
-            known = _known_keys(loc[:-1])
+            known = _known_keys(loc[:-1], model)
             rule = "is not a known key" + _did_you_mean(loc[-1], known)
             if known:
                 rule += f" (known here: {', '.join(known)})"
@@ -430,9 +470,9 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
     return list(seen.values())
 
 
-def _known_keys(loc: Sequence[str]) -> list[str]:
+def _known_keys(loc: Sequence[str], model: type[BaseModel] = SweepSpec) -> list[str]:
     """The keys allowed at ``loc`` of the spec (for did-you-mean)."""
-    node: Any = SweepSpec
+    node: Any = model
     for part in loc:
         if isinstance(node, type) and issubclass(node, BaseModel):
             field = node.model_fields.get(part)

@@ -137,3 +137,20 @@ class SweepSpec(_Model):
     storage: str = DEFAULT_STORAGE
     artifacts: str = DEFAULT_ARTIFACTS
     seed: int = Field(default=0, ge=0, lt=2**31)
+
+
+class TrainDataSpec(DataSpec):
+    """``data`` of a training config: the sweep's data settings plus the split's ``seed``."""
+
+    seed: int = Field(default=0, ge=0, lt=2**31)
+
+
+class TrainFileSpec(_Model):
+    """A single training run's config, as ``sweeper export`` writes it and ``sweeper train`` reads it."""
+
+    trainer: str = "cnn"
+    params: dict[str, Any] = Field(default_factory=dict)
+    data: TrainDataSpec = TrainDataSpec()
+    epochs: int = Field(default=10, ge=1, le=100000)
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    provenance: dict[str, Any] | None = None
