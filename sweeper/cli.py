@@ -173,6 +173,25 @@ def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
 
 @app.command()
 @_handled
+def report(
+    study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write a self-contained HTML report of a study (opens offline)."""
+    import time
+
+    from sweeper.report import compute, render
+    from sweeper.results import load_study
+
+    started = time.perf_counter()
+    data = compute(load_study(storage, study))
+    output.write_text(render(data), encoding="utf-8")
+    out.print(f"wrote {output} ({sum(data.counts.values())} trials) in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+@_handled
 def export(
     study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
     storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -127,3 +128,62 @@ def test_readme_demo_runs_as_a_user_types_it(tmp_path: Path) -> None:
     for t in trials:
         assert len(t.intermediate_values) == (6 if t.state == TrialState.COMPLETE else t.user_attrs["epochs_run"])
     assert all(len(t.intermediate_values) < 6 for t in trials if t.state == TrialState.PRUNED)
+
+    # The walkthrough goes on: list, show, export the best config and train it again alone.
+    def sweeper(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    listing = sweeper("studies")
+    assert "mnist_demo" in listing and "bayes" in listing and f"{study.best_value:.4f}" in listing
+    shown = sweeper("show", "mnist_demo")
+    assert "method: bayes" in shown and f"best trial: #{study.best_trial.number}" in shown
+    sweeper("export", "mnist_demo", "-o", "best.yaml")
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert exported["provenance"]["trial"] == study.best_trial.number
+    assert exported["provenance"]["value"] == study.best_value
+    assert exported["params"] == study.best_trial.user_attrs["config"]["params"]
+    trained = sweeper("train", "best.yaml")
+    final = dict(zip(*[iter(trained.strip().splitlines()[-1].removeprefix("final: ").split())] * 2, strict=True))
+    assert abs(float(final["val_accuracy"]) - study.best_value) <= 0.01, (final, study.best_value)
+
+
+def test_export_train_studies_and_show_on_a_recorded_study(in_tmp: Path) -> None:
+    """The readers on a study recorded by hand through the same code paths (no Ray needed)."""
+    from sweeper.execution import create_study
+    from sweeper.search import CONFIG_ATTR
+    from sweeper.spec import validate
+
+    sweep = validate({**TINY, "trainer": "cnn", "data": {"dataset": "digits"}, "epochs": 1,
+                      "parameters": {"lr": {"values": [0.003, 0.001]}, "filters": {"value": [4, 8, 8, 8, 8]},
+                                     "dense_units": {"value": 16}}})
+    study = create_study(sweep, concurrency=1)
+    for value, state in ((0.5, TrialState.COMPLETE), (0.9, TrialState.PRUNED), (0.7, TrialState.COMPLETE),
+                         (None, TrialState.FAIL)):
+        trial = study.ask(sweep.space.distributions)
+        trial.set_user_attr(CONFIG_ATTR, sweep.trial_config(trial.params, trial.number))
+        trial.report(value or 0.0, 1)
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    result = runner.invoke(app, ["export", "tiny", "--format", "json", "-o", "best.json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    best = json.loads((in_tmp / "best.json").read_text())
+    assert best["provenance"]["trial"] == 2 and best["provenance"]["value"] == 0.7  # PRUNED 0.9 is never best
+    result = runner.invoke(app, ["export", "tiny", "--rank", "3"])
+    assert result.exit_code == 2 and "exceeds the 2 COMPLETE trial(s)" in result.output
+    result = runner.invoke(app, ["export", "nope"])
+    assert result.exit_code == 2 and "studies there: tiny" in result.output
+    result = runner.invoke(app, ["train", "best.json", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "epoch   2/2" in result.output and "final: train_loss" in result.output
+    broken = in_tmp / "broken.yaml"
+    broken.write_text(yaml.safe_dump({**best, "params": {**best["params"], "activation": "swish"}}))
+    result = runner.invoke(app, ["train", str(broken)])
+    assert result.exit_code == 2 and result.output.startswith("error: params.activation: 'swish' must be one of")
+    result = runner.invoke(app, ["studies"])
+    assert result.exit_code == 0 and "tiny" in result.output and "0.7000" in result.output
+    result = runner.invoke(app, ["show", "tiny"])
+    assert result.exit_code == 0 and "study tiny: 2 complete, 1 pruned, 1 failed" in result.output

@@ -1,0 +1,271 @@
+"""The study report: plain data objects computed from the trials, then one HTML page.
+
+Every figure's data is computed first as a plain object (and tested); rendering turns the
+objects into Plotly figures. Parallel coordinates, fANOVA parameter importances (Hutter et
+al. 2014, as ``optuna.importance.FanovaImportanceEvaluator``) and slice plots are Optuna's
+own visualisations. The trials are read from the storage once, in bulk, and the Optuna
+plots run on an in-memory copy, so a study of thousands of trials reports in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+import plotly.io as pio
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.results import ranked_trials
+
+STATE_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4",
+                 "WAITING": "#7f7f7f"}
+
+
+@dataclass(frozen=True)
+class History:
+    """Optimisation history: each COMPLETE trial's value and the best so far, in trial order."""
+
+    numbers: list[int]
+    values: list[float]
+    best_so_far: list[float]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One trial's learning curve: ``values[i]`` is the metric after ``epochs[i]``."""
+
+    number: int
+    state: str
+    epochs: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Span:
+    """When one trial ran, where, and how it ended (for the timeline)."""
+
+    number: int
+    worker: str
+    start: dt.datetime
+    end: dt.datetime
+    state: str
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Compute spent against a search without early stopping.
+
+    Attributes:
+        epochs_run: epochs all trials trained.
+        epochs_without_stopping: epochs the same trials would have trained without ASHA
+            (each its configured epochs; FAIL trials count what they ran).
+        saved_fraction: ``1 - epochs_run / epochs_without_stopping``.
+        wall_s: first trial start to last trial end, seconds.
+        trial_s: seconds of all trials added up.
+        workers: distinct worker processes that ran trials.
+        busy_fraction: ``trial_s / (wall_s * workers)``: how busy the workers were.
+    """
+
+    epochs_run: int
+    epochs_without_stopping: int
+    saved_fraction: float
+    wall_s: float
+    trial_s: float
+    workers: int
+    busy_fraction: float
+
+
+@dataclass(frozen=True)
+class TopRow:
+    """One line of the top-trials table."""
+
+    rank: int
+    number: int
+    value: float
+    epochs_run: int
+    params: dict[str, Any]
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, computed from one bulk read of the study."""
+
+    study: str
+    metric: str
+    goal: str
+    counts: dict[str, int]
+    history: History
+    curves: list[Curve]
+    timeline: list[Span]
+    accounting: Accounting
+    top: list[TopRow]
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+
+
+def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
+    """The values of COMPLETE trials in trial order and the running best."""
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None), key=lambda t: t.number)
+    values = [float(t.value) for t in done if t.value is not None]
+    best: list[float] = []
+    for v in values:
+        best.append(v if not best else (max(best[-1], v) if maximize else min(best[-1], v)))
+    return History([t.number for t in done], values, best)
+
+
+def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
+    """The intermediate values (per epoch) of every trial that reported any."""
+    return [Curve(t.number, t.state.name, sorted(t.intermediate_values),
+                  [t.intermediate_values[e] for e in sorted(t.intermediate_values)])
+            for t in trials if t.intermediate_values]
+
+
+def timeline_of(trials: Sequence[FrozenTrial]) -> list[Span]:
+    """When each finished trial ran and on which worker (``host:pid``; ``node`` when unknown)."""
+    spans = []
+    for t in trials:
+        if t.datetime_start is None or t.datetime_complete is None:
+            continue
+        worker = str(t.user_attrs.get("worker") or t.user_attrs.get("node") or "unknown")
+        spans.append(Span(t.number, worker, t.datetime_start, t.datetime_complete, t.state.name))
+    return spans
+
+
+def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accounting:
+    """Epochs run against epochs without early stopping; wall time and worker busy fraction."""
+    run = planned = 0
+    for t in trials:
+        epochs_run = int(t.user_attrs.get("epochs_run", len(t.intermediate_values)))
+        configured = int((t.user_attrs.get("config") or {}).get("epochs", epochs_run))
+        run += epochs_run
+        planned += configured if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else epochs_run
+    if spans:
+        wall = (max(s.end for s in spans) - min(s.start for s in spans)).total_seconds()
+        busy = sum((s.end - s.start).total_seconds() for s in spans)
+        workers = len({s.worker for s in spans})
+    else:
+        wall = busy = 0.0
+        workers = 0
+    return Accounting(run, planned, 1 - run / planned if planned else 0.0, wall, busy, workers,
+                      busy / (wall * workers) if wall > 0 and workers else 0.0)
+
+
+def top_of(study: optuna.Study, trials: list[FrozenTrial], k: int = 10) -> list[TopRow]:
+    """The ``k`` best COMPLETE trials with the parameters their trainer got."""
+    rows = []
+    for rank, t in enumerate(ranked_trials(study, trials)[:k], start=1):
+        params = (t.user_attrs.get("config") or {}).get("params") or dict(t.params)
+        shown = {name: params.get(name, t.params[name]) for name in t.params}
+        rows.append(TopRow(rank, t.number, float(t.value or 0.0), int(t.user_attrs.get("epochs_run", 0)), shown))
+    return rows
+
+
+def compute(study: optuna.Study) -> ReportData:
+    """Read the study once and compute every figure's data (Optuna's plots included)."""
+    trials = study.get_trials(deepcopy=False)
+    spec = study.user_attrs.get("sweeper_spec", {})
+    metric = spec.get("metric", {}).get("name", "value")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    spans = timeline_of(trials)
+    data = ReportData(
+        study=study.study_name,
+        metric=metric,
+        goal="maximize" if maximize else "minimize",
+        counts=dict(Counter(t.state.name for t in trials)),
+        history=history_of(trials, maximize),
+        curves=curves_of(trials),
+        timeline=spans,
+        accounting=accounting_of(trials, spans),
+        top=top_of(study, trials),
+    )
+    data.figures = _optuna_figures(study, trials, metric)
+    return data
+
+
+def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial], metric: str) -> dict[str, go.Figure]:
+    """Optuna's parallel coordinates, fANOVA importances and slices, on an in-memory copy."""
+    import optuna.visualization as vis
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(complete) < 2 or not complete[0].params:
+        return {}
+    memory = optuna.create_study(direction=study.direction)
+    memory.add_trials(complete)
+    figures = {
+        "Parallel coordinates": vis.plot_parallel_coordinate(memory, target_name=metric),
+        "Slices": vis.plot_slice(memory, target_name=metric),
+    }
+    varied = {n for n in complete[0].params if len({repr(t.params.get(n)) for t in complete}) > 1}
+    if varied:
+        figures["Parameter importances (fANOVA)"] = vis.plot_param_importances(
+            memory, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target_name=metric)
+    return figures
+
+
+def figures(data: ReportData) -> dict[str, go.Figure]:
+    """All the report's figures, in page order."""
+    out: dict[str, go.Figure] = {}
+    h = data.history
+    history = go.Figure()
+    history.add_scatter(x=h.numbers, y=h.values, mode="markers", name=data.metric)
+    history.add_scatter(x=h.numbers, y=h.best_so_far, mode="lines", name="best so far")
+    history.update_layout(title="Optimisation history (COMPLETE trials)", xaxis_title="trial", yaxis_title=data.metric)
+    out["Optimisation history"] = history
+
+    curves = go.Figure()
+    shown: set[str] = set()
+    for c in data.curves:
+        curves.add_scatter(x=c.epochs, y=c.values, mode="lines+markers", name=c.state, legendgroup=c.state,
+                           showlegend=c.state not in shown, line={"color": STATE_COLOURS.get(c.state, "#999")},
+                           hovertext=f"trial {c.number}", opacity=0.7)
+        shown.add(c.state)
+    curves.update_layout(title="Learning curves by how the trial ended", xaxis_title="epoch", yaxis_title=data.metric)
+    out["Learning curves"] = curves
+
+    timeline = go.Figure()
+    shown = set()
+    for s in data.timeline:
+        timeline.add_bar(base=[s.start.isoformat()], x=[(s.end - s.start).total_seconds() * 1000], y=[s.worker],
+                         orientation="h", name=s.state, legendgroup=s.state, showlegend=s.state not in shown,
+                         marker_color=STATE_COLOURS.get(s.state, "#999"), hovertext=f"trial {s.number}")
+        shown.add(s.state)
+    timeline.update_layout(title="Trials per worker over time", xaxis={"type": "date"}, barmode="overlay")
+    out["Timeline"] = timeline
+    out.update(data.figures)
+    return out
+
+
+def render(data: ReportData) -> str:
+    """The report as one self-contained HTML page (plotly.js inlined: it opens offline)."""
+    a = data.accounting
+    rows = "".join(
+        f"<tr><td>{r.rank}</td><td>{r.number}</td><td>{r.value:.4f}</td><td>{r.epochs_run}</td>"
+        f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in r.params.items()))}</td></tr>" for r in data.top)
+    counts = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(data.counts.items()))
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>sweeper report: {html.escape(data.study)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
+        f"<h1>Study {html.escape(data.study)}</h1>",
+        f"<p id='counts'>Trials by state: {counts}. Metric: {html.escape(data.metric)} ({data.goal}).</p>",
+        "<h2>Compute</h2><table id='accounting'>",
+        f"<tr><td>epochs run</td><td>{a.epochs_run}</td></tr>",
+        f"<tr><td>epochs without early stopping</td><td>{a.epochs_without_stopping}</td></tr>",
+        f"<tr><td>saved by early stopping</td><td>{a.saved_fraction:.1%}</td></tr>",
+        f"<tr><td>wall time</td><td>{a.wall_s:.0f} s</td></tr>",
+        f"<tr><td>workers</td><td>{a.workers}</td></tr>",
+        f"<tr><td>busy fraction of the workers</td><td>{a.busy_fraction:.1%}</td></tr></table>",
+        "<h2>Top trials</h2><table id='top'><tr><th>rank</th><th>trial</th>"
+        f"<th>{html.escape(data.metric)}</th><th>epochs</th><th>parameters</th></tr>{rows}</table>",
+    ]
+    for i, (title, fig) in enumerate(figures(data).items()):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False))
+    parts.append("</body></html>")
+    return "\n".join(parts)
