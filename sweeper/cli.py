@@ -192,6 +192,31 @@ def report(
 
 @app.command()
 @_handled
+def dashboard(
+    study: Annotated[str | None, typer.Argument(help="Open this study's page (default: the list).",
+                                                show_default=False)] = None,
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")] = "sqlite:///sweeps.db",
+    host: Annotated[str, typer.Option(help="Address to listen on; another than localhost exposes the study "
+                                           "to your network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's storage (safe to open while a sweep writes to it)."""
+    from optuna_dashboard import run_server
+
+    from sweeper.results import load_study
+    from sweeper.storage import open_storage, redact
+
+    # The dashboard only reads; with SQLite in WAL mode it never blocks the sweep's writer.
+    path = "/dashboard/"
+    if study is not None:
+        path += f"studies/{load_study(storage, study)._study_id}"
+    backend = open_storage(storage)
+    out.print(f"optuna-dashboard on {redact(storage)}: http://{host}:{port}{path}  (Ctrl-C stops it)")
+    run_server(backend, host=host, port=port)
+
+
+@app.command()
+@_handled
 def export(
     study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
     storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
