@@ -265,6 +265,33 @@ def train(
 
 @app.command()
 @_handled
+def retrain(
+    source: Annotated[str, typer.Argument(help="A study name (its best trial) or a config file from `export`.",
+                                          show_default=False)],
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train (default: the config's).",
+                                               show_default=False)] = None,
+    seeds: Annotated[int, typer.Option(help="Train K times with seeds seed..seed+K-1.")] = 1,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")] = Path("retrained"),
+    keep_val: Annotated[bool, typer.Option("--keep-val", help="Train on train alone, not train+val.")] = False,
+) -> None:
+    """Retrain the best config on train+val, test it, and write the model, metrics and a page."""
+    from sweeper.results import export_config, load_study
+    from sweeper.retrain import retrain as run_retrain
+    from sweeper.spec import read_yaml
+
+    path = Path(source)
+    config = read_yaml(path) if path.suffix in (".yaml", ".yml", ".json") or path.is_file() else export_config(
+        load_study(storage, source), storage)
+    summary = run_retrain(config, output, epochs=epochs, seeds=seeds, keep_val=keep_val,
+                          log=lambda line: out.print(line, markup=False))
+    spread = f" ± {summary['accuracy_std']:.4f}" if seeds > 1 else ""
+    out.print(f"{summary['evaluated_on']} accuracy {summary['accuracy_mean']:.4f}{spread}, macro-F1 "
+              f"{summary['macro_f1_mean']:.4f}; wrote {output}/model.pt, config.yaml, metrics.json, report.html")
+
+
+@app.command()
+@_handled
 def studies(
     storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")] = "sqlite:///sweeps.db",
 ) -> None:

@@ -148,6 +148,12 @@ def test_readme_demo_runs_as_a_user_types_it(tmp_path: Path) -> None:
     trained = sweeper("train", "best.yaml")
     final = dict(zip(*[iter(trained.strip().splitlines()[-1].removeprefix("final: ").split())] * 2, strict=True))
     assert abs(float(final["val_accuracy"]) - study.best_value) <= 0.01, (final, study.best_value)
+    retrained = sweeper("retrain", "mnist_demo", "--epochs", "1", "-o", "retrained")
+    assert "evaluating on the validation images" in retrained and "val accuracy" in retrained
+    assert sorted(p.name for p in (tmp_path / "retrained").iterdir()) == [
+        "config.yaml", "metrics.json", "model.pt", "report.html"]
+    report = sweeper("report", "mnist_demo", "-o", "report.html")
+    assert "wrote report.html (16 trials)" in report
 
 
 def test_export_train_studies_and_show_on_a_recorded_study(in_tmp: Path) -> None:

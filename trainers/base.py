@@ -51,6 +51,8 @@ class DataConfig:
         num_workers: DataLoader worker processes (0 = load in the training process).
         seed: seed of the train/validation split; the same for every trial of a sweep,
             so that all trials are scored on the same validation images.
+        train_on_val: retraining a chosen config: the validation images join the training
+            ones, and the test split (when the data has one) takes the validation's place.
     """
 
     dataset: str = "mnist5k"
@@ -59,6 +61,7 @@ class DataConfig:
     val_fraction: float = 0.2
     num_workers: int = 0
     seed: int = 0
+    train_on_val: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,10 @@ class Trainer:
             function), in which case a spec's parameters are passed through unchecked.
         metrics: the metric names ``fit`` reports each epoch; ``None`` when undeclared.
         min_image_size: the smallest ``data.image_size`` (pixels) the model accepts.
+        build: ``build(config, channels, num_classes) -> torch.nn.Module``, the untrained
+            model whose ``state_dict`` the trainer checkpoints as ``"model"``; it takes uint8
+            images ``(N, channels, S, S)`` and returns logits ``(N, num_classes)``. Needed to
+            load a retrained model back (``sweeper retrain``, :func:`trainers.load_model`).
     """
 
     name: str
@@ -163,6 +170,7 @@ class Trainer:
     params: Mapping[str, Param] | None = None
     metrics: tuple[str, ...] | None = EPOCH_METRICS
     min_image_size: int = 1
+    build: Callable[[TrainConfig, int, int], Any] | None = None
 
     def defaults(self) -> dict[str, Any]:
         """The declared parameters' defaults, by name (empty when undeclared)."""

@@ -72,14 +72,19 @@ def build_model(params: Mapping[str, Any], in_channels: int, num_classes: int, i
     return nn.Sequential(*layers)
 
 
+def build(config: TrainConfig, channels: int, num_classes: int) -> nn.Sequential:
+    """The untrained CNN for ``config``, taking uint8 images ``(N, channels, S, S)``."""
+    params = {**TRAINER.defaults(), **config.params}
+    return with_normalization(build_model(params, channels, num_classes, config.data.image_size), channels)
+
+
 def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     """Train the CNN on ``config.data`` for ``config.epochs``; see :func:`trainers.loop.fit_classifier`."""
-    params = {**TRAINER.defaults(), **config.params}
-    config = dataclasses.replace(config, params=params)
+    config = dataclasses.replace(config, params={**TRAINER.defaults(), **config.params})
     data = load_data(config.data)
     seed_everything(config.seed)  # the initial weights depend on the trial's seed only
-    model = build_model(params, data.channels, len(data.classes), config.data.image_size)
-    return fit_classifier(with_normalization(model, data), data, config, report)
+    return fit_classifier(build(config, data.channels, len(data.classes)), data, config, report)
 
 
-TRAINER = Trainer(name="cnn", fit=fit, params=PARAMS, metrics=EPOCH_METRICS, min_image_size=2**BLOCKS)
+TRAINER = Trainer(name="cnn", fit=fit, params=PARAMS, metrics=EPOCH_METRICS, min_image_size=2**BLOCKS,
+                  build=build)

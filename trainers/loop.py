@@ -131,25 +131,34 @@ class _ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return (self.transform(img) if self.transform else img), self.y[i]
 
 
-class _Normalize(nn.Module):
-    """uint8 ``(N, C, S, S)`` → float, scaled to [0, 1], standardised per channel."""
+class Normalize(nn.Module):
+    """uint8 images ``(N, C, S, S)`` → float, scaled to [0, 1], standardised per channel.
+
+    Starts as the identity standardisation; :meth:`fit_to` sets the training split's per-channel
+    mean and standard deviation. Both are buffers, so a saved model carries them.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, images: torch.Tensor):
+    def __init__(self, channels: int):
         super().__init__()
-        sample = images[: 20000].float() / 255.0
-        self.register_buffer("mean", sample.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
-        self.register_buffer("std", sample.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def fit_to(self, images: torch.Tensor) -> None:
+        """Take the mean and standard deviation of (up to 20,000 of) uint8 ``images``."""
+        sample = images[:20000].float() / 255.0
+        self.mean.copy_(sample.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
+        self.std.copy_(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
 
 
-def with_normalization(model: nn.Module, data: ImageData) -> nn.Sequential:
-    """Prefix ``model`` with the training split's normalisation, so the saved model takes uint8 images."""
-    return nn.Sequential(_Normalize(data.train_x), model)
+def with_normalization(model: nn.Module, channels: int) -> nn.Sequential:
+    """Prefix ``model`` with a :class:`Normalize`, so the model takes uint8 images."""
+    return nn.Sequential(Normalize(channels), model)
 
 
 @torch.no_grad()
@@ -169,7 +178,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 
 
 def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, report: Report) -> dict[str, float]:
-    """Train ``model`` (already normalising, see :func:`with_normalization`) for ``config.epochs``.
+    """Train ``model`` (starting with a :class:`Normalize`, fitted here to the training
+    images) for ``config.epochs``.
 
     Reports ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy`` (fractions) and
     ``epoch_s`` (wall seconds of the epoch) after each epoch, epochs counted from 1, with a
@@ -186,6 +196,8 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
     params = config.params
     generator = seed_everything(config.seed)
     device = resolve_device(config.device)
+    if isinstance(model, nn.Sequential) and isinstance(model[0], Normalize):
+        model[0].fit_to(data.train_x)
     model.to(device)
     transform = make_augmentation(config.data.image_size, data.channels) if params["augment"] else None
     loader = DataLoader(
