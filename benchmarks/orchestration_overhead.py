@@ -116,16 +116,23 @@ def main() -> None:
                 per_trial_s = ((wall - wall_small) - (ideal - ideal_small)) * CONCURRENCY / (large - small)
                 fixed_s = wall_small - ideal_small - small * per_trial_s / CONCURRENCY
                 rows.append((epoch_s * EPOCHS, name, wall, ideal, wall / ideal, per_trial_s * 1000, fixed_s))
+                _write(rows, large, small, final=False)
                 print(f"{epoch_s * EPOCHS:>5.1f} s trials  {name:<42} {wall:7.2f} s  ideal {ideal:6.2f} s  "
                       f"{wall / ideal:5.2f}x  {per_trial_s * 1000:6.0f} ms/trial  {fixed_s:5.2f} s once",
                       flush=True)
 
+    _write(rows, large, small, final=True)
+
+
+def _write(rows: list[tuple], large: int, small: int, *, final: bool) -> None:
+    """Write the section of this run to RESULTS.md (rewritten as each row is measured)."""
+    head = f"\n## Orchestration overhead ({dt.date.today().isoformat()}, run started {_STARTED})\n"
     lines = [
-        f"\n## Orchestration overhead ({dt.date.today().isoformat()})\n",
+        head,
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. "
         f"{large} trials of {EPOCHS} reports, {CONCURRENCY} at a time, timed after Ray started; per-trial "
         f"and once-per-sweep costs from the difference between {small} and {large} trials. "
-        "Command: `python -m benchmarks.orchestration_overhead`.\n",
+        "Command: `python -m benchmarks.orchestration_overhead`." + ("" if final else " (run in progress)") + "\n",
         "| trial length | runner | wall s | ideal s | x ideal | overhead per trial (ms) | once per sweep (s) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *[f"| {length:.0f} s | {name} | {wall:.2f} | {ideal:.2f} | {ratio:.2f} | {ms:.0f} | {fixed:.2f} |"
@@ -133,10 +140,14 @@ def main() -> None:
         "",
     ]
     results_md = Path(__file__).with_name("RESULTS.md")
-    if not results_md.exists():
-        results_md.write_text("# Benchmark results\n\nEach section is one run of one benchmark script.\n")
-    with results_md.open("a") as f:
-        f.write("\n".join(lines))
+    text = results_md.read_text() if results_md.exists() else (
+        "# Benchmark results\n\nEach section is one run of one benchmark script, on the machine it names.\n")
+    if head in text:
+        text = text[: text.index(head)]
+    results_md.write_text(text + "\n".join(lines))
+
+
+_STARTED = dt.datetime.now().strftime("%H:%M")
 
 
 if __name__ == "__main__":
