@@ -26,7 +26,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> optuna.S
     sweep = validate({
         "name": "report", "method": "random", "run_cap": 8, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
         "max_concurrent_trials": 2, "max_failed_trials": 10, "seed": 2, "storage": f"sqlite:///{tmp / 'r.db'}",
-        "artifacts": str(tmp / "artifacts"), "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "artifacts": str(tmp / "artifacts"), "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
         "parameters": {"lr": {"min": 0.001, "max": 0.05}, "fail": {"values": [True, False],
                                                                     "probabilities": [0.3, 0.7]}},
     })

@@ -295,7 +295,7 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
                                 f"{trainer.min_image_size}"))
     d = spec.data
     data = DataConfig(d.dataset, str(Path(d.root).expanduser().resolve()) if d.root else None, d.image_size,
-                      d.val_fraction, d.num_workers, d.seed)
+                      d.val_fraction, d.num_workers, d.seed, d.train_on_val)
     problems += [Problem(k, v if k != "data.root" else d.root, rule) for k, v, rule in check_data(data)]
     if problems:
         raise InputError(problems)

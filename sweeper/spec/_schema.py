@@ -140,9 +140,11 @@ class SweepSpec(_Model):
 
 
 class TrainDataSpec(DataSpec):
-    """``data`` of a training config: the sweep's data settings plus the split's ``seed``."""
+    """``data`` of a training config: the sweep's data settings plus the split's ``seed`` and
+    ``train_on_val`` (see :class:`trainers.base.DataConfig`)."""
 
     seed: int = Field(default=0, ge=0, lt=2**31)
+    train_on_val: bool = False
 
 
 class TrainFileSpec(_Model):
