@@ -38,10 +38,13 @@ def test_dashboard_reads_a_study_while_a_sweep_writes_it(tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     spec = write_spec(tmp_path / "live.yaml", {
         "name": "live", "method": "random", "run_cap": 16, "trainer": "tests.fake_trainers:CURVE", "epochs": 3,
-        "max_concurrent_trials": 2, "storage": url, "parameters": {"lr": {"min": 0.001, "max": 0.05}},
+        "max_concurrent_trials": 2, "storage": url,
+        "parameters": {"lr": {"min": 0.001, "max": 0.05}, "sleep_s": {"value": 0.2}},
     })
+    # Outputs go to files: a pipe nobody reads fills up and blocks the writer.
+    sweep_log, server_log = (tmp_path / "sweep.log").open("w"), (tmp_path / "server.log").open("w")
     sweep = subprocess.Popen([sys.executable, "-m", "sweeper", "launch", str(spec)], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=sweep_log, stderr=subprocess.STDOUT)
     port = free_port()
     server = None
     try:
@@ -50,8 +53,8 @@ def test_dashboard_reads_a_study_while_a_sweep_writes_it(tmp_path: Path) -> None
             time.sleep(0.2)
         time.sleep(1.0)
         server = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", "live", "--storage", url,
-                                   "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+                                   "--port", str(port)], cwd=tmp_path, env=env, stdout=server_log,
+                                  stderr=subprocess.STDOUT)
         studies: dict = {}
         while time.monotonic() < deadline:
             try:
@@ -59,12 +62,14 @@ def test_dashboard_reads_a_study_while_a_sweep_writes_it(tmp_path: Path) -> None
                 break
             except OSError:
                 time.sleep(0.3)
+        assert studies, (tmp_path / "server.log").read_text()
         [summary] = studies["study_summaries"]
         assert summary["study_name"] == "live"
         seen = []
-        while sweep.poll() is None:  # read the study over HTTP as fast as the sweep writes it
+        while sweep.poll() is None:  # read the study over HTTP while the sweep writes it
             seen.append(len(get_json(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}")["trials"]))
-        output = sweep.stdout.read() if sweep.stdout else ""
+            time.sleep(0.1)
+        output = (tmp_path / "sweep.log").read_text()
         assert sweep.returncode == 0, output[-3000:]
         assert "database is locked" not in output
         assert len(seen) >= 3 and seen == sorted(seen)
@@ -91,3 +96,5 @@ def test_dashboard_reads_a_study_while_a_sweep_writes_it(tmp_path: Path) -> None
         for proc in (sweep, server):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+        sweep_log.close()
+        server_log.close()
