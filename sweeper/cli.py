@@ -97,6 +97,8 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
                  if sweep.asha else "no early stopping"))
 
 
+StudyArg = Annotated[str, typer.Argument(help="Name of the study.", show_default=False)]
+StudyStorage = Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")]
 StorageOption = Annotated[str | None, typer.Option(
     help="SQLAlchemy URL of the study's storage (overrides `storage`).", show_default=False)]
 AddressOption = Annotated[str | None, typer.Option(
@@ -143,7 +145,7 @@ def launch(
 @_handled
 def resume(
     study: Annotated[str, typer.Argument(help="Name of the study to continue.", show_default=False)],
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    storage: StudyStorage = "sqlite:///sweeps.db",
     address: AddressOption = None,
 ) -> None:
     """Continue an interrupted study from the spec stored with it (no YAML needed)."""
@@ -174,8 +176,8 @@ def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
 @app.command()
 @_handled
 def report(
-    study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    study: StudyArg,
+    storage: StudyStorage = "sqlite:///sweeps.db",
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report of a study (opens offline)."""
@@ -218,8 +220,8 @@ def dashboard(
 @app.command()
 @_handled
 def export(
-    study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    study: StudyArg,
+    storage: StudyStorage = "sqlite:///sweeps.db",
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path("best.yaml"),
     format_: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
     rank: Annotated[int, typer.Option(help="Export the K-th best COMPLETE trial.")] = 1,
@@ -268,7 +270,7 @@ def train(
 def retrain(
     source: Annotated[str, typer.Argument(help="A study name (its best trial) or a config file from `export`.",
                                           show_default=False)],
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    storage: StudyStorage = "sqlite:///sweeps.db",
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default: the config's).",
                                                show_default=False)] = None,
     seeds: Annotated[int, typer.Option(help="Train K times with seeds seed..seed+K-1.")] = 1,
@@ -317,8 +319,8 @@ def studies(
 @app.command()
 @_handled
 def show(
-    study: Annotated[str, typer.Argument(help="Name of the study.", show_default=False)],
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")] = "sqlite:///sweeps.db",
+    study: StudyArg,
+    storage: StudyStorage = "sqlite:///sweeps.db",
     top: Annotated[int, typer.Option(help="How many best trials to list.")] = 10,
 ) -> None:
     """Print a study's stored spec and its best trials."""
