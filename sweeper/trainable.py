@@ -24,7 +24,7 @@ def run_trial(config: dict[str, Any]) -> None:
     ``config["sweeper"]`` is the trial's training config (see
     :meth:`sweeper.spec.Sweep.trial_config`). Each report carries the trainer's metrics plus
     ``epoch`` (from 1), ``node``, ``worker`` (``host:pid``) and ``device`` (``cpu`` or
-    ``cuda:<Ray's GPU id>``). Torch uses as many threads as the trial's CPUs.
+    ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the trial's CPUs).
     """
     import ray
     import torch
@@ -37,7 +37,7 @@ def run_trial(config: dict[str, Any]) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = config["sweeper"]
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
+    threads = int(cfg.get("threads") or max(1, int(cpus)))
     gpu_ids = ray.get_gpu_ids()
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
     where = {
@@ -49,6 +49,7 @@ def run_trial(config: dict[str, Any]) -> None:
     train_config = TrainConfig(
         params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
         seed=int(cfg["seed"]), device=device, resume_state=_load_checkpoint(tune.get_checkpoint()),
+        threads=threads,
     )
 
     def report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:

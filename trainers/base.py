@@ -76,6 +76,9 @@ class TrainConfig:
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         resume_state: the last ``checkpoint`` the trainer reported, when the run continues
             after its worker died; training goes on at ``resume_state["epoch"] + 1``.
+        threads: CPU threads torch may use (``None``: torch's default). The same config
+            and seed give the same curve on the CPU only with the same thread count, since
+            it sets the order of floating-point sums.
     """
 
     params: Mapping[str, Any]
@@ -84,6 +87,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     resume_state: Mapping[str, Any] | None = None
+    threads: int | None = None
 
 
 @dataclass(frozen=True)

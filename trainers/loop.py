@@ -194,6 +194,8 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
             at epoch 3``); a diverged trial should fail, not score.
     """
     params = config.params
+    if config.threads:
+        torch.set_num_threads(config.threads)
     generator = seed_everything(config.seed)
     device = resolve_device(config.device)
     if isinstance(model, nn.Sequential) and isinstance(model[0], Normalize):

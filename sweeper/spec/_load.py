@@ -89,6 +89,8 @@ class Sweep:
             "data": self.data.__dict__.copy(),
             "epochs": epochs,
             "seed": self.spec.seed + trial_number,
+            # The trial's torch threads: `sweeper train` on this config reproduces its curve.
+            "threads": max(1, int(self.spec.resources_per_trial.cpu)),
         }
 
     def stored(self) -> dict[str, Any]:
@@ -300,7 +302,8 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
     if problems:
         raise InputError(problems)
     assert trainer is not None
-    return trainer, TrainConfig({**trainer.defaults(), **spec.params}, data, spec.epochs, spec.seed)
+    return trainer, TrainConfig({**trainer.defaults(), **spec.params}, data, spec.epochs, spec.seed,
+                                threads=spec.threads)
 
 
 def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:

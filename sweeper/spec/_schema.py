@@ -155,4 +155,5 @@ class TrainFileSpec(_Model):
     data: TrainDataSpec = TrainDataSpec()
     epochs: int = Field(default=10, ge=1, le=100000)
     seed: int = Field(default=0, ge=0, lt=2**31)
+    threads: int | None = Field(default=None, ge=1, le=1024)
     provenance: dict[str, Any] | None = None
