@@ -120,16 +120,20 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def _transient_cause(err: BaseException) -> str | None:
     """The first line of a transient database error in ``err``'s chain, else ``None``."""
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
     seen: BaseException | None = err
-    for _ in range(5):
+    for _ in range(10):
         if seen is None:
             return None
         if isinstance(seen, DBAPIError) and (
             seen.connection_invalidated or type(seen.orig).__name__ in _TRANSIENT
         ):
             return str(seen.orig).strip().splitlines()[0] if str(seen.orig).strip() else type(seen.orig).__name__
+        if isinstance(seen, PendingRollbackError):
+            # A statement failed earlier in the same session (Optuna caught it and went on):
+            # the connection is gone, and a fresh session succeeds.
+            return "the session's connection was lost"
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -156,6 +160,8 @@ for _name in (
     "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
     "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "get_trial_param",
+    # What Optuna's _CachedStorage calls directly on its backend:
+    "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id",
 ):
     setattr(RetryingRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
