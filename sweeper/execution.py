@@ -62,8 +62,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler  # 
 
 log = logging.getLogger(__name__)
 
-# Trial user attributes the recorder writes (besides `config`, `history` and `grid_id`).
-USER_ATTRS = ("epochs_run", "wall_s", "ray_trial_id", "node", "worker", "device", "fail_reason")
 
 
 class RecordingASHA(ASHAScheduler):
