@@ -188,6 +188,11 @@ class StudySearcher(Searcher):
         self._ended_since_wait = True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        """Tune's request for a new trial: its config, ``None`` (not now) or ``FINISHED``.
+
+        Renews the lease, looks for dead drivers' trials every ``REAP_S``, and decides and asks
+        under the study lock, so drivers sharing the study never overrun the budget.
+        """
         ledger = self.ledger
         ledger.renew_lease()
         now = time.monotonic()
