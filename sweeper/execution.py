@@ -485,7 +485,7 @@ def run_sweep(
         with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
             renew_lease(study, ledger.lease, released=True)
     recorder.fail_unfinished("the trial never reported an end to the driver")
-    finished, _ = ledger.counts()
+    finished = ledger.counts()[0]
     if ledger.stop_reason is None and finished < sweep.budget:
         # Tune ends early only when interrupted (Ctrl-C / SIGTERM); its running trials are FAIL now.
         ledger.stop_reason = f"interrupted with {finished} of {sweep.budget} trials finished"

@@ -110,28 +110,24 @@ class Ledger:
     stop_reason: str | None = None
     _renewed: float = 0.0
 
-    def counts(self) -> tuple[int, int]:
-        """(finished, running) trials of the study: COMPLETE + PRUNED, and RUNNING (any driver)."""
+    def counts(self) -> tuple[int, int, set[int], set[int]]:
+        """One read of the study: (finished, running) trials of every driver (COMPLETE + PRUNED,
+        and RUNNING), and the grid ids among them that finished and that run now."""
         finished = running = 0
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                               TrialState.RUNNING)):
-            if t.state == TrialState.RUNNING:
-                running += 1
-            else:
-                finished += 1
-        return finished, running
-
-    def grid_point_states(self) -> tuple[set[int], set[int]]:
-        """Grid ids that finished (COMPLETE/PRUNED) and that run now, read from the study."""
         done: set[int] = set()
-        running: set[int] = set()
+        running_points: set[int] = set()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                TrialState.RUNNING)):
             gid = t.user_attrs.get(GRID_ID_ATTR)
-            if gid is None:
-                continue
-            (running if t.state == TrialState.RUNNING else done).add(int(gid))
-        return done, running
+            if t.state == TrialState.RUNNING:
+                running += 1
+                if gid is not None:
+                    running_points.add(int(gid))
+            else:
+                finished += 1
+                if gid is not None:
+                    done.add(int(gid))
+        return finished, running, done, running_points
 
     def renew_lease(self, force: bool = False) -> None:
         """Renew this driver's lease when it is older than ``LEASE_RENEW_S``."""
@@ -204,34 +200,35 @@ class StudySearcher(Searcher):
             if now - self._reaped_at >= self.REAP_S:
                 self._reaped_at = now
                 ledger.reap_zombies()
-            decision = self._decide()
+            decision, grid_id = self._decide()
             if decision == WAIT:
                 return None
             if decision is not None:
                 return decision
-            return self._ask(trial_id)
+            return self._ask(trial_id, grid_id)
 
-    def _decide(self) -> str | None:
-        """``FINISHED``, ``"wait"`` or ``None`` (ask a trial now); called under the study lock."""
+    def _decide(self) -> tuple[str | None, int | None]:
+        """(``FINISHED`` | ``WAIT`` | ``None``, the grid point to run); under the study lock.
+
+        ``None`` means: ask a trial now (for grid search, of the returned grid point)."""
         ledger = self.ledger
-        finished, running = ledger.counts()
+        finished, running, done, running_points = ledger.counts()
         if finished >= ledger.sweep.budget or finished + running >= ledger.sweep.budget:
-            return self._wait(finished >= ledger.sweep.budget)
-        if ledger.grid is not None:
-            done, running_points = ledger.grid_point_states()
-            if len(done) + len(running_points) >= len(ledger.grid):
-                return self._wait(len(done) >= len(ledger.grid))
-        return None
+            return self._wait(finished >= ledger.sweep.budget), None
+        if ledger.grid is None:
+            return None, None
+        todo = [i for i in range(len(ledger.grid)) if i not in done and i not in running_points]
+        if not todo:
+            return self._wait(len(done) >= len(ledger.grid)), None
+        return None, todo[0]
 
     def _wait(self, budget_met: bool) -> str:
         self._waited_at, self._ended_since_wait = time.monotonic(), False
         return Searcher.FINISHED if budget_met and not self.ledger.trials else WAIT
 
-    def _ask(self, trial_id: str) -> dict[str, Any]:
+    def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
         ledger, study, sweep = self.ledger, self.ledger.study, self.ledger.sweep
-        if ledger.grid is not None:
-            done, running = ledger.grid_point_states()
-            grid_id = next(i for i in range(len(ledger.grid)) if i not in done and i not in running)
+        if ledger.grid is not None and grid_id is not None:
             study.enqueue_trial(ledger.grid[grid_id], user_attrs={GRID_ID_ATTR: grid_id}, skip_if_exists=False)
         trial = study.ask(fixed_distributions=sweep.space.distributions)
         config = sweep.trial_config(trial.params, trial.number)
