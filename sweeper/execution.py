@@ -43,6 +43,7 @@ from sweeper.storage import (
     take_lease,
 )
 from sweeper.trainable import ERROR_KEY, run_trial
+from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
 
 # Ray Tune settings for a lean driver: no CSV/JSON/TensorBoard loggers per trial, trials
 # keep the driver's working directory (relative paths keep working).
@@ -173,7 +174,7 @@ class StudyRecorder(tune.Callback):
     def _metric_names(self, result: dict[str, Any]) -> set[str]:
         declared = self.ledger.sweep.trainer.metrics
         if declared is not None:
-            return {*declared, "epoch_s"}
+            return {*declared, *EXTRA_METRICS, *(k for k in result if k.startswith(FOLD_METRIC_PREFIX))}
         skip = {"epoch", "node", "worker", "device", "training_iteration", "time_this_iter_s", "time_total_s",
                 "timestamp", "pid", "done", "trial_id", "iterations_since_restore", "time_since_restore",
                 "checkpoint_dir_name", "date", "hostname", "node_ip", "config", ERROR_KEY}
@@ -187,7 +188,8 @@ class StudyRecorder(tune.Callback):
         epochs = int(trial.config["sweeper"]["epochs"])
         if ERROR_KEY in result:
             self._tell(trial, TrialState.FAIL, epochs_run, reason=str(result[ERROR_KEY]))
-        elif epochs_run >= epochs:
+        elif epochs_run >= epochs or result.get("early_stopped"):
+            # The trainer's own early stopping (patience) ends a trial COMPLETE too.
             self._tell(trial, TrialState.COMPLETE, epochs_run)
         elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
             self._tell(trial, TrialState.PRUNED, epochs_run)
@@ -231,7 +233,11 @@ class StudyRecorder(tune.Callback):
         metric = ledger.sweep.spec.metric.name
         value: float | None = None
         if state == TrialState.COMPLETE:
-            value = float(history[-1][metric]) if history and metric in history[-1] else None
+            # With early stopping the trainer keeps its best epoch's weights: that epoch scores.
+            row = history[-1] if history else {}
+            if "best_epoch" in row:
+                row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
+            value = float(row[metric]) if metric in row else None
             ledger.study.tell(optuna_trial, value)
         elif state == TrialState.PRUNED:
             value = ledger.study.tell(optuna_trial, state=TrialState.PRUNED).value

@@ -74,6 +74,10 @@ def retrain(
     trainer, base = load_train_config(config, epochs=epochs)
     if trainer.build is None:
         raise InputError(f"trainer: {trainer.name!r} declares no build(); retrain needs one to rebuild its model")
+    if int(base.params.get("folds", 1)) > 1:
+        # k-fold scored the config during the sweep; the final model is one model on all the data.
+        log(f"folds {base.params['folds']}: retraining one model (k-fold only scores a config)")
+        base = dataclasses.replace(base, params={**base.params, "folds": 1})
     data_cfg = dataclasses.replace(base.data, train_on_val=not keep_val)
     data = load_data(data_cfg)
     plain = load_data(dataclasses.replace(data_cfg, train_on_val=False))

@@ -20,6 +20,7 @@ __all__ = ["REGISTRY", "DataConfig", "Param", "Report", "TrainConfig", "Trainer"
 # names costs nothing.
 REGISTRY: dict[str, str] = {
     "cnn": "trainers.cnn:TRAINER",
+    "torchvision": "trainers.vision:TRAINER",
 }
 
 
@@ -72,7 +73,9 @@ def load_model(folder: str | os.PathLike[str]) -> Any:
     if trainer.build is None:
         raise LookupError(f"trainer {trainer.name!r} cannot rebuild its model (no build)")
     data = DataConfig(**{k: v for k, v in config["data"].items() if k in DataConfig.__dataclass_fields__})
-    model = trainer.build(TrainConfig({**trainer.defaults(), **config["params"]}, data), int(config["channels"]),
-                          len(config["classes"]))
+    params = {**trainer.defaults(), **config["params"]}
+    if "weights" in params:
+        params["weights"] = "none"  # model.pt holds every weight; no pretrained file is needed to load it
+    model = trainer.build(TrainConfig(params, data), int(config["channels"]), len(config["classes"]))
     model.load_state_dict(torch.load(base / "model.pt", weights_only=True, map_location="cpu"))
     return model.eval()

@@ -12,14 +12,20 @@ spec can be checked against it before anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 ParamKind = Literal["int", "float", "bool", "str", "int_list"]
 
 # The metrics every built-in trainer reports after each epoch. Accuracies are fractions.
 EPOCH_METRICS: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Further per-epoch numbers a study keeps in each trial's curve when a trainer reports them:
+# seconds of the epoch, learning rate, early stopping's best epoch and whether it stopped the
+# trial; and, under k-fold cross-validation, ``fold<i>_<metric>`` per fold.
+EXTRA_METRICS: tuple[str, ...] = ("epoch_s", "lr", "best_epoch", "early_stopped")
+FOLD_METRIC_PREFIX = "fold"
 
 
 class Report(Protocol):
@@ -53,6 +59,8 @@ class DataConfig:
             so that all trials are scored on the same validation images.
         train_on_val: retraining a chosen config: the validation images join the training
             ones, and the test split (when the data has one) takes the validation's place.
+        cache_dir: the node's folder of decoded image folders (``None``: ``$SWEEPER_CACHE_DIR``,
+            else ``~/.cache/sweeper``); see :func:`trainers.data.cached_image_folder`.
     """
 
     dataset: str = "mnist5k"
@@ -62,6 +70,7 @@ class DataConfig:
     num_workers: int = 0
     seed: int = 0
     train_on_val: bool = False
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,8 @@ class Param:
             ``int_list``); ``None`` for no bound.
         length: the item count of an ``int_list``.
         help: one line for the README and ``sweeper validate``.
+        file: a ``str`` that is one of ``choices`` or else the path of an existing file
+            (made absolute by :meth:`resolve` before trials run in other folders).
     """
 
     kind: ParamKind
@@ -112,6 +123,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     length: int | None = None
+    file: bool = False
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not allowed for this parameter, or ``None`` if it is."""
@@ -120,6 +132,10 @@ class Param:
         if self.kind == "str":
             if not isinstance(value, str):
                 return "must be a string"
+            if self.file and value not in (self.choices or ()):
+                if Path(value).expanduser().is_file():
+                    return None
+                return f"must be {' or '.join(self.choices or ())} or the path of an existing file (no such file)"
             if self.choices is not None and value not in self.choices:
                 return "must be one of " + ", ".join(self.choices)
             return None
@@ -140,6 +156,12 @@ class Param:
         if self.kind == "int" and not float(value).is_integer():
             return "must be an integer"
         return self._check_range(value)
+
+    def resolve(self, value: Any) -> Any:
+        """``value`` as trials get it: a ``file`` parameter's path made absolute."""
+        if self.file and isinstance(value, str) and value not in (self.choices or ()):
+            return str(Path(value).expanduser().resolve())
+        return value
 
     def _check_range(self, value: float) -> str | None:
         if self.low is not None and value < self.low:
@@ -167,6 +189,9 @@ class Trainer:
             model whose ``state_dict`` the trainer checkpoints as ``"model"``; it takes uint8
             images ``(N, channels, S, S)`` and returns logits ``(N, num_classes)``. Needed to
             load a retrained model back (``sweeper retrain``, :func:`trainers.load_model`).
+        check: checks across parameters before anything runs: given every value each
+            parameter may take (``{name: [values]}``), returns problems as
+            ``(parameter, value, rule)``; ``None`` when there is nothing to check.
     """
 
     name: str
@@ -175,7 +200,13 @@ class Trainer:
     metrics: tuple[str, ...] | None = EPOCH_METRICS
     min_image_size: int = 1
     build: Callable[[TrainConfig, int, int], Any] | None = None
+    check: Callable[[Mapping[str, Sequence[Any]]], list[tuple[str, Any, str]]] | None = None
 
     def defaults(self) -> dict[str, Any]:
         """The declared parameters' defaults, by name (empty when undeclared)."""
         return {name: p.default for name, p in (self.params or {}).items()}
+
+    def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as trials get them: declared file paths made absolute (see :meth:`Param.resolve`)."""
+        declared = self.params or {}
+        return {k: declared[k].resolve(v) if k in declared else v for k, v in params.items()}

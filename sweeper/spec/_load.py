@@ -81,7 +81,11 @@ class Sweep:
         ``seed`` is the sweep's seed plus the trial number, so trials differ and a trial
         can be reproduced alone.
         """
-        params = {**self.trainer.defaults(), **self.space.config(raw_params)}
+        configured = self.space.config(raw_params)
+        params = self.trainer.resolve({**self.trainer.defaults(), **configured})
+        monitor = (self.trainer.params or {}).get("monitor")
+        if monitor is not None and "monitor" not in configured and self.spec.metric.name in (monitor.choices or ()):
+            params["monitor"] = self.spec.metric.name  # early stopping and plateau watch the sweep's metric
         epochs = int(params.pop("epochs", self.max_epochs))
         return {
             "trainer": self.spec.trainer,
@@ -291,18 +295,22 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
                                         + _did_you_mean(name, list(trainer.params))))
             elif (reason := trainer.params[name].check(value)) is not None:
                 problems.append(Problem(f"params.{name}", value, reason))
+        if trainer.check is not None and not problems:
+            given = {**trainer.defaults(), **spec.params}
+            problems += [Problem(f"params.{key}", value, rule)
+                         for key, value, rule in trainer.check({k: [v] for k, v in given.items()})]
     if trainer is not None and spec.data.image_size < trainer.min_image_size:
         problems.append(Problem("data.image_size", spec.data.image_size,
                                 f"is too small for trainer {spec.trainer!r}; the smallest size that works is "
                                 f"{trainer.min_image_size}"))
     d = spec.data
     data = DataConfig(d.dataset, str(Path(d.root).expanduser().resolve()) if d.root else None, d.image_size,
-                      d.val_fraction, d.num_workers, d.seed, d.train_on_val)
+                      d.val_fraction, d.num_workers, d.seed, d.train_on_val, d.cache_dir)
     problems += [Problem(k, v if k != "data.root" else d.root, rule) for k, v, rule in check_data(data)]
     if problems:
         raise InputError(problems)
     assert trainer is not None
-    return trainer, TrainConfig({**trainer.defaults(), **spec.params}, data, spec.epochs, spec.seed,
+    return trainer, TrainConfig(trainer.resolve({**trainer.defaults(), **spec.params}), data, spec.epochs, spec.seed,
                                 threads=spec.threads)
 
 
@@ -348,6 +356,8 @@ def _check_trainer_params(trainer: Trainer, spec: SweepSpec, space: SearchSpace)
             if reason:
                 problems.append(Problem(f"parameters.{name}", value, reason))
                 break
+    if trainer.check is not None and not problems:
+        problems += [Problem(f"parameters.{key}", value, rule) for key, value, rule in trainer.check(values)]
     return problems
 
 
@@ -394,7 +404,7 @@ def _scheduler(spec: SweepSpec, max_epochs: int) -> tuple[Asha | None, list[Prob
 def _data(spec: SweepSpec) -> tuple[DataConfig, list[Problem]]:
     d = spec.data
     root = str(Path(d.root).expanduser().resolve()) if d.root else None
-    cfg = DataConfig(d.dataset, root, d.image_size, d.val_fraction, d.num_workers, spec.seed)
+    cfg = DataConfig(d.dataset, root, d.image_size, d.val_fraction, d.num_workers, spec.seed, cache_dir=d.cache_dir)
     known = [*BUNDLED_DATASETS, "imagefolder"]
     if d.dataset not in known and not (d.dataset[:1].isupper() and d.dataset in torchvision_dataset_names()):
         hint = _did_you_mean(d.dataset, known + torchvision_dataset_names())

@@ -102,6 +102,7 @@ class DataSpec(_Model):
     image_size: int = Field(default=32, ge=1, le=4096)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     num_workers: int = Field(default=0, ge=0, le=64)
+    cache_dir: str | None = None
 
 
 class ResourcesSpec(_Model):
