@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ import pytest
 import yaml
 
 POSTGRES_ENV = "SWEEPER_TEST_POSTGRES_URL"
+# Decoded image folders go to a folder of this test session, not the user's ~/.cache (Ray's
+# workers inherit it: the variable is set before Ray starts).
+os.environ.setdefault("SWEEPER_CACHE_DIR", tempfile.mkdtemp(prefix="sweeper-test-cache-"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

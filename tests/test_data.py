@@ -106,3 +106,43 @@ def test_torchvision_dataset_read_from_a_local_root(tmp_path: Path) -> None:
     assert data.test_x is not None and data.test_x.shape == (1000, 1, 32, 32)
     assert data.test_y is not None and torch.equal(data.test_y, torch.as_tensor(y[test]).long())
     assert len(data.classes) == 10
+
+
+def test_image_folder_cache_is_decoded_once_and_keyed_by_the_files(mnist_pngs: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from trainers.data import _decode, cached_image_folder
+
+    root = tmp_path / "photos"
+    shutil.copytree(mnist_pngs, root)
+    cache = tmp_path / "cache"
+    first = cached_image_folder(str(root), 32, cache)
+    again = cached_image_folder(str(root), 32, cache)
+    assert first.built and not again.built and again.folder == first.folder
+    assert torch.equal(first.images, again.images) and first.images.shape == (90, 3, 32, 32)
+    assert (first.folder / "images.u8").stat().st_size == 90 * 3 * 32 * 32  # the two bad files take no row
+    png = root / "digit_2" / "005.png"
+    row = first.splits["train"][0] + 60 + 5  # digits 0 and 1 come first, 30 images each
+    assert np.array_equal(first.images[row].numpy(), _decode(str(png), 32))
+    Image.fromarray(np.full((28, 28), 255, dtype=np.uint8)).save(png)  # the file changes
+    changed = cached_image_folder(str(root), 32, cache)
+    assert changed.built and changed.folder != first.folder
+    assert int(changed.images[row].min()) == 255 and not torch.equal(changed.images[row], first.images[row])
+    assert cached_image_folder(str(root), 48, cache).built  # another size is another entry
+    (root / "digit_1" / "000.png").unlink()
+    assert cached_image_folder(str(root), 32, cache).images.shape[0] == 89
+
+
+def test_trials_starting_together_decode_once(mnist_pngs: Path, tmp_path: Path) -> None:
+    """Four processes ask for the same folder at once: the file lock lets one decode."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from trainers.data import cached_image_folder; "
+              "c = cached_image_folder(sys.argv[1], 32, Path(sys.argv[2])); print(c.built, c.images.shape[0])")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(mnist_pngs), str(tmp_path / "cache")],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert sorted(o[0] for o in outputs) == ["False", "False", "False", "True"]
+    assert {o[1] for o in outputs} == {"90"}
+    assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 1

@@ -73,10 +73,11 @@ def test_unknown_trainer_lists_the_registered_ones() -> None:
 
 def test_resuming_from_a_checkpoint_continues_the_same_curve() -> None:
     """A checkpoint (saved and loaded with weights_only=True) resumes at the next epoch with the
-    same weights, optimiser and RNG streams: the resumed curve equals the uninterrupted one."""
+    same weights, optimiser, schedule, early-stopping state and RNG streams (augmentation's
+    included): the resumed curve equals the uninterrupted one."""
     import io
 
-    params = {**SMALL, "augment": True}
+    params = {**SMALL, "augment": True, "lr_schedule": "cosine", "warmup_epochs": 1, "patience": 5}
     config = TrainConfig(params, DataConfig("digits", image_size=32), epochs=3, seed=1)
     full: list[tuple[int, float]] = []
     saved: dict[str, bytes] = {}
