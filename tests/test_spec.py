@@ -150,12 +150,23 @@ def test_grid_budget_is_the_grid_size() -> None:
     assert validate(spec).budget == 2 * 2 * 5
 
 
-def test_every_example_spec_passes_sweeper_validate(mnist_pngs: Path) -> None:
+def test_every_example_spec_passes_sweeper_validate(mnist_pngs: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """`sweeper validate` on each file of search_spaces/; a spec whose data lives on the user's
-    disk is validated with its root pointed at a temporary image folder."""
+    disk is validated with its root pointed at a temporary image folder, and ImageNet weights
+    are stand-ins of the right shapes, made here, in a temporary hub cache."""
+    import torch
+    import torchvision
     from typer.testing import CliRunner
 
     from sweeper.cli import app
+    from trainers.vision import hub_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for arch in ("resnet50",):
+        path, _ = hub_weights_file(arch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(torchvision.models.get_model(arch, weights=None).state_dict(), path)
 
     specs = sorted((REPO / "search_spaces").glob("*.yaml"))
     assert len(specs) >= 3

@@ -120,3 +120,21 @@ def test_batched_augmentation_draws_per_image_and_is_seeded() -> None:
     assert not torch.equal(out, aug(images, torch.Generator().manual_seed(1)))
     # Mean brightness stays near the original's (a crop, a small rotation, +-20% jitter).
     assert abs(float(out.mean()) - float(images.float().mean())) < 0.3 * float(images.float().mean())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_on_cuda(precision: str) -> None:
+    """Autocast on the GPU (fp16 with a gradient scaler), channels-last: it learns as fp32 does."""
+    states: list[dict] = []
+    curve: list[dict] = []
+
+    def report(epoch: int, metrics: dict, checkpoint: dict | None = None) -> None:
+        curve.append(dict(metrics))
+        states.append(dict(checkpoint or {}))
+
+    get_trainer("cnn").fit(TrainConfig({**SMALL, "precision": precision, "channels_last": True}, DIGITS, epochs=3,
+                                       seed=0, device="cuda"), report)
+    assert curve[-1]["val_accuracy"] > 0.4 and all(math.isfinite(c["train_loss"]) for c in curve)
+    scaler = states[-1]["runs"][0]["scaler"]
+    assert (precision == "fp16") == bool(scaler)  # the scaler is on for fp16 only

@@ -1,0 +1,32 @@
+"""Writing a benchmark's section into ``benchmarks/RESULTS.md``."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+RESULTS_MD = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    """One line naming this machine and the versions that matter to the figures."""
+    import optuna
+    import ray
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.platform()}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, ray {ray.__version__}, optuna {optuna.__version__}")
+
+
+def write_section(title: str, body: list[str]) -> None:
+    """Replace (or append) the section headed ``## {title}`` in RESULTS.md with ``body``."""
+    head = f"## {title}\n"
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else (
+        "# Benchmark results\n\nEach section is one run of one benchmark script, on the machine it names.\n")
+    if head in text:
+        start = text.index(head)
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + (text[end + 1:] if end != -1 else "")
+    RESULTS_MD.write_text(text.rstrip("\n") + "\n\n" + head + "\n" + "\n".join(body).rstrip("\n") + "\n")
