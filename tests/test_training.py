@@ -113,7 +113,7 @@ def test_batched_augmentation_draws_per_image_and_is_seeded() -> None:
     aug = BatchAugment(channels=1)
     out = aug(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.dtype == torch.float32
-    assert 0.0 <= float(out.min()) and float(out.max()) <= 255.0
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 255.0
     distinct = {tuple(o.flatten()[::7].round().tolist()) for o in out}
     assert len(distinct) == 64  # one draw per image, not one per batch
     assert torch.equal(out, aug(images, torch.Generator().manual_seed(0)))

@@ -227,14 +227,17 @@ class BatchAugment:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         j = self.jitter
-        out = out * (1 + j * (2 * u[:, 6] - 1)).view(-1, 1, 1, 1)
-        grey = self._grey(out)
-        mean = grey.mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - mean) * (1 + j * (2 * u[:, 7] - 1)).view(-1, 1, 1, 1) + mean
+        brightness = (1 + j * (2 * u[:, 6] - 1)).view(-1, 1, 1, 1)
+        contrast = (1 + j * (2 * u[:, 7] - 1)).view(-1, 1, 1, 1)
+        # Brightness b then contrast c around the brightened image's mean grey b*m, in one pass:
+        # (b*x - b*m) * c + b*m = x * (b*c) + b*m*(1-c).
+        mean = self._grey(out).mean(dim=(1, 2, 3), keepdim=True)
+        out = torch.addcmul(brightness * mean * (1 - contrast), out, brightness * contrast)
         if self.colour:
+            saturation = (1 + j * (2 * u[:, 8] - 1)).view(-1, 1, 1, 1)
             grey = self._grey(out)
-            out = (out - grey) * (1 + j * (2 * u[:, 8] - 1)).view(-1, 1, 1, 1) + grey
-        return out.clamp(0.0, 255.0)
+            out.mul_(saturation).add_(grey * (1 - saturation))
+        return out.clamp_(0.0, 255.0)
 
     def _grey(self, x: torch.Tensor) -> torch.Tensor:
         if not self.colour:
