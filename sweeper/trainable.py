@@ -18,20 +18,6 @@ CHECKPOINT_FILE = "trainer_state.pt"
 ERROR_KEY = "sweeper_error"
 
 
-def warm_worker() -> None:
-    """Ray's ``worker_process_setup_hook``: import what a trial needs when the worker starts.
-
-    Ray starts a pool of worker processes when the driver connects; importing torch, Ray Tune
-    and the built-in trainers there, in the background, means a trial's actor starts in a
-    process that is ready, not one that spends seconds importing (see
-    ``benchmarks/orchestration_overhead.py``).
-    """
-    import torch  # noqa: F401
-    from ray import tune  # noqa: F401
-
-    import trainers.cnn  # noqa: F401
-
-
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: run one trial's trainer, reporting each epoch.
 

@@ -169,3 +169,28 @@ def test_a_data_root_that_vanishes_fails_trials_clearly(tmp_path: Path, study_na
     assert trials and all(t.state == TrialState.FAIL for t in trials)
     assert all(t.user_attrs["fail_reason"] == f"DataError: data.root: folder {str(root)!r} does not exist"
                for t in trials)
+
+
+def test_early_stopping_and_k_fold_through_a_sweep(tmp_path: Path, study_name: str) -> None:
+    """A trial its trainer stops early (patience) is COMPLETE with its best epoch's value; a
+    k-fold trial keeps each fold's curve in the study; `monitor` follows the sweep's metric."""
+    sweep = sweep_of(
+        tmp_path, study_name, method="grid", trainer="cnn", epochs=6, seed=0,
+        metric={"name": "val_loss", "goal": "minimize"},
+        data={"dataset": "digits", "image_size": 32},
+        parameters={"filters": {"value": [4, 8, 8, 8, 8]}, "dense_units": {"value": 16}, "batch_size": {"value": 128},
+                    "lr": {"value": 1e-7}, "patience": {"value": 2}, "min_delta": {"value": 0.01},
+                    "folds": {"values": [1, 2]}},
+    )
+    run_sweep(sweep)
+    trials = sorted(load(tmp_path, study_name).get_trials(), key=lambda t: t.params["folds"])
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        history = t.user_attrs["history"]
+        assert t.user_attrs["config"]["params"]["monitor"] == "val_loss"
+        assert t.user_attrs["epochs_run"] == 3 and history[-1]["early_stopped"] == 1.0  # lr 1e-7: no progress
+        best = int(history[-1]["best_epoch"])
+        assert best == 1 and t.value == history[0]["val_loss"]  # no later epoch beat it by min_delta
+    folds = trials[1].user_attrs["history"]
+    assert all({"fold1_val_accuracy", "fold2_val_loss", "lr", "epoch_s"} <= set(row) for row in folds)
+    assert folds[0]["val_loss"] == pytest.approx((folds[0]["fold1_val_loss"] + folds[0]["fold2_val_loss"]) / 2)

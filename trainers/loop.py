@@ -394,7 +394,7 @@ class _Run:
         if not frozen:
             return []
         return [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                and all(not p.requires_grad for p in m.parameters(recurse=False))]
+                and (own := list(m.parameters(recurse=False))) and all(not p.requires_grad for p in own)]
 
     def train_epoch(self, epoch: int, order: torch.Tensor, batch_size: int, workers: int,
                     augment: BatchAugment | None, aug_gen: torch.Generator | None) -> tuple[float, float]:
