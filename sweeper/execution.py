@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweeper.cluster import check_nodes
 from sweeper.errors import InputError, SweeperError
 from sweeper.search import FAIL_KIND_ATTR, Ledger, StudySearcher, make_sampler
 from sweeper.spec import Sweep, validate
@@ -169,13 +170,15 @@ class StudyRecorder(tune.Callback):
             history.pop()
         history.append({"epoch": epoch, **row})
         if trial.trial_id not in self._where:
-            self._where[trial.trial_id] = {key: str(result.get(key, "")) for key in ("node", "worker", "device")}
+            self._where[trial.trial_id] = {key: str(result.get(key, ""))
+                                           for key in ("node", "node_id", "worker", "device")}
 
     def _metric_names(self, result: dict[str, Any]) -> set[str]:
         declared = self.ledger.sweep.trainer.metrics
         if declared is not None:
             return {*declared, *EXTRA_METRICS, *(k for k in result if k.startswith(FOLD_METRIC_PREFIX))}
-        skip = {"epoch", "node", "worker", "device", "training_iteration", "time_this_iter_s", "time_total_s",
+        skip = {"epoch", "node", "node_id", "worker", "device", "training_iteration", "time_this_iter_s",
+                "time_total_s",
                 "timestamp", "pid", "done", "trial_id", "iterations_since_restore", "time_since_restore",
                 "checkpoint_dir_name", "date", "hostname", "node_ip", "config", ERROR_KEY}
         return {k for k in result if k not in skip}
@@ -430,6 +433,7 @@ def run_sweep(
         SweeperError: Ray could not start or the sweep broke.
     """
     init_ray(address)
+    check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
     started = time.time()
     concurrency = concurrency_for(sweep)
     storage = open_storage(sweep.spec.storage, pool_size=concurrency)

@@ -229,6 +229,14 @@ class StudySearcher(Searcher):
     def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
         ledger, study, sweep = self.ledger, self.ledger.study, self.ledger.sweep
         if ledger.grid is not None and grid_id is not None:
+            # Under the study lock a queued grid point is asked at once; one still WAITING was
+            # queued by a driver that stopped in between. Optuna's ask() would pop it instead of
+            # the point chosen here (running a point twice), so it ends FAIL first.
+            for stale in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                ledger.storage.set_trial_user_attr(stale._trial_id, "fail_reason", "driver lost: queued by a "
+                                                   "driver that stopped before running it")
+                ledger.storage.set_trial_user_attr(stale._trial_id, FAIL_KIND_ATTR, "driver")
+                ledger.storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             study.enqueue_trial(ledger.grid[grid_id], user_attrs={GRID_ID_ATTR: grid_id}, skip_if_exists=False)
         trial = study.ask(fixed_distributions=sweep.space.distributions)
         config = sweep.trial_config(trial.params, trial.number)

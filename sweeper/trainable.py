@@ -23,8 +23,9 @@ def run_trial(config: dict[str, Any]) -> None:
 
     ``config["sweeper"]`` is the trial's training config (see
     :meth:`sweeper.spec.Sweep.trial_config`). Each report carries the trainer's metrics plus
-    ``epoch`` (from 1), ``node``, ``worker`` (``host:pid``) and ``device`` (``cpu`` or
-    ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the trial's CPUs).
+    ``epoch`` (from 1), ``node`` (host name), ``node_id`` (Ray's), ``worker`` (``host:pid``) and
+    ``device`` (``cpu`` or ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the
+    trial's CPUs).
     """
     import ray
     import torch
@@ -42,6 +43,7 @@ def run_trial(config: dict[str, Any]) -> None:
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
     where = {
         "node": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "device": f"cuda:{gpu_ids[0]}" if device == "cuda" else "cpu",
     }

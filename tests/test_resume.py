@@ -44,9 +44,9 @@ GRID = {
 }
 
 
-def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`python -m sweeper ARGS` in its own process group (its Ray too)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def start(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m sweeper ARGS` in its own process group (its Ray too), with ``env`` added."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -343,3 +343,35 @@ def test_an_unreachable_database_is_one_line_in_10_s_and_nothing_starts(tmp_path
                                     "answer at 127.0.0.1:1")
     assert "pw-s3cret" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, study_name: str) -> None:
+    """A driver killed between queueing a grid point and asking for it leaves a WAITING trial;
+    the next driver fails it (instead of letting Optuna's ask() pop it in place of the point it
+    chose) and every grid point still runs exactly once, with nothing left WAITING."""
+    from sweeper.search import GRID_ID_ATTR, Ledger, StudySearcher
+    from sweeper.storage import open_storage, take_lease
+
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    sweep = validate({**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts")})
+    storage = open_storage(url, pool_size=1)
+    study = create_study(sweep, 1, storage)
+    grid = sweep.space.grid()
+    study.enqueue_trial(grid[3], user_attrs={GRID_ID_ATTR: 3}, skip_if_exists=False)  # the dead driver's
+    searcher = StudySearcher(Ledger(study, sweep, storage, take_lease(study), grid=grid), "val_accuracy", "max")
+    ran = []
+    for n in range(len(grid) + 1):
+        config = searcher.suggest(f"t{n}")
+        if config == StudySearcher.FINISHED:
+            break
+        assert isinstance(config, dict)
+        trial = searcher.ledger.trials.pop(f"t{n}")
+        ran.append(int(trial.user_attrs[GRID_ID_ATTR]))
+        assert trial.params == {k: v for k, v in grid[ran[-1]].items() if k in trial.params}
+        study.tell(trial, 0.5)
+        searcher.trial_ended()
+    assert sorted(ran) == list(range(len(grid)))  # each point once
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    [stale] = [t for t in trials if t.state == TrialState.FAIL]
+    assert stale.user_attrs["fail_reason"].startswith("driver lost")

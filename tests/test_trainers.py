@@ -53,7 +53,8 @@ def test_model_shapes(activation: str) -> None:
 
 
 def test_nan_loss_fails_with_the_epoch() -> None:
-    with pytest.raises(FloatingPointError, match=r"loss became (NaN|infinite) at epoch 1"):
+    # The epoch depends on the thread count earlier tests left torch with (summation order).
+    with pytest.raises(FloatingPointError, match=r"loss became (NaN|infinite) at epoch [12]$"):
         run({**SMALL, "lr": 10.0, "optimizer": "sgd", "momentum": 0.99, "batch_norm": False,
              "activation": "leaky_relu", "dropout": 0.0}, epochs=2)
 

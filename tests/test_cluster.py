@@ -1,0 +1,156 @@
+"""A real two-node Ray cluster on this machine: `ray start --head` and a second `ray start`
+(separate processes, separate resources), token authentication on, PostgreSQL storage.
+
+The sweep's trials run on both nodes; then the second node is killed mid-sweep and the
+study still finishes with its exact budget, the lost trial retried from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.cluster import NeededPath, probe
+from tests.conftest import postgres_url, write_spec
+from tests.test_resume import assert_finishes, kill, start, trials_of, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres,
+              pytest.mark.skipif(postgres_url() is None, reason="SWEEPER_TEST_POSTGRES_URL is not set")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """Two Ray nodes started with `ray start --block`, each in its own process group."""
+
+    def __init__(self, env: dict[str, str], address: str, head: subprocess.Popen[bytes],
+                 worker: subprocess.Popen[bytes]):
+        self.env, self.address, self.head, self.worker = env, address, head, worker
+
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes as a separate driver sees them (with the token)."""
+        script = (f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+                  "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], 'resources': n['Resources']} "
+                  "for n in ray.nodes()]))")
+        done = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def node_id(self, resource: str) -> str:
+        return next(n["id"] for n in self.nodes() if resource in n["resources"])
+
+
+def _ray_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(["ray", "start", "--block", "--disable-usage-stats", *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Head (1 CPU, resource node_a) and a second node (1 CPU, node_b), with a token both share.
+
+    Ray 2.60's `ray start` turns token authentication on: every node and driver gets the same
+    RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, as docker/README.md tells users to do.
+    """
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    head = _ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+                       "--resources", json.dumps({"node_a": 1}), "--include-dashboard=false",
+                       f"--temp-dir={temp_dir}"], env, tmp_path / "head.log")
+    worker = None
+    try:
+        time.sleep(3)
+        worker = _ray_start([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+                             "--resources", json.dumps({"node_b": 1})], env, tmp_path / "worker.log")
+        made = Cluster(env, address, head, worker)
+        deadline = time.monotonic() + 120
+        while sum(n["alive"] for n in made.nodes()) < 2:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
+            time.sleep(1)
+        yield made
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(head)
+
+
+def test_a_sweep_uses_both_nodes_and_survives_losing_one(cluster: Cluster, tmp_path: Path, study_name: str) -> None:
+    url = postgres_url()
+    assert url is not None
+    node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
+    spec = write_spec(tmp_path / "cluster.yaml", {
+        "name": study_name, "method": "random", "run_cap": 8, "trainer": "tests.fake_trainers:CURVE", "epochs": 6,
+        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016]}, "sleep_s": {"value": 0.6}},
+    })
+    log = tmp_path / "driver.log"
+    proc = start(["launch", str(spec), "--address", cluster.address], tmp_path, log, env=cluster.env)
+    try:
+        wait_until(lambda: sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 2, 240,
+                   proc, log)
+        _stop(cluster.worker)  # the second node dies mid-sweep: its raylet and its trial's worker
+        assert_finishes(proc, log, 400)
+    finally:
+        if proc.poll() is None:
+            kill(proc)
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 8  # the exact budget
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    ran_on = {t.user_attrs["node_id"] for t in trials}
+    assert {node_a, node_b} <= ran_on, ran_on  # trials ran on both nodes
+    for t in trials:
+        assert len(t.intermediate_values) == 6
+    retried = [t for t in trials if t.user_attrs.get("worker_retries")]
+    assert retried, "no trial was running on the lost node"
+    assert all(t.user_attrs["node_id"] in (node_a, node_b) for t in retried)
+
+
+def test_the_node_check_names_the_path_and_what_is_wrong(tmp_path: Path) -> None:
+    """What each node runs before the first trial (the same function, here in this process)."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "marker").write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "w.pt").write_text("")
+    needed = [NeededPath("data.root", str(tmp_path / "data"), "dir"),
+              NeededPath("artifacts", str(tmp_path / "shared"), "shared", "marker"),
+              NeededPath("artifacts", str(tmp_path / "elsewhere"), "shared", "marker"),
+              NeededPath("parameters.weights", str(tmp_path / "w.pt"), "file"),
+              NeededPath("parameters.weights", str(tmp_path / "gone.pt"), "file")]
+    assert probe(needed) == [
+        ("data.root", str(tmp_path / "data"), "is not a folder there"),
+        ("artifacts", str(tmp_path / "elsewhere"), "is another folder there (not storage shared with the driver: "
+         "put it on NFS or similar, mounted at the same path on every node)"),
+        ("parameters.weights", str(tmp_path / "gone.pt"), "is not a file there"),
+    ]
