@@ -137,6 +137,41 @@ def test_a_sweep_uses_both_nodes_and_survives_losing_one(cluster: Cluster, tmp_p
     assert all(t.user_attrs["node_id"] in (node_a, node_b) for t in retried)
 
 
+def test_the_driver_goes_away_and_a_resume_from_elsewhere_finishes(cluster: Cluster, tmp_path: Path,
+                                                                  study_name: str) -> None:
+    """The laptop case: the driver dies mid-sweep (SIGKILL); the cluster and the PostgreSQL study
+    stay; `sweeper resume` from another process finishes the study with its exact budget, on
+    the same cluster (its trials record that cluster's node ids)."""
+    url = postgres_url()
+    assert url is not None
+    spec = write_spec(tmp_path / "cluster.yaml", {
+        "name": study_name, "method": "random", "run_cap": 6, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
+        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.5}},
+    })
+    log = tmp_path / "driver.log"
+    proc = start(["launch", str(spec), "--address", cluster.address], tmp_path, log, env=cluster.env)
+    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 2
+                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
+    kill(proc)
+    # The cluster by RAY_ADDRESS this time, as a user's shell on another machine would name it.
+    resumed = start(["resume", study_name, "--storage", url], tmp_path, log,
+                    env={**cluster.env, "RAY_ADDRESS": cluster.address})
+    try:
+        assert_finishes(resumed, log, 300)
+    finally:
+        if resumed.poll() is None:
+            kill(resumed)
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert lost and all(t.user_attrs["fail_reason"].startswith("driver lost") for t in lost)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.user_attrs["driver_id"] for t in trials if t.state == TrialState.COMPLETE}) == 2
+    nodes = {cluster.node_id("node_a"), cluster.node_id("node_b")}
+    assert {t.user_attrs["node_id"] for t in trials if t.state == TrialState.COMPLETE} <= nodes
+
+
 def test_the_node_check_names_the_path_and_what_is_wrong(tmp_path: Path) -> None:
     """What each node runs before the first trial (the same function, here in this process)."""
     (tmp_path / "shared").mkdir()
