@@ -102,7 +102,7 @@ StudyStorage = Annotated[str, typer.Option(help="SQLAlchemy URL of the study's s
 StorageOption = Annotated[str | None, typer.Option(
     help="SQLAlchemy URL of the study's storage (overrides `storage`).", show_default=False)]
 AddressOption = Annotated[str | None, typer.Option(
-    help="Ray cluster to join (`auto`, `ray://host:10001`); default: start Ray on this machine.",
+    help="Ray cluster to join (`auto`, `HEAD_IP:6379`; also RAY_ADDRESS); default: start Ray on this machine.",
     show_default=False)]
 
 

@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeper.cluster import check_nodes
-from sweeper.errors import InputError, SweeperError
+from sweeper.errors import InputError, Problem, SweeperError
 from sweeper.search import FAIL_KIND_ATTR, Ledger, StudySearcher, make_sampler
 from sweeper.spec import Sweep, validate
 from sweeper.storage import (
@@ -364,7 +364,13 @@ def _trial_name(trial: Trial) -> str:
 
 
 def init_ray(address: str | None) -> None:
-    """Start local Ray, or join the cluster at ``address`` (``auto``, ``ray://host:10001``)."""
+    """Start local Ray, or join the cluster at ``address`` (``auto``, ``HEAD_IP:6379``; else ``RAY_ADDRESS``).
+
+    Raises:
+        InputError: a Ray Client address (``ray://``), which sweeper does not support.
+        SweeperError: Ray could not start, or the cluster did not let this driver join (a wrong
+            or missing token, a head that does not answer).
+    """
     import ray
 
     if ray.is_initialized():
@@ -376,9 +382,20 @@ def init_ray(address: str | None) -> None:
         "log_to_driver": True,
         "runtime_env": {"env_vars": {**_RAY_ENV, "PYTHONPATH": _pythonpath()}},
     }
+    target = address or os.environ.get("RAY_ADDRESS") or ""
+    if target.startswith("ray://"):
+        # Under Ray Client, Tune runs its controller on the cluster, away from this driver's
+        # study connection and lease: not supported (yet).
+        raise InputError(Problem("--address", target, "is a Ray Client address, which sweeper does not support yet: "
+                                 "run sweeper on a node of the cluster with --address auto (or HEAD_IP:6379)"))
     if address:
         kwargs["address"] = address
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except Exception as err:  # a cluster that does not answer, a token that does not match, ...
+        lines = str(err).strip().splitlines()
+        raise SweeperError(f"Ray could not {'join ' + target if target else 'start'}: "
+                           f"{type(err).__name__}: {lines[-1] if lines else ''}") from err
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     # A trial's error is recorded in the study and printed once by sweeper, not as Ray's traceback.
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)

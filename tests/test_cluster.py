@@ -189,3 +189,18 @@ def test_the_node_check_names_the_path_and_what_is_wrong(tmp_path: Path) -> None
          "put it on NFS or similar, mounted at the same path on every node)"),
         ("parameters.weights", str(tmp_path / "gone.pt"), "is not a file there"),
     ]
+
+
+def test_a_driver_without_the_token_or_with_ray_client_gets_one_line(cluster: Cluster, tmp_path: Path,
+                                                                    study_name: str) -> None:
+    spec = write_spec(tmp_path / "s.yaml", {
+        "name": study_name, "method": "random", "run_cap": 1, "trainer": "tests.fake_trainers:CURVE",
+        "storage": f"sqlite:///{tmp_path / 's.db'}", "artifacts": str(tmp_path / "artifacts")})
+    wrong = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    for env, address, code, words in ((wrong, cluster.address, 1, "Ray could not join"),
+                                      (cluster.env, "ray://127.0.0.1:10001", 2, "Ray Client")):
+        done = subprocess.run([sys.executable, "-m", "sweeper", "launch", str(spec), "--address", address],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert words in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert not (tmp_path / "s.db").exists()  # nothing written
