@@ -138,3 +138,13 @@ def test_mixed_precision_and_channels_last_on_cuda(precision: str) -> None:
     assert curve[-1]["val_accuracy"] > 0.4 and all(math.isfinite(c["train_loss"]) for c in curve)
     scaler = states[-1]["runs"][0]["scaler"]
     assert (precision == "fp16") == bool(scaler)  # the scaler is on for fp16 only
+
+
+def test_batches_gathered_ahead_by_threads_give_the_same_curve() -> None:
+    """`data.num_workers` threads gather batches ahead of the model; the batches are the same."""
+    ahead: list[dict] = []
+    get_trainer("cnn").fit(TrainConfig({**SMALL, "augment": True}, DataConfig("digits", image_size=32, num_workers=2),
+                                       epochs=2, seed=0, threads=2),
+                           lambda epoch, metrics, checkpoint=None: ahead.append(dict(metrics)))
+    inline, _ = run({"augment": True}, epochs=2)
+    assert [r["val_loss"] for r in ahead] == [r["val_loss"] for r in inline]
