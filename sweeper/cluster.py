@@ -13,7 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sweeper.errors import InputError, Problem
 
@@ -68,10 +68,7 @@ def needed_paths(sweep: Sweep, marker: str) -> list[NeededPath]:
         needed.append(NeededPath("data.root", sweep.data.root, "dir"))
     needed.append(NeededPath("artifacts", sweep.spec.artifacts, "shared", marker))
     declared = sweep.trainer.params or {}
-    values: dict[str, list[Any]] = {name: [v] for name, v in sweep.space.constants.items()}
-    for d in sweep.space.dimensions:
-        values[d.name] = d.candidates()
-    for name, candidates in values.items():
+    for name, candidates in sweep.space.candidates().items():
         param = declared.get(name)
         if param is None or not param.file:
             continue

@@ -307,7 +307,11 @@ class FineTune:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, idx: torch.Tensor, device: torch.device,
              amp: torch.dtype | None = None, channels_last: bool = False, batch_size: int = 512) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) of ``model`` on the images ``data.images[idx]``."""
+    """Mean cross-entropy (nats per image) and accuracy (a fraction) of ``model`` on ``data.images[idx]``.
+
+    ``idx`` is an int64 index tensor ``(M,)``; batches of ``batch_size`` images run under autocast
+    to ``amp`` when given (``None``: fp32) and in channels-last layout when asked.
+    """
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -320,12 +324,19 @@ def evaluate(model: nn.Module, data: ImageData, idx: torch.Tensor, device: torch
     return float(loss_sum) / n, int(correct) / n
 
 
+def _chunks(order: torch.Tensor, batch_size: int, drop_single: bool) -> list[torch.Tensor]:
+    """``order`` cut into batches of indices; with ``drop_single``, a last batch of one image is left out
+    (BatchNorm cannot train on one image)."""
+    chunks = list(order.split(batch_size))
+    if drop_single and len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks.pop()
+    return chunks
+
+
 def _batches(data: ImageData, order: torch.Tensor, batch_size: int, device: torch.device, workers: int,
              channels_last: bool, drop_single: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` batches of ``data`` in ``order`` on ``device``; ``workers`` threads gather ahead."""
-    chunks = list(order.split(batch_size))
-    if drop_single and len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks.pop()  # BatchNorm cannot train on one image
+    chunks = _chunks(order, batch_size, drop_single)
     pin = device.type == "cuda"
 
     def gather(ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,8 +388,7 @@ class _Run:
         else:
             groups = [{"params": [p for _, p in named]}]
         self.optimizer = make_optimizer(params, [g for g in groups if g["params"]])
-        batch_size = int(params["batch_size"])
-        steps = max(1, len(train_idx) // batch_size + (1 if len(train_idx) % batch_size > 1 else 0))
+        steps = len(_chunks(train_idx, int(params["batch_size"]), drop_single=True))
         self.scheduler = make_scheduler(params, self.optimizer, config.epochs, steps)
         self.per_step = params["lr_schedule"] == "onecycle"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16 and device.type == "cuda")

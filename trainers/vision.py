@@ -197,6 +197,14 @@ def build(config: TrainConfig, channels: int, num_classes: int) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+def _torchvision_net(model: nn.Sequential) -> tuple[nn.Module, str]:
+    """The torchvision model inside :func:`build`'s Sequential, and its parameters' name prefix."""
+    net, prefix = model[-1], f"{len(model) - 1}."
+    if isinstance(net, _FirstOutput):
+        return net.net, prefix + "net."
+    return net, prefix
+
+
 def blocks(model: nn.Sequential) -> list[list[str]]:
     """The parameter names of each block of ``model`` (from :func:`build`), from the input side.
 
@@ -205,10 +213,7 @@ def blocks(model: nn.Sequential) -> list[list[str]]:
     DenseNet, EfficientNet, MobileNet, ConvNeXt) and the part holding the classifier are
     split into their own parts. The classifier itself is not a block.
     """
-    net = model[-1]
-    prefix = f"{len(model) - 1}."
-    if isinstance(net, _FirstOutput):
-        net, prefix = net.net, prefix + "net."
+    net, prefix = _torchvision_net(model)
     head = _head_name(net)
     out: list[list[str]] = []
     for name, child in net.named_children():
@@ -227,7 +232,7 @@ def blocks(model: nn.Sequential) -> list[list[str]]:
 def fine_tune_plan(model: nn.Sequential, params: Mapping[str, Any]) -> FineTune:
     """What ``freeze``, ``freeze_fraction``, ``freeze_k``, ``unfreeze_at_epoch`` and
     ``backbone_lr_factor`` mean for ``model`` (from :func:`build`), as parameter names."""
-    net = model[-1].net if isinstance(model[-1], _FirstOutput) else model[-1]
+    net, _ = _torchvision_net(model)
     head_module = net.get_submodule(_head_name(net))
     head_ids = {id(p) for p in head_module.parameters()}
     named = list(model.named_parameters())

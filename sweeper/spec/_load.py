@@ -339,9 +339,7 @@ def _check_trainer_params(trainer: Trainer, spec: SweepSpec, space: SearchSpace)
         return []
     declared = trainer.params
     problems = []
-    values: dict[str, list[Any]] = {name: [v] for name, v in space.constants.items()}
-    for d in space.dimensions:
-        values[d.name] = d.candidates()
+    values = space.candidates()
     for name, candidates in values.items():
         if name == "epochs":
             continue

@@ -108,6 +108,14 @@ class SearchSpace:
             values[d.name] = d.decode(params[d.name])
         return values
 
+    def candidates(self) -> dict[str, list[Any]]:
+        """``{name: values to check}`` for every parameter: a constant's value, a dimension's
+        choices or bounds (see :meth:`Dimension.candidates`)."""
+        values: dict[str, list[Any]] = {name: [v] for name, v in self.constants.items()}
+        for d in self.dimensions:
+            values[d.name] = d.candidates()
+        return values
+
     def grid(self) -> list[dict[str, Any]] | None:
         """Every grid point (Optuna representation), in a fixed order; ``None`` if a dimension is continuous."""
         axes = [d.grid_values() for d in self.dimensions]
