@@ -102,7 +102,8 @@ StudyStorage = Annotated[str, typer.Option(help="SQLAlchemy URL of the study's s
 StorageOption = Annotated[str | None, typer.Option(
     help="SQLAlchemy URL of the study's storage (overrides `storage`).", show_default=False)]
 AddressOption = Annotated[str | None, typer.Option(
-    help="Ray cluster to join (`auto`, `HEAD_IP:6379`; also RAY_ADDRESS); default: start Ray on this machine.",
+    help="Ray cluster to join (`auto`, `HEAD_IP:6379`, or through Ray Client `ray://HEAD_IP:10001`; also "
+         "RAY_ADDRESS); default: start Ray on this machine.",
     show_default=False)]
 
 
@@ -122,23 +123,20 @@ def launch(
         "--resume", help="Continue the study if it exists; its stored spec must match this file's.")] = False,
 ) -> None:
     """Run a sweep: validate the spec, create the study, run the trials on Ray Tune, print the best."""
-    from sweeper.spec import load_sweep, spec_differences
-    from sweeper.storage import ensure_new_study, redact, stored_spec, study_names
+    from sweeper.execution import client_address, continues_study
+    from sweeper.spec import raw_spec, validate
 
-    sweep = load_sweep(spec, set_ or [], storage=storage, study=study, n_trials=n_trials, artifacts=artifacts)
+    raw = raw_spec(spec, set_ or [], storage=storage, study=study, n_trials=n_trials, artifacts=artifacts)
+    if client_address(address):
+        from sweeper.client import DriverJob
+
+        # Ray Client: the spec's paths are the cluster's, so the driver validates it there.
+        _run_on_cluster(DriverJob(raw=raw, resume=resume), address)
+        return
+    sweep = validate(raw)
     for line in sweep.warnings:
         err.print(f"warning: {line}")
-    url = sweep.spec.storage
-    existing = resume and sweep.name in study_names(url)
-    if existing:
-        differences = spec_differences(stored_spec(url, sweep.name), sweep.stored())
-        if differences:
-            raise InputError([f"study: {sweep.name!r} in {redact(url)} was started with another spec; "
-                              "resume it with `sweeper resume` or make the file match:", *differences])
-    else:
-        # Refuse an existing study before Ray starts: exit 2, nothing written.
-        ensure_new_study(sweep.name, url)
-    _run(sweep, address, resume=existing)
+    _run(sweep, address, resume=continues_study(sweep, resume))
 
 
 @app.command()
@@ -149,9 +147,15 @@ def resume(
     address: AddressOption = None,
 ) -> None:
     """Continue an interrupted study from the spec stored with it (no YAML needed)."""
+    from sweeper.execution import client_address
     from sweeper.spec import validate as validate_spec
     from sweeper.storage import stored_spec
 
+    if client_address(address):
+        from sweeper.client import DriverJob
+
+        _run_on_cluster(DriverJob(study=study, storage=storage), address)
+        return
     _run(validate_spec(stored_spec(storage, study)), address, resume=True)
 
 
@@ -170,6 +174,18 @@ def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
     if outcome.stop_reason:
         raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
     if not best_trials(outcome.study, 1):
+        raise SweeperError("no trial completed; see the FAIL reasons above")
+
+
+def _run_on_cluster(job: Any, address: str | None) -> None:
+    """Run (or continue) the sweep through Ray Client, its driver on the cluster's head node."""
+    from sweeper.client import run_through_client
+
+    ended = run_through_client(job, address, out, warn=lambda line: err.print(f"warning: {line}"))
+    out.print(ended.summary)
+    if ended.stop_reason:
+        raise SweeperError(f"the sweep stopped early: {ended.stop_reason}")
+    if not ended.completed:
         raise SweeperError("no trial completed; see the FAIL reasons above")
 
 

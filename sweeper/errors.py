@@ -43,3 +43,7 @@ class InputError(SweeperError):
             [problems] if isinstance(problems, (str, Problem)) else list(problems)
         )
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __reduce__(self) -> tuple[type[InputError], tuple[list[Problem | str]]]:
+        # Pickled across Ray (a driver on the cluster): keep one problem per line.
+        return (type(self), (self.problems,))

@@ -30,15 +30,16 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeper.cluster import check_nodes
-from sweeper.errors import InputError, Problem, SweeperError
+from sweeper.errors import InputError, SweeperError
 from sweeper.search import FAIL_KIND_ATTR, Ledger, StudySearcher, make_sampler
-from sweeper.spec import Sweep, validate
+from sweeper.spec import Sweep, spec_differences, validate
 from sweeper.storage import (
     ensure_new_study,
     open_storage,
     record_study_metadata,
     redact,
     renew_lease,
+    stored_spec,
     study_lock,
     study_names,
     take_lease,
@@ -359,15 +360,35 @@ def load_study_to_resume(sweep: Sweep, concurrency: int,
     return optuna.load_study(study_name=sweep.name, storage=storage, sampler=make_sampler(reseeded, concurrency))
 
 
+def continues_study(sweep: Sweep, resume: bool) -> bool:
+    """Whether ``sweeper launch`` continues the study (``--resume`` and it exists) or creates it.
+
+    Raises:
+        InputError: the study exists and ``resume`` is off, or it exists with another spec
+            (one line per difference).
+    """
+    url = sweep.spec.storage
+    if resume and sweep.name in study_names(url):
+        differences = spec_differences(stored_spec(url, sweep.name), sweep.stored())
+        if differences:
+            raise InputError([f"study: {sweep.name!r} in {redact(url)} was started with another spec; "
+                              "resume it with `sweeper resume` or make the file match:", *differences])
+        return True
+    ensure_new_study(sweep.name, url)  # before Ray starts: exit 2, nothing written
+    return False
+
+
 def _trial_name(trial: Trial) -> str:
     return f"trial_{trial.config.get('trial_number', trial.trial_id)}"
 
 
 def init_ray(address: str | None) -> None:
-    """Start local Ray, or join the cluster at ``address`` (``auto``, ``HEAD_IP:6379``; else ``RAY_ADDRESS``).
+    """Start local Ray, or join the cluster at ``address`` (``auto``, ``HEAD_IP:6379``, or a Ray
+    Client address ``ray://HEAD_IP:10001``; else ``RAY_ADDRESS``).
+
+    Under Ray Client this process only connects: :mod:`sweeper.client` runs the driver on the cluster.
 
     Raises:
-        InputError: a Ray Client address (``ray://``), which sweeper does not support.
         SweeperError: Ray could not start, or the cluster did not let this driver join (a wrong
             or missing token, a head that does not answer).
     """
@@ -383,11 +404,9 @@ def init_ray(address: str | None) -> None:
         "runtime_env": {"env_vars": {**_RAY_ENV, "PYTHONPATH": _pythonpath()}},
     }
     target = address or os.environ.get("RAY_ADDRESS") or ""
-    if target.startswith("ray://"):
-        # Under Ray Client, Tune runs its controller on the cluster, away from this driver's
-        # study connection and lease: not supported (yet).
-        raise InputError(Problem("--address", target, "is a Ray Client address, which sweeper does not support yet: "
-                                 "run sweeper on a node of the cluster with --address auto (or HEAD_IP:6379)"))
+    if is_client_address(target):
+        # A Ray Client's working directory means nothing on the cluster (sweeper.client).
+        kwargs["runtime_env"] = {"env_vars": dict(_RAY_ENV)}
     if address:
         kwargs["address"] = address
     try:
@@ -396,9 +415,28 @@ def init_ray(address: str | None) -> None:
         lines = str(err).strip().splitlines()
         raise SweeperError(f"Ray could not {'join ' + target if target else 'start'}: "
                            f"{type(err).__name__}: {lines[-1] if lines else ''}") from err
+    quiet_logs()
+
+
+def quiet_logs() -> None:
+    """Keep Ray Tune's and Optuna's own log lines (experiment-state snapshots, metrics files
+    sweeper does not write, "A new study created") out of the user's terminal; call it in the
+    process that runs the Tuner."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     # A trial's error is recorded in the study and printed once by sweeper, not as Ray's traceback.
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+
+
+def is_client_address(address: str | None) -> bool:
+    """True for a Ray Client address (``ray://HOST:PORT``), where the driver must run on the cluster."""
+    return bool(address) and str(address).startswith("ray://")
+
+
+def client_address(address: str | None) -> str | None:
+    """The Ray Client address a command connects to (``address``, else ``RAY_ADDRESS``), or ``None``."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    return target if is_client_address(target) else None
 
 
 def _pythonpath() -> str:

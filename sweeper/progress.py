@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -21,6 +23,26 @@ if TYPE_CHECKING:
 _STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
 
 
+@dataclass(frozen=True)
+class SweepStart:
+    """What the progress display starts from: the concurrency, and the study's counts and best
+    trial ``(value, number)`` (a resumed study has some)."""
+
+    concurrency: int
+    counts: dict[TrialState, int]
+    best: tuple[float, int] | None
+
+    @classmethod
+    def of(cls, ledger: Ledger, concurrency: int) -> SweepStart:
+        """Read the study behind ``ledger``."""
+        counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        for trial in ledger.study.get_trials(deepcopy=False, states=tuple(counts)):
+            counts[trial.state] += 1
+        best = best_trials(ledger.study, 1)
+        return cls(concurrency, counts, (best[0].value, best[0].number) if best and best[0].value is not None
+                   else None)
+
+
 class SweepProgress:
     """Counts (finished / running / pruned / failed), best so far and elapsed time, live.
 
@@ -33,24 +55,24 @@ class SweepProgress:
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self.best: tuple[float, int] | None = None
         self.started = time.time()
-        self.ledger: Ledger | None = None
         self.concurrency = 0
+        self._running: Callable[[], int] = lambda: 0
         self._live: Live | None = None
 
     def start(self, ledger: Ledger, concurrency: int) -> None:
         """Begin the live display once Ray runs (``run_sweep``'s ``on_start``)."""
-        self.ledger, self.concurrency = ledger, concurrency
+        self.begin(SweepStart.of(ledger, concurrency), running=lambda: len(ledger.trials))
+
+    def begin(self, start: SweepStart, running: Callable[[], int]) -> None:
+        """Begin the live display from what the study holds; ``running`` counts the running trials."""
+        self.concurrency, self._running = start.concurrency, running
         self.started = time.time()
-        # A resumed study starts from what it holds already.
-        for trial in ledger.study.get_trials(deepcopy=False, states=tuple(self.counts)):
-            self.counts[trial.state] += 1
-        best = best_trials(ledger.study, 1)
-        if best and best[0].value is not None:
-            self.best = (best[0].value, best[0].number)
+        self.counts.update(start.counts)  # a resumed study starts from what it holds already
+        self.best = start.best
         self.console.print(
             f"sweep [bold]{self.sweep.name}[/]: {self.sweep.spec.method} search, budget "
             f"{self.sweep.budget} finished trials, up to {self.sweep.max_epochs} epochs each, "
-            f"{concurrency} at a time"
+            f"{start.concurrency} at a time"
             + (f", ASHA grace {self.sweep.asha.grace_period} / reduction {self.sweep.asha.reduction_factor:g}"
                if self.sweep.asha else ", no early stopping")
         )
@@ -81,7 +103,7 @@ class SweepProgress:
             self._live = None
 
     def _render(self) -> Text:
-        running = len(self.ledger.trials) if self.ledger else 0
+        running = self._running()
         elapsed = time.time() - self.started
         best = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "-"
         done = self.counts[TrialState.COMPLETE] + self.counts[TrialState.PRUNED]

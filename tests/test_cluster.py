@@ -25,6 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeper.cluster import NeededPath, probe
+from sweeper.storage import leases
 from tests.conftest import postgres_url, write_spec
 from tests.test_resume import assert_finishes, kill, start, trials_of, wait_until
 
@@ -42,9 +43,10 @@ def _free_port() -> int:
 class Cluster:
     """Two Ray nodes started with `ray start --block`, each in its own process group."""
 
-    def __init__(self, env: dict[str, str], address: str, head: subprocess.Popen[bytes],
+    def __init__(self, env: dict[str, str], address: str, client_address: str, head: subprocess.Popen[bytes],
                  worker: subprocess.Popen[bytes]):
-        self.env, self.address, self.head, self.worker = env, address, head, worker
+        self.env, self.address, self.client_address = env, address, client_address
+        self.head, self.worker = head, worker
 
     def nodes(self) -> list[dict]:
         """The cluster's nodes as a separate driver sees them (with the token)."""
@@ -84,17 +86,17 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()  # ephemeral ports: outside Ray's worker ports 10002-19999
     address = f"127.0.0.1:{port}"
     head = _ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
                        "--resources", json.dumps({"node_a": 1}), "--include-dashboard=false",
-                       f"--temp-dir={temp_dir}"], env, tmp_path / "head.log")
+                       f"--ray-client-server-port={client_port}", f"--temp-dir={temp_dir}"], env, tmp_path / "head.log")
     worker = None
     try:
         time.sleep(3)
         worker = _ray_start([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
                              "--resources", json.dumps({"node_b": 1})], env, tmp_path / "worker.log")
-        made = Cluster(env, address, head, worker)
+        made = Cluster(env, address, f"ray://127.0.0.1:{client_port}", head, worker)
         deadline = time.monotonic() + 120
         while sum(n["alive"] for n in made.nodes()) < 2:
             assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
@@ -191,16 +193,101 @@ def test_the_node_check_names_the_path_and_what_is_wrong(tmp_path: Path) -> None
     ]
 
 
-def test_a_driver_without_the_token_or_with_ray_client_gets_one_line(cluster: Cluster, tmp_path: Path,
-                                                                    study_name: str) -> None:
-    spec = write_spec(tmp_path / "s.yaml", {
-        "name": study_name, "method": "random", "run_cap": 1, "trainer": "tests.fake_trainers:CURVE",
-        "storage": f"sqlite:///{tmp_path / 's.db'}", "artifacts": str(tmp_path / "artifacts")})
+def test_a_driver_without_the_token_gets_one_line_and_bad_input_through_ray_client_too(
+        cluster: Cluster, tmp_path: Path, study_name: str) -> None:
+    """A wrong token: exit 1. Through Ray Client: what cannot work there is refused before
+    connecting, and what only the cluster can check (its data folder) is checked there; one
+    line each, exit 2, and nothing written here or in the study's database."""
+    url = postgres_url()
+    assert url is not None
+    base = {"name": study_name, "method": "random", "run_cap": 1, "trainer": "tests.fake_trainers:CURVE"}
+    spec = write_spec(tmp_path / "s.yaml", {**base, "storage": f"sqlite:///{tmp_path / 's.db'}",
+                                            "artifacts": str(tmp_path / "artifacts")})
     wrong = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    for env, address, code, words in ((wrong, cluster.address, 1, "Ray could not join"),
-                                      (cluster.env, "ray://127.0.0.1:10001", 2, "Ray Client")):
-        done = subprocess.run([sys.executable, "-m", "sweeper", "launch", str(spec), "--address", address],
-                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    missing = tmp_path / "not-on-the-cluster"
+    cases = [
+        (wrong, [str(spec), "--address", cluster.address], 1, ["Ray could not join"]),
+        (cluster.env, [str(spec), "--address", cluster.client_address], 2,
+         ["storage: 'sqlite:///{}' cannot be SQLite through Ray Client".format(tmp_path / "s.db")]),
+        (cluster.env, [str(spec), "--storage", url, "--artifacts", "rel/artifacts", "--set", "data.root=rel/data",
+                       "--address", cluster.client_address], 2,
+         ["artifacts: 'rel/artifacts' must be an absolute path", "data.root: 'rel/data' must be an absolute path"]),
+        ({**cluster.env, "RAY_ADDRESS": cluster.client_address},
+         [str(spec), "--storage", url, "--set", "data.dataset=imagefolder", "--set", f"data.root={missing}"], 2,
+         [f"folder {str(missing)!r} does not exist"]),
+    ]
+    # what each error line says, in order
+    for env, args, code, lines in cases:
+        done = subprocess.run([sys.executable, "-m", "sweeper", "launch", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=180)
         assert done.returncode == code, done.stdout + done.stderr
-        assert words in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
-        assert not (tmp_path / "s.db").exists()  # nothing written
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+        assert len(errors) == len(lines) and "Traceback" not in done.stderr, done.stderr[-2000:]
+        for error, words in zip(errors, lines, strict=True):
+            assert words in error, error
+        assert not (tmp_path / "s.db").exists() and not (tmp_path / "artifacts").exists()  # nothing written
+        assert study_name not in optuna.get_all_study_names(url)
+
+
+def test_through_ray_client_the_driver_runs_on_the_cluster_and_a_resume_finishes(
+        cluster: Cluster, tmp_path: Path, study_name: str) -> None:
+    """The laptop case through Ray Client (ray://): the laptop holds only the connection and the
+    progress; the study and its driver are on the cluster. The laptop dies mid-sweep; once Ray
+    has ended its session, `sweeper resume` through Ray Client from another folder finishes the
+    study with its exact budget, on both nodes, and neither folder gets a file."""
+    url = postgres_url()
+    assert url is not None
+    laptop, elsewhere = tmp_path / "laptop", tmp_path / "elsewhere"
+    laptop.mkdir()
+    elsewhere.mkdir()
+    spec = write_spec(tmp_path / "client.yaml", {
+        "name": study_name, "method": "random", "run_cap": 6, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
+        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.5}},
+    })
+    log = tmp_path / "laptop.log"
+    # Ray ends a client's session (and its tasks) 3 s after the client is gone, not 30.
+    env = {**cluster.env, "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "3"}
+    proc = start(["launch", str(spec), "--address", cluster.client_address], laptop, log, env=env)
+    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 2
+                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
+    wait_until(lambda: "COMPLETE epoch 4/4" in log.read_text(), 30, proc, log)  # the trials' ends reach the laptop
+    kill(proc)
+    study = optuna.load_study(study_name=study_name, storage=url)
+    # The driver on the cluster goes with the client's session.
+    wait_until(lambda: not any(lease.alive() for lease in leases(study).values()), 120)
+    resumed_log = tmp_path / "resumed.log"
+    resumed = start(["resume", study_name, "--storage", url], elsewhere, resumed_log,
+                    env={**cluster.env, "RAY_ADDRESS": cluster.client_address})
+    try:
+        assert_finishes(resumed, resumed_log, 300)
+    finally:
+        if resumed.poll() is None:
+            kill(resumed)
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert lost and all(t.user_attrs["fail_reason"].startswith("driver lost") for t in lost)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.user_attrs["driver_id"] for t in trials if t.state == TrialState.COMPLETE}) == 2
+    nodes = {cluster.node_id("node_a"), cluster.node_id("node_b")}
+    assert {t.user_attrs["node_id"] for t in trials if t.state == TrialState.COMPLETE} == nodes
+    text = resumed_log.read_text()
+    assert "best trial: #" in text and "Traceback" not in text, text[-3000:]
+    assert not list(laptop.iterdir()) and not list(elsewhere.iterdir())
+
+
+def test_address_auto_finds_the_running_cluster(cluster: Cluster, tmp_path: Path, study_name: str) -> None:
+    url = postgres_url()
+    assert url is not None
+    spec = write_spec(tmp_path / "auto.yaml", {
+        "name": study_name, "method": "random", "run_cap": 2, "trainer": "tests.fake_trainers:CURVE", "epochs": 2,
+        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": [0.002, 0.004]}, "sleep_s": {"value": 0.2}},
+    })
+    log = tmp_path / "auto.log"
+    assert_finishes(start(["launch", str(spec), "--address", "auto"], tmp_path, log, env=cluster.env), log, 240)
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    nodes = {cluster.node_id("node_a"), cluster.node_id("node_b")}
+    assert {t.user_attrs["node_id"] for t in trials} <= nodes  # the cluster's nodes, not a new local Ray

@@ -184,12 +184,31 @@ def load_sweep(
     Raises:
         InputError: every problem with the file, one line each.
     """
+    return validate(raw_spec(path, overrides, storage=storage, study=study, n_trials=n_trials,
+                             artifacts=artifacts))
+
+
+def raw_spec(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    *,
+    storage: str | None = None,
+    study: str | None = None,
+    n_trials: int | None = None,
+    artifacts: str | None = None,
+) -> dict[str, Any]:
+    """The spec file as a mapping, with ``--set`` overrides and the CLI's options applied, not
+    yet validated (:func:`load_sweep` validates it; under Ray Client the cluster does).
+
+    Raises:
+        InputError: the file cannot be read or parsed, or an override is malformed.
+    """
     raw = apply_overrides(read_yaml(path), overrides)
     for key, value in (("storage", storage), ("name", study), ("run_cap", n_trials), ("artifacts", artifacts)):
         if value is not None:
             raw[key] = value
     raw.setdefault("name", Path(path).stem)
-    return validate(raw)
+    return raw
 
 
 def validate(raw: Mapping[str, Any]) -> Sweep:

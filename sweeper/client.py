@@ -1,0 +1,250 @@
+"""Sweeps through Ray Client (``--address ray://HEAD_IP:10001``): the driver runs on the cluster.
+
+Under Ray Client this process (a laptop, say) only holds a connection; Ray Tune runs its
+controller on the cluster anyway (``Tuner.fit`` does so itself under Ray Client), away from a
+study connection and a lease held here. So sweeper runs its whole driver, from validating the
+spec to the last trial's end, as one task pinned to the head node (:func:`_drive`), and this
+process shows the trials' ends as the driver streams them back through a Ray queue.
+
+What follows from that:
+
+- The spec's paths are the cluster's: ``data.root`` and ``artifacts`` must be absolute paths
+  on the cluster's shared storage, checked there (with every node's check of
+  :mod:`sweeper.cluster`), not here.
+- The study must live in a database server that the head reaches (PostgreSQL). A SQLite file
+  would be written on the head, where ``sweeper report`` and ``sweeper resume`` from elsewhere
+  cannot read it.
+- The driver shares the client's fate. Ray ends a client's session, and the tasks it owns,
+  once the client has been gone for the reconnect grace period (``RAY_CLIENT_RECONNECT_GRACE_PERIOD``,
+  30 s by default). The study's lease then expires, and ``sweeper resume`` from any machine
+  marks the lost trials FAIL ("driver lost") and finishes the budget.
+- The client and the cluster need the same Python, Ray and sweeper versions (Ray Client's rule),
+  and a trainer named by module path must be importable on the cluster's nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweeper.errors import InputError, Problem, SweeperError
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+
+    from sweeper.spec import Sweep
+
+# How often the driver on the cluster sends the number of running trials, in seconds.
+RUNNING_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class DriverJob:
+    """What the driver on the cluster runs.
+
+    Either ``raw`` (``sweeper launch``: the spec mapping with the options applied, not yet
+    validated; ``resume`` is ``--resume``), or ``study`` and ``storage`` (``sweeper resume``:
+    the spec stored with the study).
+    """
+
+    raw: dict[str, Any] | None = None
+    resume: bool = False
+    study: str | None = None
+    storage: str | None = None
+
+
+@dataclass
+class ClusterOutcome:
+    """What the driver on the cluster returns.
+
+    Attributes:
+        summary: the closing table of the best trials (rich renderables).
+        stop_reason: why the sweep stopped early, if it did.
+        completed: whether any trial of the study is COMPLETE.
+    """
+
+    summary: Group
+    stop_reason: str | None
+    completed: bool
+
+
+def client_problems(job: DriverJob) -> list[Problem]:
+    """What a spec (or a resume) cannot have under Ray Client, checked before connecting.
+
+    Returns:
+        one problem per key: a SQLite (or missing) storage, and a relative ``artifacts`` or
+        ``data.root`` (it would be resolved in the head's working directory).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from sweeper.spec import DEFAULT_STORAGE
+    from sweeper.spec._schema import DEFAULT_ARTIFACTS
+
+    raw = job.raw or {}
+    problems = []
+    url = job.storage if job.raw is None else raw.get("storage", DEFAULT_STORAGE)
+    backend = ""
+    with contextlib.suppress(ArgumentError, TypeError):
+        backend = make_url(str(url)).get_backend_name()
+    if backend == "sqlite":
+        problems.append(Problem("storage", str(url), "cannot be SQLite through Ray Client (ray://): the driver runs "
+                                "on the cluster's head node, so the study needs a database server both reach "
+                                "(postgresql+psycopg://user@host/db)"))
+    if job.raw is not None:
+        data = raw.get("data")
+        for key, value in (("artifacts", raw.get("artifacts", DEFAULT_ARTIFACTS)),
+                           ("data.root", data.get("root") if isinstance(data, dict) else None)):
+            if isinstance(value, str) and not Path(value).is_absolute():
+                problems.append(Problem(key, value, "must be an absolute path through Ray Client (ray://): paths "
+                                        "are the cluster's, on storage every node mounts at that path"))
+    return problems
+
+
+def run_through_client(job: DriverJob, address: str | None, console: Console,
+                       warn: Callable[[str], None]) -> ClusterOutcome:
+    """Connect through Ray Client, run the driver on the head node, and show its progress here.
+
+    Args:
+        job: what to run.
+        address: the ``ray://`` address (else ``RAY_ADDRESS`` holds it).
+        console: where the live progress and each trial's line go.
+        warn: called with each warning of the spec's validation.
+
+    Raises:
+        InputError: the spec or the study (checked on the cluster), or what Ray Client cannot
+            take (:func:`client_problems`); nothing is written.
+        SweeperError: the connection failed or was lost, or the driver on the cluster failed.
+        KeyboardInterrupt: after Ctrl-C, once the driver on the cluster has marked its running
+            trials FAIL.
+    """
+    import ray
+    from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from sweeper.execution import init_ray
+    from sweeper.progress import SweepProgress
+
+    problems = client_problems(job)
+    if problems:
+        raise InputError(problems)
+    init_ray(address)
+    events = Queue(actor_options={"num_cpus": 0})
+    head = ray.get_runtime_context().get_node_id()  # the node of this client's server: the head
+    drive = ray.remote(_drive).options(num_cpus=0, max_retries=0,
+                                       scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+    ref = drive.remote(job, events)
+    progress: SweepProgress | None = None
+    running = [0]
+
+    def show(kind: str, value: Any) -> None:
+        nonlocal progress
+        if kind == "warning":
+            warn(value)
+        elif kind == "start":
+            sweep, start = value
+            progress = SweepProgress(sweep, console)
+            progress.begin(start, running=lambda: running[0])
+        elif kind == "running":
+            running[0] = value
+        elif kind == "end" and progress is not None:
+            progress.trial_ended(value)
+
+    def follow(until_s: float | None = None) -> None:
+        """Show events until the driver ends (or ``until_s`` passes), then the rest in the queue."""
+        while until_s is None or time.monotonic() < until_s:
+            try:
+                show(*events.get(timeout=0.5))
+                continue
+            except Empty:
+                pass
+            if ray.wait([ref], timeout=0)[0]:
+                break
+        while True:
+            try:
+                show(*events.get_nowait())
+            except Empty:
+                return
+
+    try:
+        try:
+            follow()
+        except KeyboardInterrupt:
+            # The driver on the cluster gets the Ctrl-C: it marks its running trials FAIL.
+            ray.cancel(ref)
+            with contextlib.suppress(Exception):
+                follow(until_s=time.monotonic() + 60)
+            raise
+        return _result(ref)
+    except ConnectionError as err:
+        raise SweeperError(f"lost the connection to the cluster ({err}); the driver on the cluster stops with "
+                           "this client's session: continue with `sweeper resume`") from err
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _result(ref: Any) -> ClusterOutcome:
+    """The driver's outcome, or its error as raised on the cluster (one line for the user)."""
+    import ray
+
+    try:
+        outcome: ClusterOutcome = ray.get(ref)
+        return outcome
+    except ray.exceptions.RayTaskError as err:
+        cause = err.cause
+        if isinstance(cause, SweeperError):
+            raise cause from None
+        lines = str(cause or err).strip().splitlines()
+        raise SweeperError(f"the driver on the cluster failed: {type(cause or err).__name__}: "
+                           f"{lines[-1] if lines else ''}") from err
+    except ray.exceptions.RayError as err:  # its worker died (the head's memory, a killed process)
+        lines = str(err).strip().splitlines()
+        raise SweeperError(f"the driver on the cluster was lost: {type(err).__name__}: {lines[0] if lines else ''}; "
+                           "continue with `sweeper resume`") from err
+
+
+def _drive(job: DriverJob, events: Any) -> ClusterOutcome:
+    """The driver, run on the head node: validate, create or open the study, run the sweep.
+
+    Sends ``("warning", line)``, ``("start", (sweep, SweepStart))``, ``("end", TrialEnd)`` and
+    ``("running", count)`` through ``events`` (a Ray queue) as the sweep goes.
+    """
+    from sweeper.execution import continues_study, quiet_logs, run_sweep
+    from sweeper.progress import SweepStart, best_trials, summary
+    from sweeper.spec import validate
+    from sweeper.storage import stored_spec
+
+    quiet_logs()
+    if job.raw is not None:
+        sweep: Sweep = validate(job.raw)
+        resume = continues_study(sweep, job.resume)
+    else:
+        assert job.study is not None and job.storage is not None
+        sweep, resume = validate(stored_spec(job.storage, job.study)), True
+    for line in sweep.warnings:
+        events.put(("warning", line))
+    done = threading.Event()
+
+    def on_start(ledger: Any, concurrency: int) -> None:
+        events.put(("start", (sweep, SweepStart.of(ledger, concurrency))))
+
+        def tell_running() -> None:
+            while not done.wait(RUNNING_EVERY_S):
+                with contextlib.suppress(Exception):  # a full or gone queue only costs the display
+                    events.put(("running", len(ledger.trials)), timeout=RUNNING_EVERY_S)
+
+        threading.Thread(target=tell_running, name="sweeper-running", daemon=True).start()
+
+    try:
+        outcome = run_sweep(sweep, resume=resume, on_start=on_start, on_end=lambda end: events.put(("end", end)))
+    finally:
+        done.set()
+    return ClusterOutcome(summary(outcome.study, sweep, outcome.wall_s), outcome.stop_reason,
+                          bool(best_trials(outcome.study, 1)))
+
