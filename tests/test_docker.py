@@ -1,6 +1,7 @@
-"""What can be checked of docker/ without a Docker engine: the compose file's structure and the
-files it references, the secrets kept out of it, the Dockerfile's lint (hadolint), the KubeRay
-example. (No engine runs here: the images are not built by the tests.)"""
+"""What can be checked of docker/ without a Docker engine: the compose file against the Compose
+Specification (the compose-spec package's strict parser), its structure and the files it
+references, the secrets kept out of it, the Dockerfile's lint (hadolint), the KubeRay example.
+(No engine runs here: the images are not built by the tests.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
@@ -16,6 +18,23 @@ DOCKER = Path(__file__).resolve().parents[1] / "docker"
 
 def compose() -> dict:
     return dict(yaml.safe_load((DOCKER / "compose.yaml").read_text()))
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    """Every key known to the Compose Specification, every value of its type (durations, sizes,
+    device counts, depends_on conditions); a misspelt key or a bad value is refused."""
+    from compose_spec import PyCompose
+
+    # YAML merge keys (`<<: *ray-node`) are resolved first, as `docker compose` does.
+    resolved = yaml.safe_dump(compose(), sort_keys=False)
+    parsed = PyCompose.from_yaml(resolved)
+    assert sorted(parsed.service_names()) == ["dashboard", "postgres", "ray-head", "ray-worker"]
+    assert parsed.name == "sweeper"
+    for broken in (resolved.replace("healthcheck:", "healthchek:", 1), resolved.replace("count: all", "count: every"),
+                   resolved.replace("condition: service_healthy", "condition: healthy", 1)):
+        assert broken != resolved
+        with pytest.raises(ValueError):
+            PyCompose.from_yaml(broken)
 
 
 def test_compose_services_reference_files_that_exist() -> None:
