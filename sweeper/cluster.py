@@ -87,8 +87,9 @@ def check_nodes(sweep: Sweep, timeout_s: float = 300.0) -> int:
         the number of nodes that were asked.
 
     Raises:
-        InputError: one line per node and path it cannot use, naming the node's address and
-            host name (``artifacts: '/artifacts' on node 10.0.0.7 (gpu-2) is not a folder there``).
+        InputError: one line per node and path it cannot use, naming the node's address, host
+            name and the start of its Ray node ID (``artifacts: '/artifacts' on node 10.0.0.7
+            (gpu-2, id 5adf8b06) is not a folder there``).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -110,7 +111,7 @@ def check_nodes(sweep: Sweep, timeout_s: float = 300.0) -> int:
         (artifacts / marker).unlink(missing_ok=True)
     problems: list[Problem | str] = []
     for node, answer in zip(nodes, answers, strict=True):
-        where = f"node {node.get('NodeManagerAddress')} ({node.get('NodeManagerHostname')})"
+        where = f"node {node.get('NodeManagerAddress')} ({node.get('NodeManagerHostname')}, id {node['NodeID'][:8]})"
         problems += [Problem(key, path, f"on {where} {reason}") for key, path, reason in answer]
     if problems:
         raise InputError(problems)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,9 +63,10 @@ class Cluster:
         return next(n["id"] for n in self.nodes() if resource in n["resources"])
 
 
-def _ray_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _ray_start(args: list[str], env: dict[str, str], log: Path, wrap: list[str] | None = None
+               ) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(["ray", "start", "--block", "--disable-usage-stats", *args], env=env,
+        return subprocess.Popen([*(wrap or []), "ray", "start", "--block", "--disable-usage-stats", *args], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -82,6 +84,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     Ray 2.60's `ray start` turns token authentication on: every node and driver gets the same
     RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, as docker/README.md tells users to do.
     """
+    with _cluster(tmp_path) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, worker_wrap: list[str] | None = None) -> Iterator[Cluster]:
+    """The two-node cluster; ``worker_wrap`` runs the second node's `ray start` through a command."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "PYTHONPATH": str(REPO)}
@@ -95,7 +104,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         time.sleep(3)
         worker = _ray_start([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
-                             "--resources", json.dumps({"node_b": 1})], env, tmp_path / "worker.log")
+                             "--resources", json.dumps({"node_b": 1})], env, tmp_path / "worker.log", worker_wrap)
         made = Cluster(env, address, f"ray://127.0.0.1:{client_port}", head, worker)
         deadline = time.monotonic() + 120
         while sum(n["alive"] for n in made.nodes()) < 2:
@@ -172,6 +181,40 @@ def test_the_driver_goes_away_and_a_resume_from_elsewhere_finishes(cluster: Clus
     assert len({t.user_attrs["driver_id"] for t in trials if t.state == TrialState.COMPLETE}) == 2
     nodes = {cluster.node_id("node_a"), cluster.node_id("node_b")}
     assert {t.user_attrs["node_id"] for t in trials if t.state == TrialState.COMPLETE} <= nodes
+
+
+def test_a_node_on_another_disk_is_named_before_the_first_trial(tmp_path: Path, study_name: str,
+                                                               mnist_pngs: Path) -> None:
+    """The second node runs in its own mount namespace, with an empty tmpfs over the folder that
+    holds the data and the artifacts: the same paths, another disk, as on a node without the
+    shared mount. Joined by address and through Ray Client, sweeper names that node and each path
+    it cannot use, exits 2 and creates no study."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs mount namespaces (unshare -m, as root)")
+    url = postgres_url()
+    assert url is not None
+    disk = tmp_path / "disk"
+    shutil.copytree(mnist_pngs, disk / "data")
+    spec = write_spec(tmp_path / "s.yaml", {
+        "name": study_name, "method": "random", "run_cap": 1, "trainer": "tests.fake_trainers:CURVE",
+        "storage": url, "artifacts": str(disk / "artifacts"),
+        "data": {"dataset": "imagefolder", "root": str(disk / "data"), "image_size": 28}})
+    other_disk = ["unshare", "-m", "--propagation", "private", "sh", "-c", f'mount -t tmpfs none {disk} && exec "$@"',
+                  "sh"]
+    with _cluster(tmp_path, worker_wrap=other_disk) as made:
+        node = f"({socket.gethostname()}, id {made.node_id('node_b')[:8]})"  # the second node only
+        for address in (made.address, made.client_address):
+            done = subprocess.run([sys.executable, "-m", "sweeper", "launch", str(spec), "--address", address],
+                                  env=made.env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+            assert done.returncode == 2, done.stdout + done.stderr
+            errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+            assert len(errors) == 2, done.stderr[-3000:]
+            for error, key, path in zip(errors, ("data.root", "artifacts"), (disk / "data", disk / "artifacts"),
+                                        strict=True):
+                assert error.startswith(f"error: {key}: {str(path)!r} on node "), error
+                assert error.endswith(f" {node} is not a folder there"), error
+            assert study_name not in optuna.get_all_study_names(url)
+            assert not [p for p in (disk / "artifacts").iterdir() if p.name.startswith(".sweeper-node-check-")]
 
 
 def test_the_node_check_names_the_path_and_what_is_wrong(tmp_path: Path) -> None:
