@@ -65,6 +65,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler  # 
 
 log = logging.getLogger(__name__)
 
+# Connections tried through Ray Client before giving up (see init_ray).
+CLIENT_CONNECT_ATTEMPTS = 3
+
 
 
 class RecordingASHA(ASHAScheduler):
@@ -409,12 +412,24 @@ def init_ray(address: str | None) -> None:
         kwargs["runtime_env"] = {"env_vars": dict(_RAY_ENV)}
     if address:
         kwargs["address"] = address
-    try:
-        ray.init(**kwargs)
-    except Exception as err:  # a cluster that does not answer, a token that does not match, ...
-        lines = str(err).strip().splitlines()
-        raise SweeperError(f"Ray could not {'join ' + target if target else 'start'}: "
-                           f"{type(err).__name__}: {lines[-1] if lines else ''}") from err
+    attempts = CLIENT_CONNECT_ATTEMPTS if is_client_address(target) else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            break
+        except Exception as err:  # a cluster that does not answer, a token that does not match, ...
+            lines = str(err).strip().splitlines()
+            if isinstance(err, ConnectionAbortedError) and attempt < attempts:
+                # The head's Ray Client server starts a server process per client; now and
+                # then that process dies at birth (seen 1 in 12 here): a new connection works.
+                log.warning("Ray Client: %s (attempt %d of %d); connecting again", lines[-1] if lines else err,
+                            attempt, attempts)
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(1.0)
+                continue
+            raise SweeperError(f"Ray could not {'join ' + target if target else 'start'}: "
+                               f"{type(err).__name__}: {lines[-1] if lines else ''}") from err
     quiet_logs()
 
 
