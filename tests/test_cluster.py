@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.cluster import NeededPath, probe
 from sweeper.storage import leases
@@ -166,8 +166,16 @@ def test_the_driver_goes_away_and_a_resume_from_elsewhere_finishes(cluster: Clus
                         and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
     kill(proc)
     # The cluster by RAY_ADDRESS this time, as a user's shell on another machine would name it.
-    resumed = start(["resume", study_name, "--storage", url], tmp_path, log,
-                    env={**cluster.env, "RAY_ADDRESS": cluster.address})
+    _resume_finishes(cluster, cluster.address, study_name, tmp_path, log)
+
+
+def _resume_finishes(cluster: Cluster, address: str, study_name: str, cwd: Path, log: Path) -> list[FrozenTrial]:
+    """`sweeper resume` with RAY_ADDRESS=``address`` finishes the 6-trial study whose first driver
+    was killed: exactly 6 COMPLETE, the lost ones FAIL "driver lost", both drivers contributed,
+    every COMPLETE trial ran on the cluster's nodes."""
+    url = postgres_url()
+    assert url is not None
+    resumed = start(["resume", study_name, "--storage", url], cwd, log, env={**cluster.env, "RAY_ADDRESS": address})
     try:
         assert_finishes(resumed, log, 300)
     finally:
@@ -181,6 +189,7 @@ def test_the_driver_goes_away_and_a_resume_from_elsewhere_finishes(cluster: Clus
     assert len({t.user_attrs["driver_id"] for t in trials if t.state == TrialState.COMPLETE}) == 2
     nodes = {cluster.node_id("node_a"), cluster.node_id("node_b")}
     assert {t.user_attrs["node_id"] for t in trials if t.state == TrialState.COMPLETE} <= nodes
+    return trials
 
 
 def test_a_node_on_another_disk_is_named_before_the_first_trial(tmp_path: Path, study_name: str,
@@ -300,19 +309,7 @@ def test_through_ray_client_the_driver_runs_on_the_cluster_and_a_resume_finishes
     # The driver on the cluster goes with the client's session.
     wait_until(lambda: not any(lease.alive() for lease in leases(study).values()), 120)
     resumed_log = tmp_path / "resumed.log"
-    resumed = start(["resume", study_name, "--storage", url], elsewhere, resumed_log,
-                    env={**cluster.env, "RAY_ADDRESS": cluster.client_address})
-    try:
-        assert_finishes(resumed, resumed_log, 300)
-    finally:
-        if resumed.poll() is None:
-            kill(resumed)
-    trials = study.get_trials()
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
-    lost = [t for t in trials if t.state == TrialState.FAIL]
-    assert lost and all(t.user_attrs["fail_reason"].startswith("driver lost") for t in lost)
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert len({t.user_attrs["driver_id"] for t in trials if t.state == TrialState.COMPLETE}) == 2
+    trials = _resume_finishes(cluster, cluster.client_address, study_name, elsewhere, resumed_log)
     nodes = {cluster.node_id("node_a"), cluster.node_id("node_b")}
     assert {t.user_attrs["node_id"] for t in trials if t.state == TrialState.COMPLETE} == nodes
     text = resumed_log.read_text()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sweeper.errors import InputError
-from sweeper.spec import load_sweep, validate
+from sweeper.spec import load_sweep, raw_spec, validate
 from tests.conftest import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +127,8 @@ parameters:
 
 def test_overrides_and_cli_options(tmp_path: Path) -> None:
     path = write_spec(tmp_path / "s.yaml", GOOD)
-    sweep = load_sweep(path, ["data.val_fraction=0.25", "parameters.lr.max=0.05"],
-                       storage="sqlite:///other.db", study="renamed", n_trials=7)
+    sweep = validate(raw_spec(path, ["data.val_fraction=0.25", "parameters.lr.max=0.05"],
+                              storage="sqlite:///other.db", study="renamed", n_trials=7))
     assert sweep.spec.data.val_fraction == 0.25
     assert sweep.space.distributions["lr"].high == 0.05
     assert (sweep.name, sweep.spec.storage, sweep.budget) == ("renamed", "sqlite:///other.db", 7)

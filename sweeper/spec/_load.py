@@ -165,27 +165,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def load_sweep(
-    path: str | os.PathLike[str],
-    overrides: Sequence[str] = (),
-    *,
-    storage: str | None = None,
-    study: str | None = None,
-    n_trials: int | None = None,
-    artifacts: str | None = None,
-) -> Sweep:
-    """Read, override and validate a spec file into a :class:`Sweep`.
-
-    ``storage``, ``study``, ``n_trials`` and ``artifacts`` are the CLI's ``--storage``,
-    ``--study``, ``--n-trials`` and ``--artifacts``: they override ``storage``, ``name``,
-    ``run_cap`` and ``artifacts``. Relative data roots and artifact folders are resolved
-    against the working directory.
+def load_sweep(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Sweep:
+    """Read, override and validate a spec file into a :class:`Sweep` (the CLI's options too:
+    ``validate(raw_spec(path, overrides, storage=...))``). Relative data roots and artifact
+    folders are resolved against the working directory.
 
     Raises:
         InputError: every problem with the file, one line each.
     """
-    return validate(raw_spec(path, overrides, storage=storage, study=study, n_trials=n_trials,
-                             artifacts=artifacts))
+    return validate(raw_spec(path, overrides))
 
 
 def raw_spec(
@@ -198,7 +186,11 @@ def raw_spec(
     artifacts: str | None = None,
 ) -> dict[str, Any]:
     """The spec file as a mapping, with ``--set`` overrides and the CLI's options applied, not
-    yet validated (:func:`load_sweep` validates it; under Ray Client the cluster does).
+    yet validated (:func:`validate` does that; under Ray Client the cluster does).
+
+    ``storage``, ``study``, ``n_trials`` and ``artifacts`` are the CLI's ``--storage``,
+    ``--study``, ``--n-trials`` and ``--artifacts``: they override ``storage``, ``name``,
+    ``run_cap`` and ``artifacts``.
 
     Raises:
         InputError: the file cannot be read or parsed, or an override is malformed.
