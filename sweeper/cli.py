@@ -171,6 +171,8 @@ def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
     finally:
         progress.stop()
     out.print(summary(outcome.study, sweep, outcome.wall_s))
+    if outcome.interrupted:
+        raise KeyboardInterrupt  # Ray Tune took the Ctrl-C and stopped the trials: exit 130 as for any Ctrl-C
     if outcome.stop_reason:
         raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
     if not best_trials(outcome.study, 1):

@@ -320,6 +320,7 @@ class SweepOutcome:
         failed: FAIL trials this run told.
         wall_s: seconds from Ray's start to the end of the sweep.
         stop_reason: why the sweep stopped early, if it did.
+        interrupted: Ctrl-C stopped it (its running trials are FAIL "sweep interrupted").
     """
 
     study: optuna.Study
@@ -327,6 +328,7 @@ class SweepOutcome:
     failed: int
     wall_s: float
     stop_reason: str | None = None
+    interrupted: bool = False
 
 
 def create_study(sweep: Sweep, concurrency: int, storage: optuna.storages.RDBStorage | None = None) -> optuna.Study:
@@ -564,9 +566,12 @@ def run_sweep(
     finally:
         with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
             renew_lease(study, ledger.lease, released=True)
-    recorder.fail_unfinished("the trial never reported an end to the driver")
     finished = ledger.counts()[0]
-    if ledger.stop_reason is None and finished < sweep.budget:
-        # Tune ends early only when interrupted (Ctrl-C / SIGTERM); its running trials are FAIL now.
+    # Tune ends before the budget only when interrupted: its SIGINT handler (Ctrl-C) stops the
+    # trials and returns.
+    interrupted = ledger.stop_reason is None and finished < sweep.budget
+    recorder.fail_unfinished("sweep interrupted (Ctrl-C)" if interrupted
+                             else "the trial never reported an end to the driver")
+    if interrupted:
         ledger.stop_reason = f"interrupted with {finished} of {sweep.budget} trials finished"
-    return SweepOutcome(study, finished, ledger.failed, time.time() - started, ledger.stop_reason)
+    return SweepOutcome(study, finished, ledger.failed, time.time() - started, ledger.stop_reason, interrupted)

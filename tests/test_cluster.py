@@ -28,7 +28,15 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.cluster import NeededPath, probe
 from sweeper.storage import leases
 from tests.conftest import postgres_url, write_spec
-from tests.test_resume import assert_finishes, kill, start, trials_of, wait_until
+from tests.test_resume import (
+    assert_finishes,
+    assert_interrupted_then_resumed,
+    ctrl_c,
+    kill,
+    start,
+    trials_of,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.postgres,
@@ -315,6 +323,26 @@ def test_through_ray_client_the_driver_runs_on_the_cluster_and_a_resume_finishes
     text = resumed_log.read_text()
     assert "best trial: #" in text and "Traceback" not in text, text[-3000:]
     assert not list(laptop.iterdir()) and not list(elsewhere.iterdir())
+
+
+def test_ctrl_c_through_ray_client_stops_the_driver_on_the_cluster(cluster: Cluster, tmp_path: Path,
+                                                                  study_name: str) -> None:
+    """Ctrl-C on the laptop reaches the driver on the head: it marks its running trials FAIL and
+    ends; the laptop exits 130, and a resume through Ray Client finishes the budget."""
+    url = postgres_url()
+    assert url is not None
+    spec = write_spec(tmp_path / "client.yaml", {
+        "name": study_name, "method": "random", "run_cap": 5, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
+        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.4}},
+    })
+    log = tmp_path / "laptop.log"
+    proc = start(["launch", str(spec), "--address", cluster.client_address], tmp_path, log, env=cluster.env)
+    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 1
+                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
+    ctrl_c(proc, log)
+    assert_interrupted_then_resumed(url, study_name, 5, tmp_path, log, env=cluster.env,
+                                    resume_args=("--address", cluster.client_address))
 
 
 def test_address_auto_finds_the_running_cluster(cluster: Cluster, tmp_path: Path, study_name: str) -> None:

@@ -170,6 +170,59 @@ def test_sigkill_the_driver_then_resume(tmp_path: Path, study_name: str, storage
     assert len(drivers) == 2  # the killed driver's finished trials and the resumed driver's
 
 
+def ctrl_c(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """Press Ctrl-C (SIGINT to the driver alone); the driver must exit 130 within 60 s. Returns its log."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        pytest.fail(f"the driver did not stop within 60 s of Ctrl-C:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    assert rc == 130, text[-3000:]
+    assert "interrupted: the trials that were running are marked FAIL in the study" in text
+    assert "Traceback" not in text, text[-3000:]
+    return text
+
+
+def assert_interrupted_then_resumed(url: str, study_name: str, budget: int, cwd: Path, log: Path,
+                                    env: dict[str, str] | None = None, resume_args: tuple[str, ...] = ()) -> None:
+    """After Ctrl-C: the running trials are FAIL "sweep interrupted (Ctrl-C)" (kind driver, so
+    they do not count as the trials' own failures), none RUNNING; a resume finishes the budget."""
+    trials = trials_of(url, study_name)
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped, "Ctrl-C should catch trials running"
+    assert all(t.user_attrs["fail_reason"] == "sweep interrupted (Ctrl-C)" for t in stopped)
+    assert all(t.user_attrs["fail_kind"] == "driver" for t in stopped)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    resumed = start(["resume", study_name, "--storage", url, *resume_args], cwd, log, env=env)
+    try:
+        assert_finishes(resumed, log, 300)
+    finally:
+        if resumed.poll() is None:
+            kill(resumed)
+    after = trials_of(url, study_name)
+    assert sum(t.state in FINISHED for t in after) == budget
+    assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_running_trials_fail_exits_130_and_resume_finishes(tmp_path: Path,
+                                                                             study_name: str) -> None:
+    """Ray Tune takes the first Ctrl-C and stops its trials; sweeper tells the study why and exits 130."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    spec = write_spec(tmp_path / "spec.yaml", {
+        "name": study_name, "method": "random", "run_cap": 5, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
+        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.4}}})
+    log = tmp_path / "driver.log"
+    driver = start(["launch", str(spec)], tmp_path, log)
+    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 1
+                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, driver, log)
+    ctrl_c(driver, log)
+    assert_interrupted_then_resumed(url, study_name, 5, tmp_path, log)
+
+
 @pytest.mark.slow
 def test_a_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path: Path, study_name: str) -> None:
     pids = tmp_path / "pids.log"
