@@ -15,9 +15,10 @@ What follows from that:
   would be written on the head, where ``sweeper report`` and ``sweeper resume`` from elsewhere
   cannot read it.
 - The driver shares the client's fate. Ray ends a client's session, and the tasks it owns,
-  once the client has been gone for the reconnect grace period (``RAY_CLIENT_RECONNECT_GRACE_PERIOD``,
-  30 s by default). The study's lease then expires, and ``sweeper resume`` from any machine
-  marks the lost trials FAIL ("driver lost") and finishes the budget.
+  once the client has been gone for the reconnect grace period (the client's
+  ``RAY_CLIENT_RECONNECT_GRACE_PERIOD``, 30 s by default). The study's lease then expires,
+  and ``sweeper resume`` from any machine marks the lost trials FAIL ("driver lost") and
+  finishes the budget.
 - The client and the cluster need the same Python, Ray and sweeper versions (Ray Client's rule),
   and a trainer named by module path must be importable on the cluster's nodes.
 """
