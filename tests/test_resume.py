@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -62,10 +63,21 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def trials_of(url: str, name: str) -> list[FrozenTrial]:
+    """The study's trials as they are now (an empty list before the study exists)."""
     try:
-        return optuna.load_study(study_name=name, storage=url).get_trials()
+        return optuna.load_study(study_name=name, storage=_polling_storage(url)).get_trials()
     except KeyError:
         return []
+
+
+@functools.cache
+def _polling_storage(url: str) -> optuna.storages.RDBStorage:
+    # One storage per URL for the tests' polling, without a pool: a storage per poll keeps its
+    # pooled connection until the garbage collector finds it, and hundreds of polls exhaust
+    # PostgreSQL's max_connections (100).
+    from sqlalchemy.pool import NullPool
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
 
 
 def wait_until(what: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
