@@ -2,7 +2,10 @@
 (separate processes, separate resources), token authentication on, PostgreSQL storage.
 
 The sweep's trials run on both nodes; then the second node is killed mid-sweep and the
-study still finishes with its exact budget, the lost trial retried from its checkpoint.
+study still finishes with its exact budget, the lost trial retried from its checkpoint. The
+driver joins by `HEAD:6379`, RAY_ADDRESS, `auto` and Ray Client (`ray://`); a driver or a
+laptop killed mid-sweep, or stopped with Ctrl-C, is followed by a resume that finishes the
+budget; a node on another disk, a wrong token and bad input are each one line.
 """
 
 from __future__ import annotations
