@@ -21,6 +21,10 @@ What follows from that:
   finishes the budget.
 - The client and the cluster need the same Python, Ray and sweeper versions (Ray Client's rule),
   and a trainer named by module path must be importable on the cluster's nodes.
+
+Source: Ray's "Ray Client" guide (docs.ray.io, cluster/running-applications/job-submission/
+ray-client) for the address, the grace period and the version rule; Ray Tune's ``Tuner.fit``
+(ray/tune/tuner.py) for the controller it runs on the cluster under Ray Client.
 """
 
 from __future__ import annotations

@@ -40,6 +40,13 @@ FAIL_KIND_ATTR = "fail_kind"
 WAIT = "WAIT"
 
 
+def mark_driver_lost(storage: optuna.storages.BaseStorage, trial_id: int, why: str) -> None:
+    """Record on a trial that its driver was lost (``fail_reason`` "driver lost: <why>", kind
+    ``driver``: not counted against ``max_failed_trials``); the caller then ends it FAIL."""
+    storage.set_trial_user_attr(trial_id, "fail_reason", f"driver lost: {why}")
+    storage.set_trial_user_attr(trial_id, FAIL_KIND_ATTR, "driver")
+
+
 class WeightedRandomSampler(BaseSampler):
     """Random search where categorical parameters follow W&B ``probabilities``.
 
@@ -146,9 +153,8 @@ class Ledger:
         for t in zombie_trials(self.study):
             if t.user_attrs.get(DRIVER_ATTR) == self.lease.driver_id:
                 continue
-            self.storage.set_trial_user_attr(t._trial_id, "fail_reason", "driver lost: its driver stopped "
-                                             "before the trial ended; the parameters run again")
-            self.storage.set_trial_user_attr(t._trial_id, FAIL_KIND_ATTR, "driver")
+            mark_driver_lost(self.storage, t._trial_id, "its driver stopped before the trial ended; the "
+                             "parameters run again")
             try:
                 self.study.tell(t.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):
@@ -233,9 +239,7 @@ class StudySearcher(Searcher):
             # queued by a driver that stopped in between. Optuna's ask() would pop it instead of
             # the point chosen here (running a point twice), so it ends FAIL first.
             for stale in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                ledger.storage.set_trial_user_attr(stale._trial_id, "fail_reason", "driver lost: queued by a "
-                                                   "driver that stopped before running it")
-                ledger.storage.set_trial_user_attr(stale._trial_id, FAIL_KIND_ATTR, "driver")
+                mark_driver_lost(ledger.storage, stale._trial_id, "queued by a driver that stopped before running it")
                 ledger.storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             study.enqueue_trial(ledger.grid[grid_id], user_attrs={GRID_ID_ATTR: grid_id}, skip_if_exists=False)
         trial = study.ask(fixed_distributions=sweep.space.distributions)

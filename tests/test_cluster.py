@@ -35,7 +35,9 @@ from tests.test_resume import (
     assert_finishes,
     assert_interrupted_then_resumed,
     ctrl_c,
+    curve_spec,
     kill,
+    mid_sweep,
     start,
     trials_of,
     wait_until,
@@ -135,11 +137,8 @@ def test_a_sweep_uses_both_nodes_and_survives_losing_one(cluster: Cluster, tmp_p
     url = postgres_url()
     assert url is not None
     node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
-    spec = write_spec(tmp_path / "cluster.yaml", {
-        "name": study_name, "method": "random", "run_cap": 8, "trainer": "tests.fake_trainers:CURVE", "epochs": 6,
-        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016]}, "sleep_s": {"value": 0.6}},
-    })
+    spec = curve_spec(tmp_path / "cluster.yaml", study_name, url, run_cap=8, epochs=6, lrs=[0.002, 0.004, 0.008, 0.016],
+                      sleep_s=0.6)
     log = tmp_path / "driver.log"
     proc = start(["launch", str(spec), "--address", cluster.address], tmp_path, log, env=cluster.env)
     try:
@@ -169,15 +168,11 @@ def test_the_driver_goes_away_and_a_resume_from_elsewhere_finishes(cluster: Clus
     the same cluster (its trials record that cluster's node ids)."""
     url = postgres_url()
     assert url is not None
-    spec = write_spec(tmp_path / "cluster.yaml", {
-        "name": study_name, "method": "random", "run_cap": 6, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
-        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.5}},
-    })
+    spec = curve_spec(tmp_path / "cluster.yaml", study_name, url, run_cap=6, epochs=4, lrs=[0.002, 0.004, 0.008],
+                      sleep_s=0.5)
     log = tmp_path / "driver.log"
     proc = start(["launch", str(spec), "--address", cluster.address], tmp_path, log, env=cluster.env)
-    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 2
-                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
+    wait_until(mid_sweep(url, study_name, 2), 240, proc, log)
     kill(proc)
     # The cluster by RAY_ADDRESS this time, as a user's shell on another machine would name it.
     _resume_finishes(cluster, cluster.address, study_name, tmp_path, log)
@@ -308,17 +303,13 @@ def test_through_ray_client_the_driver_runs_on_the_cluster_and_a_resume_finishes
     laptop.mkdir()
     elsewhere.mkdir()
     # 4 s trials: the 6 or more left when the laptop dies outlast Ray's grace period by far.
-    spec = write_spec(tmp_path / "client.yaml", {
-        "name": study_name, "method": "random", "run_cap": 8, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
-        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 1.0}},
-    })
+    spec = curve_spec(tmp_path / "client.yaml", study_name, url, run_cap=8, epochs=4, lrs=[0.002, 0.004, 0.008],
+                      sleep_s=1.0)
     log = tmp_path / "laptop.log"
     # Ray ends a client's session (and its tasks) 1 s after the client is gone, not 30.
     env = {**cluster.env, "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "1"}
     proc = start(["launch", str(spec), "--address", cluster.client_address], laptop, log, env=env)
-    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 2
-                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
+    wait_until(mid_sweep(url, study_name, 2), 240, proc, log)
     wait_until(lambda: "COMPLETE epoch 4/4" in log.read_text(), 30, proc, log)  # the trials' ends reach the laptop
     kill(proc)
     study = optuna.load_study(study_name=study_name, storage=url)
@@ -339,15 +330,11 @@ def test_ctrl_c_through_ray_client_stops_the_driver_on_the_cluster(cluster: Clus
     ends; the laptop exits 130, and a resume through Ray Client finishes the budget."""
     url = postgres_url()
     assert url is not None
-    spec = write_spec(tmp_path / "client.yaml", {
-        "name": study_name, "method": "random", "run_cap": 5, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
-        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.4}},
-    })
+    spec = curve_spec(tmp_path / "client.yaml", study_name, url, run_cap=5, epochs=4, lrs=[0.002, 0.004, 0.008],
+                      sleep_s=0.4)
     log = tmp_path / "laptop.log"
     proc = start(["launch", str(spec), "--address", cluster.client_address], tmp_path, log, env=cluster.env)
-    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 1
-                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, proc, log)
+    wait_until(mid_sweep(url, study_name, 1), 240, proc, log)
     ctrl_c(proc, log)
     assert_interrupted_then_resumed(url, study_name, 5, tmp_path, log, env=cluster.env,
                                     resume_args=("--address", cluster.client_address))
@@ -356,11 +343,8 @@ def test_ctrl_c_through_ray_client_stops_the_driver_on_the_cluster(cluster: Clus
 def test_address_auto_finds_the_running_cluster(cluster: Cluster, tmp_path: Path, study_name: str) -> None:
     url = postgres_url()
     assert url is not None
-    spec = write_spec(tmp_path / "auto.yaml", {
-        "name": study_name, "method": "random", "run_cap": 2, "trainer": "tests.fake_trainers:CURVE", "epochs": 2,
-        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": [0.002, 0.004]}, "sleep_s": {"value": 0.2}},
-    })
+    spec = curve_spec(tmp_path / "auto.yaml", study_name, url, run_cap=2, epochs=2, lrs=[0.002, 0.004],
+                      sleep_s=0.2)
     log = tmp_path / "auto.log"
     assert_finishes(start(["launch", str(spec), "--address", "auto"], tmp_path, log, env=cluster.env), log, 240)
     trials = optuna.load_study(study_name=study_name, storage=url).get_trials()

@@ -92,6 +92,24 @@ def wait_until(what: Callable[[], bool], timeout_s: float, proc: subprocess.Pope
     pytest.fail(f"timed out after {timeout_s} s:\n{log.read_text()[-3000:] if log else ''}")
 
 
+def curve_spec(path: Path, name: str, url: str, *, run_cap: int, epochs: int, lrs: list[float],
+               sleep_s: float) -> Path:
+    """A random-search spec of the fake CURVE trainer, 2 trials at a time: each epoch sleeps ``sleep_s``."""
+    return write_spec(path, {
+        "name": name, "method": "random", "run_cap": run_cap, "trainer": "tests.fake_trainers:CURVE",
+        "epochs": epochs, "storage": url, "artifacts": str(path.parent / "artifacts"), "max_concurrent_trials": 2,
+        "parameters": {"lr": {"values": lrs}, "sleep_s": {"value": sleep_s}}})
+
+
+def mid_sweep(url: str, name: str, complete: int) -> Callable[[], bool]:
+    """True once ``complete`` trials are COMPLETE and another is RUNNING: a moment to interrupt."""
+    def moment() -> bool:
+        trials = trials_of(url, name)
+        return (sum(t.state == TrialState.COMPLETE for t in trials) >= complete
+                and any(t.state == TrialState.RUNNING for t in trials))
+    return moment
+
+
 def assert_finishes(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
     """The driver exits 0 within ``timeout_s``; otherwise fail with the end of its log."""
     try:
@@ -223,14 +241,11 @@ def test_ctrl_c_marks_the_running_trials_fail_exits_130_and_resume_finishes(tmp_
                                                                              study_name: str) -> None:
     """Ray Tune takes the first Ctrl-C and stops its trials; sweeper tells the study why and exits 130."""
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    spec = write_spec(tmp_path / "spec.yaml", {
-        "name": study_name, "method": "random", "run_cap": 5, "trainer": "tests.fake_trainers:CURVE", "epochs": 4,
-        "storage": url, "artifacts": str(tmp_path / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": [0.002, 0.004, 0.008]}, "sleep_s": {"value": 0.4}}})
+    spec = curve_spec(tmp_path / "spec.yaml", study_name, url, run_cap=5, epochs=4, lrs=[0.002, 0.004, 0.008],
+                      sleep_s=0.4)
     log = tmp_path / "driver.log"
     driver = start(["launch", str(spec)], tmp_path, log)
-    wait_until(lambda: (sum(t.state == TrialState.COMPLETE for t in trials_of(url, study_name)) >= 1
-                        and any(t.state == TrialState.RUNNING for t in trials_of(url, study_name))), 240, driver, log)
+    wait_until(mid_sweep(url, study_name, 1), 240, driver, log)
     ctrl_c(driver, log)
     assert_interrupted_then_resumed(url, study_name, 5, tmp_path, log)
 
