@@ -63,7 +63,7 @@ def make_photo_folder(root: Path, n: int, seed: int = 0) -> None:
 
 
 def small_cnn() -> nn.Module:
-    from trainers.loop import Normalize
+    from trainers.normalize import Normalize
 
     torch.manual_seed(0)
     layers: list[nn.Module] = [Normalize(3, [0.5] * 3, [0.25] * 3)]
@@ -113,8 +113,8 @@ def baseline_epochs(root: Path, size: int, epochs: int, workers: int, train: boo
 def sweeper_epochs(root: Path, size: int, epochs: int, cache: Path, train: bool,
                    augmented: bool) -> tuple[float, list[float]]:
     """(seconds to get the data: decode or map the cache, epoch seconds)."""
-    from trainers.data import cached_image_folder
-    from trainers.loop import BatchAugment
+    from trainers.augment import BatchAugment
+    from trainers.cache import cached_image_folder
 
     started = time.perf_counter()
     cached = cached_image_folder(str(root), size, cache)

@@ -29,7 +29,7 @@ CONCURRENCY = 2
 
 
 def run_sweeper(n: int, epoch_s: float, workdir: Path) -> float:
-    from sweeper.execution import run_sweep
+    from sweeper.launch import run_sweep
     from sweeper.spec import validate
 
     name = f"overhead-{epoch_s}-{n}"
@@ -93,7 +93,7 @@ def main() -> None:
 
     import optuna
 
-    from sweeper.execution import init_ray
+    from sweeper.ray_runtime import init_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(None)

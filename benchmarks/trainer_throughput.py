@@ -25,7 +25,8 @@ from benchmarks._results import machine, write_section
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig
 from trainers.data import load_data
-from trainers.loop import resolve_device, seed_everything
+from trainers.device import resolve_device
+from trainers.rng import seed_everything
 
 CASES: list[tuple[str, str, dict[str, Any], DataConfig]] = [
     ("cnn [32]x5, dense 128, mnist5k 32 px", "cnn", {"filters": [32] * 5, "dense_units": 128},

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 import sweeper
+from sweeper.defaults import DEFAULT_STORAGE
 from sweeper.errors import InputError, SweeperError
 
 app = typer.Typer(
@@ -99,6 +100,7 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
 
 StudyArg = Annotated[str, typer.Argument(help="Name of the study.", show_default=False)]
 StudyStorage = Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")]
+StoreOption = Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")]
 StorageOption = Annotated[str | None, typer.Option(
     help="SQLAlchemy URL of the study's storage (overrides `storage`).", show_default=False)]
 AddressOption = Annotated[str | None, typer.Option(
@@ -123,8 +125,9 @@ def launch(
         "--resume", help="Continue the study if it exists; its stored spec must match this file's.")] = False,
 ) -> None:
     """Run a sweep: validate the spec, create the study, run the trials on Ray Tune, print the best."""
-    from sweeper.execution import client_address, continues_study
+    from sweeper.ray_runtime import client_address
     from sweeper.spec import raw_spec, validate
+    from sweeper.studies import continues_study
 
     raw = raw_spec(spec, set_ or [], storage=storage, study=study, n_trials=n_trials, artifacts=artifacts)
     if client_address(address):
@@ -143,13 +146,13 @@ def launch(
 @_handled
 def resume(
     study: Annotated[str, typer.Argument(help="Name of the study to continue.", show_default=False)],
-    storage: StudyStorage = "sqlite:///sweeps.db",
+    storage: StudyStorage = DEFAULT_STORAGE,
     address: AddressOption = None,
 ) -> None:
     """Continue an interrupted study from the spec stored with it (no YAML needed)."""
-    from sweeper.execution import client_address
+    from sweeper.ray_runtime import client_address
     from sweeper.spec import validate as validate_spec
-    from sweeper.storage import stored_spec
+    from sweeper.studies import stored_spec
 
     if client_address(address):
         from sweeper.client import DriverJob
@@ -160,49 +163,41 @@ def resume(
 
 
 def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
-    """Run (or continue) the sweep with live progress, then print the best trials."""
-    from sweeper.execution import run_sweep
-    from sweeper.progress import SweepProgress, best_trials, summary
+    """Run (or continue) the sweep here with live progress, then print the best trials."""
+    from sweeper.launch import launch
+    from sweeper.progress import SweepProgress
 
     progress = SweepProgress(sweep, out)
+
+    def show(table: Any) -> None:
+        progress.stop()
+        out.print(table)
+
     try:
-        outcome = run_sweep(sweep, address=address, resume=resume,
-                            on_start=progress.start, on_end=progress.trial_ended)
+        launch(sweep, show, address=address, resume=resume, on_start=progress.start, on_end=progress.trial_ended)
     finally:
         progress.stop()
-    out.print(summary(outcome.study, sweep, outcome.wall_s))
-    if outcome.interrupted:
-        raise KeyboardInterrupt  # Ray Tune took the Ctrl-C and stopped the trials: exit 130 as for any Ctrl-C
-    if outcome.stop_reason:
-        raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
-    if not best_trials(outcome.study, 1):
-        raise SweeperError("no trial completed; see the FAIL reasons above")
 
 
 def _run_on_cluster(job: Any, address: str | None) -> None:
     """Run (or continue) the sweep through Ray Client, its driver on the cluster's head node."""
     from sweeper.client import run_through_client
 
-    ended = run_through_client(job, address, out, warn=lambda line: err.print(f"warning: {line}"))
-    out.print(ended.summary)
-    if ended.stop_reason:
-        raise SweeperError(f"the sweep stopped early: {ended.stop_reason}")
-    if not ended.completed:
-        raise SweeperError("no trial completed; see the FAIL reasons above")
+    run_through_client(job, address, out, warn=lambda line: err.print(f"warning: {line}"))
 
 
 @app.command()
 @_handled
 def report(
     study: StudyArg,
-    storage: StudyStorage = "sqlite:///sweeps.db",
+    storage: StudyStorage = DEFAULT_STORAGE,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """Write a self-contained HTML report of a study (opens offline)."""
     import time
 
     from sweeper.report import compute, render
-    from sweeper.results import load_study
+    from sweeper.studies import load_study
 
     started = time.perf_counter()
     data = compute(load_study(storage, study))
@@ -215,7 +210,7 @@ def report(
 def dashboard(
     study: Annotated[str | None, typer.Argument(help="Open this study's page (default: the list).",
                                                 show_default=False)] = None,
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")] = "sqlite:///sweeps.db",
+    storage: StoreOption = DEFAULT_STORAGE,
     host: Annotated[str, typer.Option(help="Address to listen on; another than localhost exposes the study "
                                            "to your network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
@@ -223,8 +218,8 @@ def dashboard(
     """Serve optuna-dashboard on the study's storage (safe to open while a sweep writes to it)."""
     from optuna_dashboard import run_server
 
-    from sweeper.results import load_study
     from sweeper.storage import open_storage, redact
+    from sweeper.studies import load_study
 
     # The dashboard only reads; with SQLite in WAL mode it never blocks the sweep's writer.
     path = "/dashboard/"
@@ -239,7 +234,7 @@ def dashboard(
 @_handled
 def export(
     study: StudyArg,
-    storage: StudyStorage = "sqlite:///sweeps.db",
+    storage: StudyStorage = DEFAULT_STORAGE,
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path("best.yaml"),
     format_: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
     rank: Annotated[int, typer.Option(help="Export the K-th best COMPLETE trial.")] = 1,
@@ -249,7 +244,8 @@ def export(
 
     import yaml
 
-    from sweeper.results import export_config, load_study
+    from sweeper.results import export_config
+    from sweeper.studies import load_study
 
     if format_ not in ("yaml", "json"):
         raise InputError(f"--format: {format_!r} must be yaml or json")
@@ -288,7 +284,7 @@ def train(
 def retrain(
     source: Annotated[str, typer.Argument(help="A study name (its best trial) or a config file from `export`.",
                                           show_default=False)],
-    storage: StudyStorage = "sqlite:///sweeps.db",
+    storage: StudyStorage = DEFAULT_STORAGE,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default: the config's).",
                                                show_default=False)] = None,
     seeds: Annotated[int, typer.Option(help="Train K times with seeds seed..seed+K-1.")] = 1,
@@ -296,9 +292,10 @@ def retrain(
     keep_val: Annotated[bool, typer.Option("--keep-val", help="Train on train alone, not train+val.")] = False,
 ) -> None:
     """Retrain the best config on train+val, test it, and write the model, metrics and a page."""
-    from sweeper.results import export_config, load_study
+    from sweeper.results import export_config
     from sweeper.retrain import retrain as run_retrain
     from sweeper.spec import read_yaml
+    from sweeper.studies import load_study
 
     path = Path(source)
     config = read_yaml(path) if path.suffix in (".yaml", ".yml", ".json") or path.is_file() else export_config(
@@ -313,16 +310,17 @@ def retrain(
 @app.command()
 @_handled
 def studies(
-    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")] = "sqlite:///sweeps.db",
+    storage: StoreOption = DEFAULT_STORAGE,
 ) -> None:
     """List the studies in a storage: method, trials by state, best value, last activity."""
     from rich.table import Table
 
     from sweeper.results import list_studies
+    from sweeper.storage import redact
 
     rows = list_studies(storage)
     if not rows:
-        out.print(f"no studies in {storage}")
+        out.print(f"no studies in {redact(storage)}")
         return
     table = Table()
     for col in ("study", "method", "complete", "pruned", "fail", "running", "best", "metric", "last activity (UTC)"):
@@ -338,19 +336,19 @@ def studies(
 @_handled
 def show(
     study: StudyArg,
-    storage: StudyStorage = "sqlite:///sweeps.db",
+    storage: StudyStorage = DEFAULT_STORAGE,
     top: Annotated[int, typer.Option(help="How many best trials to list.")] = 10,
 ) -> None:
     """Print a study's stored spec and its best trials."""
     import yaml
 
+    from sweeper import record
     from sweeper.progress import summary
-    from sweeper.results import load_study
     from sweeper.spec import validate as validate_spec
-    from sweeper.storage import STUDY_SPEC_ATTR, stored_spec
+    from sweeper.studies import load_study, stored_spec
 
     loaded = load_study(storage, study)
-    out.print(yaml.safe_dump(loaded.user_attrs.get(STUDY_SPEC_ATTR, {}), sort_keys=False).rstrip(), markup=False)
+    out.print(yaml.safe_dump(record.stored_spec(loaded.user_attrs) or {}, sort_keys=False).rstrip(), markup=False)
     out.print(summary(loaded, validate_spec(stored_spec(storage, study)), None, top))
 
 

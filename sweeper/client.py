@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from sweeper.errors import InputError, Problem, SweeperError
 
 if TYPE_CHECKING:
-    from rich.console import Console, Group
+    from rich.console import Console
 
+    from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
 
 # How often the driver on the cluster sends the number of running trials, in seconds.
@@ -63,33 +64,18 @@ class DriverJob:
     storage: str | None = None
 
 
-@dataclass
-class ClusterOutcome:
-    """What the driver on the cluster returns.
-
-    Attributes:
-        summary: the closing table of the best trials (rich renderables).
-        stop_reason: why the sweep stopped early, if it did.
-        completed: whether any trial of the study is COMPLETE.
-    """
-
-    summary: Group
-    stop_reason: str | None
-    completed: bool
-
-
 def client_problems(job: DriverJob) -> list[Problem]:
     """What a spec (or a resume) cannot have under Ray Client, checked before connecting.
 
     Returns:
         one problem per key: a SQLite (or missing) storage, and a relative ``artifacts`` or
-        ``data.root`` (it would be resolved in the head's working directory).
+        ``data.root``, or a program sweep's missing or relative ``workdir`` (each would be resolved
+        in the head's working directory).
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from sweeper.spec import DEFAULT_STORAGE
-    from sweeper.spec._schema import DEFAULT_ARTIFACTS
+    from sweeper.defaults import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
 
     raw = job.raw or {}
     problems = []
@@ -108,12 +94,17 @@ def client_problems(job: DriverJob) -> list[Problem]:
             if isinstance(value, str) and not Path(value).is_absolute():
                 problems.append(Problem(key, value, "must be an absolute path through Ray Client (ray://): paths "
                                         "are the cluster's, on storage every node mounts at that path"))
+        workdir = raw.get("workdir")
+        if raw.get("program") is not None and not (isinstance(workdir, str) and Path(workdir).is_absolute()):
+            problems.append(Problem("workdir", workdir, "must be an absolute path through Ray Client (ray://) for a "
+                                    "program sweep: the folder the program runs in, on the cluster"))
     return problems
 
 
 def run_through_client(job: DriverJob, address: str | None, console: Console,
-                       warn: Callable[[str], None]) -> ClusterOutcome:
-    """Connect through Ray Client, run the driver on the head node, and show its progress here.
+                       warn: Callable[[str], None]) -> None:
+    """Connect through Ray Client, run the driver on the head node, and show its progress and
+    its closing summary here.
 
     Args:
         job: what to run.
@@ -124,7 +115,8 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
     Raises:
         InputError: the spec or the study (checked on the cluster), or what Ray Client cannot
             take (:func:`client_problems`); nothing is written.
-        SweeperError: the connection failed or was lost, or the driver on the cluster failed.
+        SweeperError: the connection failed or was lost, the driver on the cluster failed, or
+            the sweep stopped early or completed no trial (as :func:`sweeper.launch.launch`).
         KeyboardInterrupt: after Ctrl-C, once the driver on the cluster has marked its running
             trials FAIL.
     """
@@ -132,8 +124,8 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
     from ray.util.queue import Empty, Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from sweeper.execution import init_ray
     from sweeper.progress import SweepProgress
+    from sweeper.ray_runtime import init_ray
 
     problems = client_problems(job)
     if problems:
@@ -159,6 +151,10 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
             running[0] = value
         elif kind == "end" and progress is not None:
             progress.trial_ended(value)
+        elif kind == "summary":
+            if progress is not None:
+                progress.stop()
+            console.print(value)
 
     def follow(until_s: float | None = None) -> None:
         """Show events until the driver ends (or ``until_s`` passes), then the rest in the queue."""
@@ -182,10 +178,11 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
         except KeyboardInterrupt:
             # The driver on the cluster gets the Ctrl-C: it marks its running trials FAIL.
             ray.cancel(ref)
+            _mute_worker_logs()
             with contextlib.suppress(Exception):
                 follow(until_s=time.monotonic() + 60)
             raise
-        return _result(ref)
+        _result(ref)
     except ConnectionError as err:
         raise SweeperError(f"lost the connection to the cluster ({err}); the driver on the cluster stops with "
                            "this client's session: continue with `sweeper resume`") from err
@@ -194,13 +191,27 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
             progress.stop()
 
 
-def _result(ref: Any) -> ClusterOutcome:
-    """The driver's outcome, or its error as raised on the cluster (one line for the user)."""
+def _mute_worker_logs() -> None:
+    """Stop streaming the cluster's worker output to this terminal (Ray Client's
+    ``LogstreamClient.disable_logs``).
+
+    Called after Ctrl-C: what the trial workers print then is Ray's own teardown, such as the
+    ``SystemExit`` that Ray's SIGTERM handler raises inside a weakref callback, which Python
+    prints as a traceback (seen in CI). The user's progress and summary come through the event
+    queue, not this stream.
+    """
+    from ray.util.client import ray as client_ray
+
+    with contextlib.suppress(Exception):  # a private path that may move between Ray versions
+        client_ray.get_context().client_worker.log_client.disable_logs()
+
+
+def _result(ref: Any) -> None:
+    """Wait for the driver's end; raise its error as raised on the cluster (one line for the user)."""
     import ray
 
     try:
-        outcome: ClusterOutcome = ray.get(ref)
-        return outcome
+        ray.get(ref)
     except ray.exceptions.RayTaskError as err:
         cause = err.cause
         if isinstance(cause, SweeperError):
@@ -214,16 +225,18 @@ def _result(ref: Any) -> ClusterOutcome:
                            "continue with `sweeper resume`") from err
 
 
-def _drive(job: DriverJob, events: Any) -> ClusterOutcome:
-    """The driver, run on the head node: validate, create or open the study, run the sweep.
+def _drive(job: DriverJob, events: Any) -> None:
+    """The driver, run on the head node: validate, create or open the study, launch the sweep.
 
-    Sends ``("warning", line)``, ``("start", (sweep, SweepStart))``, ``("end", TrialEnd)`` and
-    ``("running", count)`` through ``events`` (a Ray queue) as the sweep goes.
+    Sends ``("warning", line)``, ``("start", (sweep, SweepStart))``, ``("end", TrialEnd)``,
+    ``("running", count)`` and, last, ``("summary", closing table)`` through ``events`` (a Ray
+    queue) as the sweep goes; raises what :func:`sweeper.launch.launch` raises.
     """
-    from sweeper.execution import continues_study, quiet_logs, run_sweep
-    from sweeper.progress import SweepStart, best_trials, summary
+    from sweeper.launch import launch
+    from sweeper.progress import SweepStart
+    from sweeper.ray_runtime import quiet_logs
     from sweeper.spec import validate
-    from sweeper.storage import stored_spec
+    from sweeper.studies import continues_study, stored_spec
 
     quiet_logs()
     if job.raw is not None:
@@ -236,20 +249,21 @@ def _drive(job: DriverJob, events: Any) -> ClusterOutcome:
         events.put(("warning", line))
     done = threading.Event()
 
-    def on_start(ledger: Any, concurrency: int) -> None:
-        events.put(("start", (sweep, SweepStart.of(ledger, concurrency))))
+    def on_start(searcher: StudySearcher, concurrency: int) -> None:
+        events.put(("start", (sweep, SweepStart.of(searcher.study, concurrency))))
 
         def tell_running() -> None:
             while not done.wait(RUNNING_EVERY_S):
                 with contextlib.suppress(Exception):  # a full or gone queue only costs the display
-                    events.put(("running", len(ledger.trials)), timeout=RUNNING_EVERY_S)
+                    events.put(("running", len(searcher.running)), timeout=RUNNING_EVERY_S)
 
         threading.Thread(target=tell_running, name="sweeper-running", daemon=True).start()
 
     try:
-        outcome = run_sweep(sweep, resume=resume, on_start=on_start, on_end=lambda end: events.put(("end", end)))
+        launch(sweep, lambda table: events.put(("summary", table)), resume=resume, on_start=on_start,
+               on_end=lambda end: events.put(("end", end)))
+    except KeyboardInterrupt:
+        # Only Ray Tune's own SIGINT handler ends a sweep so, and none reaches a task: say it as a stop.
+        raise SweeperError("the sweep stopped early: it was interrupted on the cluster") from None
     finally:
         done.set()
-    return ClusterOutcome(summary(outcome.study, sweep, outcome.wall_s), outcome.stop_reason,
-                          bool(best_trials(outcome.study, 1)))
-

@@ -1,26 +1,56 @@
-"""Live progress of a sweep in the terminal (rich), and the closing table of best trials."""
+"""Live progress of a sweep in the terminal (rich), and the closing table of best trials.
+
+Both fit an 80-column terminal: the progress line drops words before it would be cut, and the
+best trials are a table when it fits, else one block per trial, values never truncated.
+No Ray here: ``sweeper show`` prints the same closing table.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+
+from sweeper import record
 
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.execution import TrialEnd
-    from sweeper.search import Ledger
+    from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
 
 _STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
+
+
+@dataclass
+class TrialEnd:
+    """How one trial ended, as the progress display shows it.
+
+    Attributes:
+        number: the Optuna trial number.
+        state: COMPLETE, PRUNED or FAIL.
+        epochs_run: epochs it trained; ``epochs``: epochs it was configured for.
+        value: its value (``None`` for FAIL).
+        params: Optuna's ``trial.params``.
+        reason: why it failed, for FAIL.
+    """
+
+    number: int
+    state: TrialState
+    epochs_run: int
+    epochs: int
+    value: float | None
+    params: dict[str, Any]
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,12 +63,12 @@ class SweepStart:
     best: tuple[float, int] | None
 
     @classmethod
-    def of(cls, ledger: Ledger, concurrency: int) -> SweepStart:
-        """Read the study behind ``ledger``."""
+    def of(cls, study: optuna.Study, concurrency: int) -> SweepStart:
+        """Read ``study``."""
         counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-        for trial in ledger.study.get_trials(deepcopy=False, states=tuple(counts)):
+        for trial in study.get_trials(deepcopy=False, states=tuple(counts)):
             counts[trial.state] += 1
-        best = best_trials(ledger.study, 1)
+        best = best_trials(study, 1)
         return cls(concurrency, counts, (best[0].value, best[0].number) if best and best[0].value is not None
                    else None)
 
@@ -59,9 +89,9 @@ class SweepProgress:
         self._running: Callable[[], int] = lambda: 0
         self._live: Live | None = None
 
-    def start(self, ledger: Ledger, concurrency: int) -> None:
+    def start(self, searcher: StudySearcher, concurrency: int) -> None:
         """Begin the live display once Ray runs (``run_sweep``'s ``on_start``)."""
-        self.begin(SweepStart.of(ledger, concurrency), running=lambda: len(ledger.trials))
+        self.begin(SweepStart.of(searcher.study, concurrency), running=lambda: len(searcher.running))
 
     def begin(self, start: SweepStart, running: Callable[[], int]) -> None:
         """Begin the live display from what the study holds; ``running`` counts the running trials."""
@@ -87,7 +117,7 @@ class SweepProgress:
             self.best is None or (end.value > self.best[0] if maximize else end.value < self.best[0])
         ):
             self.best = (end.value, end.number)
-        params = self.sweep.space.config(end.params) if end.params else {}
+        params = self.sweep.space.values(end.params) if end.params else {}
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items() if k in end.params)
         value = f"{self.sweep.spec.metric.name} {end.value:.4f}" if end.value is not None else ""
         reason = f"  [red]{end.reason}[/]" if end.reason else ""
@@ -103,16 +133,27 @@ class SweepProgress:
             self._live = None
 
     def _render(self) -> Text:
+        return self.line(self.console.width)
+
+    def line(self, width: int) -> Text:
+        """The live line, in ``width`` columns: the full words when they fit, else the short ones."""
         running = self._running()
         elapsed = time.time() - self.started
-        best = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "-"
         done = self.counts[TrialState.COMPLETE] + self.counts[TrialState.PRUNED]
+        complete, pruned, failed = (self.counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        metric = self.sweep.spec.metric.name
+        full = Text.assemble(
+            (f"{done}/{self.sweep.budget} finished", "bold"), f"  complete {complete}  running {running}  ",
+            (f"pruned {pruned}", "yellow"), "  ", (f"failed {failed}", "red"),
+            f"  best {metric} {f'{self.best[0]:.4f} (trial {self.best[1]})' if self.best else '-'}"
+            f"  elapsed {elapsed:.0f}s",
+        )
+        if full.cell_len <= width:
+            return full
         return Text.assemble(
-            (f"{done}/{self.sweep.budget} finished", "bold"),
-            f"  complete {self.counts[TrialState.COMPLETE]}  running {running}  ",
-            (f"pruned {self.counts[TrialState.PRUNED]}", "yellow"), "  ",
-            (f"failed {self.counts[TrialState.FAIL]}", "red"),
-            f"  best {self.sweep.spec.metric.name} {best}  elapsed {elapsed:.0f}s",
+            (f"{done}/{self.sweep.budget} done", "bold"), f" run {running} ", (f"pruned {pruned}", "yellow"), " ",
+            (f"fail {failed}", "red"), f" best {f'{self.best[0]:.4f} #{self.best[1]}' if self.best else '-'}",
+            f" {elapsed:.0f}s",
         )
 
 
@@ -123,8 +164,10 @@ def best_trials(study: optuna.Study, k: int = 5) -> list[FrozenTrial]:
     return ranked_trials(study)[:k]
 
 
-def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 5) -> Group:
-    """State counts (and the run's wall time), and the best trials with their parameters."""
+def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 5,
+            reached: str | None = None) -> Group:
+    """State counts (and the run's wall time), the best trials with their parameters, and, when
+    ``reached`` says which trial reached ``metric.target``, that the sweep stopped there."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     head = Text(
@@ -135,16 +178,53 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
     if not best:
         return Group(head, Text("no trial completed", style="red"))
     names = [d.name for d in sweep.space.dimensions]
-    table = Table(title=f"best trials by {sweep.spec.metric.name} ({sweep.spec.metric.goal})")
-    for col in ("trial", sweep.spec.metric.name, "epochs", *names):
-        table.add_column(col, justify="right" if col != "trial" else "left")
+    rows = []
     for t in best:
-        config = sweep.space.config(t.params)
-        table.add_row(str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("epochs_run", "")),
-                      *[_fmt(config[n]) for n in names])
+        config = sweep.space.values(t.params)
+        rows.append((t.number, float(t.value or 0.0), str(record.epochs_run_of(t, 0)),
+                     [(n, _fmt(config[n])) for n in names]))
     first = best[0]
-    return Group(head, table, Text(f"best trial: #{first.number} with {sweep.spec.metric.name} = {first.value:.4f}",
-                                   style="bold green"))
+    if reached is not None:
+        head = Text.assemble(head, "\n", (f"{reached}: the sweep stopped there (W&B's metric.target)", "bold"))
+    return Group(head, BestTrials(sweep.spec.metric.name, sweep.spec.metric.goal, names, rows),
+                 Text(f"best trial: #{first.number} with {sweep.spec.metric.name} = {first.value:.4f}",
+                      style="bold green"))
+
+
+@dataclass(frozen=True)
+class BestTrials:
+    """The best trials as a table when it fits the console's width, else one block per trial
+    (its number, value and epochs, then its parameters as ``name=value``, wrapped between
+    parameters), so that no value is ever cut.
+
+    Attributes:
+        metric, goal: the sweep's metric and ``maximize``/``minimize``.
+        names: the searched parameters, in spec order.
+        rows: per trial, ``(number, value, epochs run, [(parameter, shown value), ...])``.
+    """
+
+    metric: str
+    goal: str
+    names: list[str]
+    rows: list[tuple[int, float, str, list[tuple[str, str]]]]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = Table(title=f"best trials by {self.metric} ({self.goal})")
+        for col in ("trial", self.metric, "epochs", *self.names):
+            table.add_column(col, justify="right" if col != "trial" else "left", no_wrap=True)
+        for number, value, epochs, params in self.rows:
+            table.add_row(str(number), f"{value:.4f}", epochs, *[shown for _, shown in params])
+        # Measured without the console's bound (a measurement is clamped to the width it is given).
+        if Measurement.get(console, options.update_width(10**6), table).maximum <= options.max_width:
+            yield table
+            return
+        yield Text(f"best trials by {self.metric} ({self.goal})", style="italic")
+        yield from self._blocks()
+
+    def _blocks(self) -> Iterator[Text | Padding]:
+        for number, value, epochs, params in self.rows:
+            yield Text.assemble((f"#{number}", "bold"), f"  {self.metric} {value:.4f}  epochs {epochs}")
+            yield Padding(Text("  ".join(f"{name}={shown}" for name, shown in params), overflow="fold"), (0, 0, 0, 4))
 
 
 def _fmt(value: Any) -> str:

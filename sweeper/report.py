@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper import record
 from sweeper.results import ranked_trials
 
 IMPORTANCE_TRIALS = 1000
@@ -135,8 +136,7 @@ def timeline_of(trials: Sequence[FrozenTrial]) -> list[Span]:
     for t in trials:
         if t.datetime_start is None or t.datetime_complete is None:
             continue
-        worker = str(t.user_attrs.get("worker") or t.user_attrs.get("node") or "unknown")
-        spans.append(Span(t.number, worker, t.datetime_start, t.datetime_complete, t.state.name))
+        spans.append(Span(t.number, record.worker_of(t), t.datetime_start, t.datetime_complete, t.state.name))
     return spans
 
 
@@ -144,8 +144,8 @@ def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accou
     """Epochs run against epochs without early stopping; wall time and worker busy fraction."""
     run = planned = 0
     for t in trials:
-        epochs_run = int(t.user_attrs.get("epochs_run", len(t.intermediate_values)))
-        configured = int((t.user_attrs.get("config") or {}).get("epochs", epochs_run))
+        epochs_run = record.epochs_run_of(t)
+        configured = record.configured_epochs(t, epochs_run)
         run += epochs_run
         planned += configured if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else epochs_run
     if spans:
@@ -163,17 +163,14 @@ def top_of(study: optuna.Study, trials: list[FrozenTrial], k: int = 10) -> list[
     """The ``k`` best COMPLETE trials with the parameters their trainer got."""
     rows = []
     for rank, t in enumerate(ranked_trials(study, trials)[:k], start=1):
-        params = (t.user_attrs.get("config") or {}).get("params") or dict(t.params)
-        shown = {name: params.get(name, t.params[name]) for name in t.params}
-        rows.append(TopRow(rank, t.number, float(t.value or 0.0), int(t.user_attrs.get("epochs_run", 0)), shown))
+        rows.append(TopRow(rank, t.number, float(t.value or 0.0), record.epochs_run_of(t, 0), record.trained_params(t)))
     return rows
 
 
 def compute(study: optuna.Study) -> ReportData:
     """Read the study once and compute every figure's data (Optuna's plots included)."""
     trials = study.get_trials(deepcopy=False)
-    spec = study.user_attrs.get("sweeper_spec", {})
-    metric = spec.get("metric", {}).get("name", "value")
+    metric = record.stored_metric(study.user_attrs)[0] or "value"
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     spans = timeline_of(trials)
     data = ReportData(

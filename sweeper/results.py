@@ -1,8 +1,9 @@
 """Readers of a study: the best trials, exporting a trial's config, listing studies.
 
 A study holds everything these need (the spec and each trial's full training config), so
-nothing but the storage URL is required. Only COMPLETE trials are ever "best": a PRUNED
-trial's value is that of an unfinished run, a FAIL trial has none.
+nothing but the storage URL is required; they read it through :mod:`sweeper.record` and
+import no Ray. Only COMPLETE trials are ever "best": a PRUNED trial's value is that of an
+unfinished run, a FAIL trial has none.
 """
 
 from __future__ import annotations
@@ -15,22 +16,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import sweeper
+from sweeper import record
 from sweeper.errors import InputError
-from sweeper.search import CONFIG_ATTR
-from sweeper.storage import STUDY_CODE_ATTR, STUDY_SPEC_ATTR, open_storage, redact, study_names
-
-
-def load_study(url: str, name: str) -> optuna.Study:
-    """Open study ``name`` for reading.
-
-    Raises:
-        InputError: no such study (the message lists the ones there), or the storage does not answer.
-    """
-    names = study_names(url)
-    if name not in names:
-        raise InputError(f"study: {name!r} does not exist in {redact(url)}; studies there: "
-                         f"{', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=open_storage(url))
+from sweeper.storage import open_storage, redact, study_names
 
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
@@ -58,12 +46,11 @@ def export_config(study: optuna.Study, url: str, rank: int = 1) -> dict[str, Any
         raise InputError(f"--rank: {rank} exceeds the {len(ranked)} COMPLETE trial(s) of study "
                          f"{study.study_name!r} (PRUNED and FAIL trials are never best)")
     trial = ranked[rank - 1]
-    config = trial.user_attrs.get(CONFIG_ATTR)
-    if not isinstance(config, dict):
+    config = record.config_of(trial)
+    if config is None:
         raise InputError(f"study: trial {trial.number} of {study.study_name!r} has no stored config "
                          "(was the study made by sweeper?)")
-    spec = study.user_attrs.get(STUDY_SPEC_ATTR, {})
-    metric = spec.get("metric", {})
+    metric, goal = record.stored_metric(study.user_attrs)
     return {
         **config,
         "provenance": {
@@ -71,12 +58,12 @@ def export_config(study: optuna.Study, url: str, rank: int = 1) -> dict[str, Any
             "trial": trial.number,
             "rank": rank,
             "storage": redact(url),
-            "metric": metric.get("name"),
-            "goal": metric.get("goal"),
+            "metric": metric,
+            "goal": goal,
             "value": trial.value,
-            "epochs_run": trial.user_attrs.get("epochs_run"),
+            "epochs_run": record.recorded_epochs_run(trial),
             "sweeper_version": sweeper.__version__,
-            "code_version": study.user_attrs.get(STUDY_CODE_ATTR),
+            "code_version": record.code_version_of(study.user_attrs),
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
@@ -120,15 +107,15 @@ def list_studies(url: str) -> list[StudyRow]:
         for t in trials:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         ranked = ranked_trials(study, trials)
-        spec = summary.user_attrs.get(STUDY_SPEC_ATTR, {})
-        metric = spec.get("metric", {})
+        spec = record.stored_spec(summary.user_attrs) or {}
+        metric, _ = record.stored_metric(summary.user_attrs)
         times = [x for t in trials for x in (t.datetime_start, t.datetime_complete) if x is not None]
         rows.append(StudyRow(
             name=summary.study_name,
             method=str(spec.get("method", "")),
             counts=counts,
             best=ranked[0].value if ranked else None,
-            metric=f"{metric.get('name', 'value')} ({summary.direction.name.lower()})",
+            metric=f"{metric or 'value'} ({summary.direction.name.lower()})",
             last_activity=max(times) if times else None,
         ))
     return rows

@@ -27,7 +27,7 @@ import yaml
 from sweeper.errors import InputError
 from sweeper.spec import load_train_config
 from trainers.data import load_data
-from trainers.loop import resolve_device
+from trainers.device import resolve_device
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The Ray Tune trainable: one trial of a trainer, in a Ray worker process.
 
-Kept apart from :mod:`sweeper.execution` so that a worker imports only Ray Tune and the
+Kept apart from the driver's modules so that a worker imports only Ray Tune and the
 trainer (not Optuna, SQLAlchemy or the spec): a new worker starts faster.
 """
 
@@ -23,8 +23,9 @@ def run_trial(config: dict[str, Any]) -> None:
 
     ``config["sweeper"]`` is the trial's training config (see
     :meth:`sweeper.spec.Sweep.trial_config`). Each report carries the trainer's metrics plus
-    ``epoch`` (from 1), ``node`` (host name), ``node_id`` (Ray's), ``worker`` (``host:pid``) and
-    ``device`` (``cpu`` or ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the
+    ``epoch`` (from 1), and where it runs under the names :data:`sweeper.record.WHERE` stores:
+    ``node`` (host name), ``node_id`` (Ray's), ``worker`` (``host:pid``) and ``device`` (``cpu`` or
+    ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the
     trial's CPUs).
     """
     import ray
@@ -51,7 +52,7 @@ def run_trial(config: dict[str, Any]) -> None:
     train_config = TrainConfig(
         params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
         seed=int(cfg["seed"]), device=device, resume_state=_load_checkpoint(tune.get_checkpoint()),
-        threads=threads,
+        threads=threads, program=cfg.get("program"),
     )
 
     def report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:

@@ -54,3 +54,25 @@ def plain_fit(config: TrainConfig, report: Report) -> dict[str, float]:
     """An undeclared user trainer: a bare function."""
     report(1, {"score": 1.0})
     return {"score": 1.0}
+
+
+def slash_metric(config: TrainConfig, report: Report) -> dict[str, float]:
+    """An undeclared trainer whose metric is named as W&B users name theirs: ``val/acc`` = ``lr`` * epoch / 2."""
+    metrics: dict[str, float] = {}
+    for epoch in range(1, config.epochs + 1):
+        metrics = {"val/acc": float(config.params["lr"]) * epoch / 2}
+        report(epoch, metrics)
+    return metrics
+
+
+def wandb_function() -> None:
+    """A W&B user's training function, as passed to ``wandb.agent(sweep_id, function=...)``: no
+    arguments; its config comes from ``wandb.init()``; ``val_acc = lr * epoch``, logged each epoch."""
+    import wandb
+
+    run = wandb.init()
+    lr = float(wandb.config["lr"])
+    for epoch in range(1, int(wandb.config.get("epochs", 3)) + 1):
+        time.sleep(0.05)
+        wandb.log({"val_acc": lr * epoch, "nested": {"loss": 1.0 - lr * epoch}})
+    run.finish()

@@ -29,7 +29,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.cluster import NeededPath, probe
-from sweeper.storage import leases
+from sweeper.coordination import leases
 from tests.conftest import postgres_url, write_spec
 from tests.test_resume import (
     assert_finishes,

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from trainers.base import DataConfig
-from trainers.data import DataError, check_data, load_data, scan_image_folder
+from trainers.data import check_data, load_data
+from trainers.folders import DataError, scan_image_folder
 
 
 def test_mnist5k_split_is_stratified_and_seeded() -> None:
@@ -29,7 +30,7 @@ def test_data_is_decoded_once_per_process() -> None:
     assert load_data(cfg).train_x.shape[1:] == (1, 32, 32)
 
 
-def test_image_folder_skips_bad_files_and_converts_modes(mnist_pngs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_image_folder_skips_bad_files_and_converts_modes(mnist_pngs: Path, caplog: pytest.LogCaptureFixture) -> None:
     load_data.cache_clear()
     data = load_data(DataConfig("imagefolder", root=str(mnist_pngs), image_size=32, val_fraction=0.2))
     assert data.classes == ("digit_0", "digit_1", "digit_2")
@@ -38,7 +39,7 @@ def test_image_folder_skips_bad_files_and_converts_modes(mnist_pngs: Path, capsy
     assert len(data.train_y) + len(data.val_y) == 90
     assert torch.bincount(data.val_y).tolist() == [6, 6, 6]
     assert data.test_x is None
-    assert "skipped 2 file(s)" in capsys.readouterr().err
+    assert "skipped 2 file(s)" in caplog.text  # logger "trainers", shown on stderr by logging's last resort
 
 
 def test_train_val_test_layout(mnist_pngs: Path, tmp_path: Path) -> None:
@@ -111,7 +112,8 @@ def test_torchvision_dataset_read_from_a_local_root(tmp_path: Path) -> None:
 def test_image_folder_cache_is_decoded_once_and_keyed_by_the_files(mnist_pngs: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from trainers.data import _decode, cached_image_folder
+    from trainers.cache import cached_image_folder
+    from trainers.folders import decode
 
     root = tmp_path / "photos"
     shutil.copytree(mnist_pngs, root)
@@ -123,7 +125,7 @@ def test_image_folder_cache_is_decoded_once_and_keyed_by_the_files(mnist_pngs: P
     assert (first.folder / "images.u8").stat().st_size == 90 * 3 * 32 * 32  # the two bad files take no row
     png = root / "digit_2" / "005.png"
     row = first.splits["train"][0] + 60 + 5  # digits 0 and 1 come first, 30 images each
-    assert np.array_equal(first.images[row].numpy(), _decode(str(png), 32))
+    assert np.array_equal(first.images[row].numpy(), decode(str(png), 32))
     Image.fromarray(np.full((28, 28), 255, dtype=np.uint8)).save(png)  # the file changes
     changed = cached_image_folder(str(root), 32, cache)
     assert changed.built and changed.folder != first.folder

@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.execution import run_sweep
-from sweeper.search import GRID_ID_ATTR
+from sweeper.launch import run_sweep
+from sweeper.record import GRID_ID as GRID_ID_ATTR
 from sweeper.spec import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]

@@ -27,8 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.execution import RecordingASHA, create_study
+from sweeper.scheduler import RecordingASHA
 from sweeper.spec import validate
+from sweeper.studies import create_study
 from tests.conftest import POSTGRES_ENV, postgres_url, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -429,8 +430,11 @@ def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, s
     """A driver killed between queueing a grid point and asking for it leaves a WAITING trial;
     the next driver fails it (instead of letting Optuna's ask() pop it in place of the point it
     chose) and every grid point still runs exactly once, with nothing left WAITING."""
-    from sweeper.search import GRID_ID_ATTR, Ledger, StudySearcher
-    from sweeper.storage import open_storage, take_lease
+    from sweeper.coordination import take_lease
+    from sweeper.record import GRID_ID as GRID_ID_ATTR
+    from sweeper.record import TrialDetails
+    from sweeper.searcher import StudySearcher
+    from sweeper.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     sweep = validate({**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts")})
@@ -438,18 +442,17 @@ def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, s
     study = create_study(sweep, 1, storage)
     grid = sweep.space.grid()
     study.enqueue_trial(grid[3], user_attrs={GRID_ID_ATTR: 3}, skip_if_exists=False)  # the dead driver's
-    searcher = StudySearcher(Ledger(study, sweep, storage, take_lease(study), grid=grid), "val_accuracy", "max")
+    searcher = StudySearcher(study, sweep, storage, take_lease(study), grid=grid)
     ran = []
     for n in range(len(grid) + 1):
         config = searcher.suggest(f"t{n}")
         if config == StudySearcher.FINISHED:
             break
         assert isinstance(config, dict)
-        trial = searcher.ledger.trials.pop(f"t{n}")
+        trial = searcher.running[f"t{n}"]
         ran.append(int(trial.user_attrs[GRID_ID_ATTR]))
         assert trial.params == {k: v for k, v in grid[ran[-1]].items() if k in trial.params}
-        study.tell(trial, 0.5)
-        searcher.trial_ended()
+        searcher.tell(f"t{n}", TrialState.COMPLETE, TrialDetails([{"epoch": 1, "val_accuracy": 0.5}], epochs_run=1))
     assert sorted(ran) == list(range(len(grid)))  # each point once
     trials = study.get_trials()
     assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]

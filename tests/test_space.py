@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeper.search import WeightedRandomSampler, make_sampler
+from sweeper.samplers import WeightedRandomSampler, make_sampler
 from sweeper.spec import build_space, validate
 from sweeper.spec._schema import ParameterSpec
 

@@ -64,8 +64,11 @@ def test_defaults_when_keys_are_left_out() -> None:
 
 
 def test_wandb_sweep_file_works_unchanged(tmp_path: Path) -> None:
-    """A W&B sweep as the seeds wrote them: program/project keys, hyperband, epochs as a parameter."""
+    """A W&B sweep as the seeds wrote them: program/project keys, hyperband, epochs as a parameter.
+    With `trainer:` named, the built-in trainer runs and W&B's program and command are ignored
+    (without it, the program runs: tests/test_program.py)."""
     text = """
+trainer: cnn
 program: train.py
 project: inaturalist
 entity: someone
@@ -111,7 +114,7 @@ parameters:
     path.write_text(text)
     sweep = load_sweep(path)
     assert sweep.name == "wandb_sweep"  # no name: the file's stem
-    assert any("program" in w and "project" in w for w in sweep.warnings)
+    assert any("project" in w for w in sweep.warnings) and any("program, command" in w for w in sweep.warnings)
     assert sweep.asha is not None and sweep.asha.grace_period == 2 and sweep.asha.reduction_factor == 3
     assert sweep.max_epochs == 10  # the largest value of parameters.epochs
     lr = sweep.space.distributions["lr"]
@@ -223,8 +226,8 @@ BAD = [
     ("parameters.lr", {"min": 0.0, "max": 0.1, "distribution": "log_uniform_values"},
      "parameters.lr.min: 0.0", "must be > 0"),
     ("parameters.lr", {"min": 0.001, "max": 0.1, "distribution": "normal"},
-     "parameters.lr.distribution: 'normal'", "does not support"),
-    ("parameters.lr", {"min": 0.001, "max": 0.1, "distribution": "q_uniform"}, "parameters.lr.q: (missing)",
+     "parameters.lr.max: 0.1", "does not apply to normal, which takes mu and sigma"),
+    ("parameters.lr", {"min": 0.001, "max": 0.1, "distribution": "q_uniform", "q": -1}, "parameters.lr.q: -1",
      "positive number for q_uniform"),
     ("parameters.lr", {"max": 0.1}, "parameters.lr.min: (missing)", "is required with max"),
     ("parameters.lr", {"value": 0.1, "values": [0.1]}, "parameters.lr:", "exactly one of"),

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from trainers import get_trainer
+from trainers.augment import BatchAugment
 from trainers.base import DataConfig, TrainConfig
 from trainers.data import load_data
-from trainers.loop import BatchAugment, _fold_indices
+from trainers.loop import _fold_indices
 
 SMALL = {"filters": [4, 8, 8, 8, 8], "dense_units": 16, "batch_size": 128, "lr": 0.003}
 DIGITS = DataConfig("digits", image_size=32)
@@ -61,14 +62,14 @@ def test_label_smoothing_changes_the_training_loss_only() -> None:
     assert smooth[0]["val_loss"] == pytest.approx(plain[0]["val_loss"], rel=1e-4)  # validation: plain cross-entropy
 
 
-def test_bf16_on_the_cpu_autocasts(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bf16_on_the_cpu_autocasts(caplog: pytest.LogCaptureFixture) -> None:
     fp32, _ = run({}, epochs=3)
     bf16, _ = run({"precision": "bf16"}, epochs=3)
     assert bf16[-1]["val_accuracy"] > 0.4  # it learns (chance is 0.1) ...
     assert bf16[0]["train_loss"] != fp32[0]["train_loss"]  # ... in bf16 arithmetic, not fp32
     run({"precision": "fp16"}, epochs=1)
     run({"precision": "fp16"}, epochs=1)
-    assert capsys.readouterr().err.count("fp16 autocast is for CUDA") == 1
+    assert caplog.text.count("fp16 autocast is for CUDA") == 1  # said once (logger "trainers")
 
 
 def test_gradient_clipping_bounds_each_step() -> None:

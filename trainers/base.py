@@ -43,9 +43,19 @@ class Report(Protocol):
                  checkpoint: Mapping[str, Any] | None = None) -> None: ...
 
 
+def _bounded(default: Any, **bounds: float) -> Any:
+    """A dataclass field with its default and its bounds (pydantic's ``ge``/``gt``/``le``/``lt``) as
+    metadata: the sweep spec and the training-config file validate against these, with no copy."""
+    return field(default=default, metadata=bounds)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where a trainer's images come from and how they are prepared.
+
+    The one definition of the data settings: the sweep spec's ``data`` and the training-config
+    file's ``data`` (``sweeper export``, ``sweeper train``) are validated against these fields,
+    their defaults and their bounds (:mod:`sweeper.spec._schema`).
 
     Attributes:
         dataset: ``mnist5k`` | ``digits`` | ``imagefolder`` | a torchvision dataset
@@ -54,49 +64,64 @@ class DataConfig:
         image_size: side of the square images a model sees, in pixels.
         val_fraction: share of the training images held out, stratified, for validation
             when the data has no validation split of its own (0 < f < 1).
-        num_workers: DataLoader worker processes (0 = load in the training process).
-        seed: seed of the train/validation split; the same for every trial of a sweep,
-            so that all trials are scored on the same validation images.
+        num_workers: threads that gather batches ahead of the model (0 = in the training loop).
+        cache_dir: the node's folder of decoded image folders (``None``: ``$SWEEPER_CACHE_DIR``,
+            else ``~/.cache/sweeper``); see :func:`trainers.cache.cached_image_folder`.
+        seed: seed of the train/validation split; the same for every trial of a sweep (the
+            sweep's ``seed``), so that all trials are scored on the same validation images.
         train_on_val: retraining a chosen config: the validation images join the training
             ones, and the test split (when the data has one) takes the validation's place.
-        cache_dir: the node's folder of decoded image folders (``None``: ``$SWEEPER_CACHE_DIR``,
-            else ``~/.cache/sweeper``); see :func:`trainers.data.cached_image_folder`.
     """
 
     dataset: str = "mnist5k"
     root: str | None = None
-    image_size: int = 32
-    val_fraction: float = 0.2
-    num_workers: int = 0
-    seed: int = 0
+    image_size: int = _bounded(32, ge=1, le=4096)
+    val_fraction: float = _bounded(0.2, gt=0, lt=1)
+    num_workers: int = _bounded(0, ge=0, le=64)
+    seed: int = _bounded(0, ge=0, lt=2**31)
     train_on_val: bool = False
     cache_dir: str | None = None
+
+
+# The data settings that a sweep sets per trial rather than the spec's ``data`` key.
+PER_TRIAL_DATA = ("seed", "train_on_val")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs.
 
+    The one definition of a training run's settings: ``sweeper export`` writes ``params``,
+    ``data``, ``epochs``, ``seed`` and ``threads`` (with the trainer's name), and ``sweeper
+    train``/``retrain`` validate the file against these fields, defaults and bounds.
+
     Attributes:
         params: the trainer's hyperparameters by name (every declared one present).
         data: the data settings.
         epochs: number of epochs to train (each epoch is one pass over the training split).
         seed: seed of the model's initialisation, shuffling and augmentation.
-        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-        resume_state: the last ``checkpoint`` the trainer reported, when the run continues
-            after its worker died; training goes on at ``resume_state["epoch"] + 1``.
         threads: CPU threads torch may use (``None``: torch's default). The same config
             and seed give the same curve on the CPU only with the same thread count, since
             it sets the order of floating-point sums.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        resume_state: the last ``checkpoint`` the trainer reported, when the run continues
+            after its worker died; training goes on at ``resume_state["epoch"] + 1``.
+        program: for a sweep of a W&B program (``program:`` in the spec), how to run it
+            (:func:`sweeper.program.fit` reads it); ``None`` for every other trainer.
     """
 
     params: Mapping[str, Any]
     data: DataConfig = field(default_factory=DataConfig)
-    epochs: int = 10
-    seed: int = 0
+    epochs: int = _bounded(10, ge=1, le=100000)
+    seed: int = _bounded(0, ge=0, lt=2**31)
     device: str = "auto"
     resume_state: Mapping[str, Any] | None = None
-    threads: int | None = None
+    threads: int | None = _bounded(None, ge=1, le=1024)
+    program: Mapping[str, Any] | None = None
+
+
+# TrainConfig's fields that exist only while a run runs (never in a config file).
+RUNTIME_FIELDS = ("device", "resume_state")
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,7 @@ class Param:
         low, high: the inclusive range allowed for numbers (and for each item of an
             ``int_list``); ``None`` for no bound.
         length: the item count of an ``int_list``.
-        help: one line for the README and ``sweeper validate``.
+        help: one line saying what the parameter does (the README's parameter tables say the same).
         file: a ``str`` that is one of ``choices`` or else the path of an existing file
             (made absolute by :meth:`resolve` before trials run in other folders).
     """

@@ -15,7 +15,10 @@ from torch import nn
 
 from trainers.base import EPOCH_METRICS, Param, Report, TrainConfig, Trainer
 from trainers.data import load_data
-from trainers.loop import OPTIMIZATION_PARAMS, fit_classifier, seed_everything, with_normalization
+from trainers.loop import fit_classifier
+from trainers.normalize import with_normalization
+from trainers.optim import OPTIMIZATION_PARAMS
+from trainers.rng import seed_everything
 
 BLOCKS = 5
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
+import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,14 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from trainers.base import DataConfig
+from trainers.cache import cache_root, cached_image_folder
+from trainers.folders import DataError, scan_image_folder
 
-# Same list as torchvision.datasets.folder.IMG_EXTENSIONS, so the layout matches ImageFolder.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 BUNDLED_DATASETS = ("mnist5k", "digits")
 
-
-class DataError(ValueError):
-    """The data cannot be used as configured; the message says what and where."""
+log = logging.getLogger("trainers")
 
 
 @dataclass(frozen=True)
@@ -37,7 +32,7 @@ class ImageData:
     """A dataset decoded to tensors, split into train / validation (/ test) by index.
 
     The images stay in one tensor (for image folders, a read-only memory map of the node's
-    cache, see :func:`cached_image_folder`); the splits are index tensors into it, so that a
+    cache, see :func:`trainers.cache.cached_image_folder`); the splits are index tensors into it, so that a
     trial never copies the training split.
 
     Attributes:
@@ -93,69 +88,6 @@ class ImageData:
         return None if self.test_idx is None else self.labels[self.test_idx]
 
 
-@dataclass(frozen=True)
-class FolderLayout:
-    """The files of an ImageFolder-style root, before decoding.
-
-    Attributes:
-        classes: sorted class folder names.
-        splits: ``{"train" | "val" | "test": [(path, label), ...]}``; ``val`` is absent
-            when the root has no ``val/`` folder, ``test`` when it has no ``test/``.
-        not_images: files whose extension is not an image extension (skipped).
-    """
-
-    classes: tuple[str, ...]
-    splits: dict[str, list[tuple[str, int]]]
-    not_images: int
-
-
-def scan_image_folder(root: str | os.PathLike[str]) -> FolderLayout:
-    """List an image folder without decoding it.
-
-    Accepts ``root/train/<class>/*`` with optional ``root/val`` and ``root/test`` of the
-    same classes, or ``root/<class>/*``. Hidden files and folders are ignored.
-
-    Raises:
-        DataError: the root is missing, holds no class folders, a class folder holds no
-            image file, or ``val/``/``test/`` has other classes than ``train/``.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise DataError(f"data.root: folder {str(base)!r} does not exist")
-    top = base / "train" if (base / "train").is_dir() else base
-    classes = _class_dirs(top)
-    if not classes:
-        raise DataError(
-            f"data.root: {str(top)!r} holds no class folders "
-            "(expected <root>/<class>/<image> or <root>/train/<class>/<image>)"
-        )
-    splits: dict[str, list[tuple[str, int]]] = {}
-    not_images = 0
-    for split, folder in (("train", top), ("val", base / "val"), ("test", base / "test")):
-        if split != "train" and (top is base or not folder.is_dir()):
-            continue
-        if split != "train" and tuple(_class_dirs(folder)) != tuple(classes):
-            raise DataError(
-                f"data.root: the classes of {str(folder)!r} differ from those of {str(top)!r}"
-            )
-        items: list[tuple[str, int]] = []
-        for label, name in enumerate(classes):
-            files = sorted(
-                p for p in (folder / name).rglob("*") if p.is_file() and not p.name.startswith(".")
-            )
-            images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-            not_images += len(files) - len(images)
-            if not images:
-                raise DataError(f"data.root: class folder {str(folder / name)!r} holds no image")
-            items.extend((str(p), label) for p in images)
-        splits[split] = items
-    return FolderLayout(tuple(classes), splits, not_images)
-
-
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def check_data(cfg: DataConfig) -> list[tuple[str, object, str]]:
     """Check a data configuration without decoding images.
 
@@ -196,7 +128,7 @@ def torchvision_dataset_names() -> list[str]:
 def load_data(cfg: DataConfig) -> ImageData:
     """Decode and split a dataset once per process; later calls return the same object.
 
-    Image folders are decoded once per node into the cache (:func:`cached_image_folder`) and
+    Image folders are decoded once per node into the cache (:func:`trainers.cache.cached_image_folder`) and
     memory-mapped from it, so that every trial on the node shares one copy in the page cache.
 
     Raises:
@@ -264,147 +196,12 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _decode(path: str, size: int) -> np.ndarray | None:
-    """One image file as RGB uint8 ``(3, size, size)``: shorter side scaled, centre crop."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # lets JPEG decode at a reduced scale
-            rgb = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
-    except Exception:
-        return None
-
-
-# Bump when decoding changes, so that no cache written by an older decoder is served.
-CACHE_VERSION = 1
-
-
-def cache_root(cfg: DataConfig) -> Path:
-    """The node's cache folder: ``data.cache_dir``, else ``$SWEEPER_CACHE_DIR``, else ``~/.cache/sweeper``."""
-    return Path(cfg.cache_dir or os.environ.get("SWEEPER_CACHE_DIR") or "~/.cache/sweeper").expanduser()
-
-
-@dataclass(frozen=True)
-class CachedFolder:
-    """An image folder decoded once, as the cache holds it.
-
-    Attributes:
-        images: uint8 ``(N, 3, S, S)``, memory-mapped read-only from ``folder/images.u8``,
-            ordered split by split (train, then val, then test).
-        labels: int64 ``(N,)``.
-        splits: ``{split: (start, stop)}`` rows of each split of the folder.
-        classes: class folder names.
-        skipped: files that are not images or could not be decoded.
-        folder: where the cache lives.
-        built: whether this call decoded the images (``False``: served from the cache).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    splits: dict[str, tuple[int, int]]
-    classes: tuple[str, ...]
-    skipped: int
-    folder: Path
-    built: bool
-
-
-def cached_image_folder(root: str, image_size: int, cache_dir: Path) -> CachedFolder:
-    """Decode the image folder ``root`` at ``image_size`` once per node; map it from the cache after.
-
-    The cache entry is named by a SHA-256 of every file's path, size and modification time
-    (plus the image size and :data:`CACHE_VERSION`), so a changed, added or removed file makes a
-    new entry and a stale one is never served. Decoding happens under a file lock, so trials
-    starting together on a node decode once; the entry appears atomically (its ``meta.json``
-    is written last). Readers map ``images.u8`` copy-on-write: the pages are shared by every
-    process of the node through the page cache.
-
-    Raises:
-        DataError: as :func:`scan_image_folder`.
-    """
-    import fcntl
-    import hashlib
-    import json
-
-    layout = scan_image_folder(root)
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{image_size}|{layout.not_images}".encode())
-    for split, items in layout.splits.items():
-        for path, label in items:
-            st = os.stat(path)
-            digest.update(f"{split}|{path}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    folder = cache_dir / f"{Path(root).name or 'root'}-{image_size}px-{digest.hexdigest()[:20]}"
-    built = False
-    if not (folder / "meta.json").is_file():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(cache_dir / f"{folder.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / "meta.json").is_file():
-                _build_cache(layout, image_size, folder)
-                built = True
-    meta = json.loads((folder / "meta.json").read_text())
-    n = int(meta["n"])
-    shape = (n, 3, image_size, image_size)
-    images = (torch.from_numpy(np.memmap(folder / "images.u8", dtype=np.uint8, mode="c", shape=shape)) if n
-              else torch.zeros(shape, dtype=torch.uint8))
-    return CachedFolder(
-        images=images, labels=torch.from_numpy(np.load(folder / "labels.npy")),
-        splits={k: (int(a), int(b)) for k, (a, b) in meta["splits"].items()}, classes=tuple(meta["classes"]),
-        skipped=int(meta["skipped"]), folder=folder, built=built,
-    )
-
-
-def _build_cache(layout: FolderLayout, size: int, folder: Path) -> None:
-    """Decode every split of ``layout`` into ``folder`` (written to a temporary folder, then renamed)."""
-    import json
-    import shutil
-    import tempfile
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-    try:
-        total = sum(len(items) for items in layout.splits.values())
-        out = np.memmap(tmp / "images.u8", mode="w+", dtype=np.uint8, shape=(max(1, total), 3, size, size))
-        labels: list[int] = []
-        splits: dict[str, tuple[int, int]] = {}
-        skipped = layout.not_images
-        row = 0
-        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            for split, items in layout.splits.items():
-                start = row
-                for first in range(0, len(items), 512):  # bounded memory: 512 images in flight
-                    chunk = items[first:first + 512]
-                    for array, (_, label) in zip(pool.map(lambda item: _decode(item[0], size), chunk), chunk,
-                                                 strict=True):
-                        if array is None:
-                            skipped += 1
-                            continue
-                        out[row] = array
-                        labels.append(label)
-                        row += 1
-                splits[split] = (start, row)
-        out.flush()
-        del out
-        os.truncate(tmp / "images.u8", row * 3 * size * size)  # less the skipped files' rows
-        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
-        meta = {"n": row, "image_size": size, "splits": splits, "classes": list(layout.classes),
-                "skipped": skipped, "version": CACHE_VERSION}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load_image_folder(cfg: DataConfig) -> ImageData:
     assert cfg.root is not None
     cached = cached_image_folder(cfg.root, cfg.image_size, cache_root(cfg))
     if cached.skipped:
-        print(
-            f"data: skipped {cached.skipped} file(s) under {cfg.root} that are not images or could not be decoded",
-            file=sys.stderr,
-        )
+        log.warning("data: skipped %d file(s) under %s that are not images or could not be decoded",
+                    cached.skipped, cfg.root)
 
     def rows(split: str) -> torch.Tensor:
         start, stop = cached.splits[split]

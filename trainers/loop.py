@@ -1,4 +1,4 @@
-"""The training loop shared by the trainers: optimiser, schedule, augmentation, epochs, folds.
+"""The training loop shared by the trainers: epochs, batches, fine-tuning, early stopping, k-fold.
 
 Images arrive as uint8 tensors ``(N, C, S, S)`` with index tensors per split (see
 :mod:`trainers.data`). Each batch is gathered by index (from memory or the node's
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import copy
 import math
-import random
-import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,258 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.base import Param, Report, TrainConfig
+from trainers.augment import BatchAugment
+from trainers.base import Report, TrainConfig
 from trainers.data import ImageData
-
-# Parameters every built-in trainer reads: optimisation, schedule, regularisation, precision.
-OPTIMIZATION_PARAMS: dict[str, Param] = {
-    "optimizer": Param("str", "adam", "adam | adamw | sgd (with momentum) | adamax",
-                       choices=("adam", "adamw", "sgd", "adamax")),
-    "lr": Param("float", 1e-3, "learning rate (the peak of onecycle and of a warm-up)", low=1e-8, high=10.0),
-    "momentum": Param("float", 0.9, "momentum of sgd (ignored by the others)", low=0.0, high=1.0),
-    "weight_decay": Param("float", 0.0, "L2 weight decay (decoupled for adamw)", low=0.0, high=1.0),
-    "batch_size": Param("int", 64, "images per optimisation step", low=1, high=65536),
-    "augment": Param("bool", False, "per-image random resized crop (scale 0.8-1), rotation up to 10 degrees, "
-                     "brightness/contrast (and saturation) jitter 0.2, horizontal flip for colour images only; "
-                     "batched on the trial's device"),
-    "lr_schedule": Param("str", "none", "none | cosine (to 0 over the epochs after the warm-up) | step "
-                         "(x gamma every step_size epochs) | plateau (x gamma after plateau_patience epochs "
-                         "without progress of monitor) | onecycle (per step, peak lr)",
-                         choices=("none", "cosine", "step", "plateau", "onecycle")),
-    "warmup_epochs": Param("int", 0, "epochs of linear warm-up from lr/(warmup_epochs+1) to lr (cosine, step); "
-                           "onecycle's rising share (default 30%)", low=0, high=10000),
-    "step_size": Param("int", 10, "epochs between two decays of the step schedule", low=1, high=10000),
-    "gamma": Param("float", 0.1, "learning-rate factor of each step / plateau decay", low=1e-6, high=1.0),
-    "plateau_patience": Param("int", 2, "epochs without progress before plateau decays", low=0, high=10000),
-    "monitor": Param("str", "val_accuracy", "what early stopping and plateau watch (val_accuracy up, "
-                     "val_loss down; a sweep sets it to its metric)", choices=("val_accuracy", "val_loss")),
-    "patience": Param("int", 0, "early stopping: stop after this many epochs without progress of monitor and "
-                      "keep the best epoch's weights (0 = off)", low=0, high=10000),
-    "min_delta": Param("float", 0.0, "smallest change of monitor that counts as progress", low=0.0, high=1e6),
-    "grad_clip": Param("float", 0.0, "clip the gradients' global L2 norm to this (0 = off)", low=0.0, high=1e6),
-    "label_smoothing": Param("float", 0.0, "label smoothing of the training loss", low=0.0, high=0.99),
-    "precision": Param("str", "fp32", "fp32 | bf16 | fp16: autocast on CUDA (fp16 with a gradient scaler); "
-                       "bf16 on the CPU (fp16 there runs as bf16)", choices=("fp32", "bf16", "fp16")),
-    "channels_last": Param("bool", True, "channels-last memory format on CUDA (ignored on the CPU)"),
-    "deterministic": Param("bool", False, "deterministic cuDNN kernels (slower; CPU runs are always "
-                           "repeatable for a given thread count)"),
-    "folds": Param("int", 1, "stratified k-fold cross-validation over train+val when >= 2: one model per fold, "
-                   "the reported metrics are the means over folds, each fold's as fold<i>_<metric>",
-                   low=1, high=50),
-}
-
-_said: set[str] = set()
-
-
-def say_once(message: str) -> None:
-    """Print ``message`` on stderr the first time this process asks."""
-    if message not in _said:
-        _said.add(message)
-        print(f"trainer: {message}", file=sys.stderr)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the CUDA device Ray (or the user) made visible, else the CPU.
-
-    Says once per process, on stderr, when it falls back to the CPU.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cpu":
-        say_once("CUDA is not available; training on the CPU")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` on ``device`` (``None``: full fp32).
-
-    bf16 where the device supports it, else fp16 on CUDA; fp16 on the CPU runs as bf16
-    (torch's CPU autocast is made for bf16). Each substitution is said once.
-    """
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            say_once("this GPU has no bf16; using fp16 with a gradient scaler")
-            return torch.float16
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision == "fp16":
-        say_once("fp16 autocast is for CUDA; on the CPU this runs as bf16")
-    return torch.bfloat16
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and CUDA); returns a CPU generator for the data order."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def rng_state(generator: torch.Generator, augment: torch.Generator | None = None) -> dict[str, Any]:
-    """Python, NumPy, torch, data-order and augmentation RNG states.
-
-    In types that ``torch.load(weights_only=True)`` reads back.
-    """
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
-                  float(cached)],
-        "torch": torch.get_rng_state(),
-        "data_order": generator.get_state(),
-    }
-    if augment is not None:
-        state["augment"] = augment.get_state()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any], generator: torch.Generator, augment: torch.Generator | None = None) -> None:
-    """Restore what :func:`rng_state` saved."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["data_order"])
-    if augment is not None and "augment" in state:
-        augment.set_state(state["augment"])
-
-
-def make_optimizer(params: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> torch.optim.Optimizer:
-    """The optimiser named by ``params['optimizer']`` over parameter ``groups``.
-
-    Each group is ``{"params": [...], "lr_factor": f}``: its learning rate is ``params['lr'] * f``.
-    Frozen parameters may be in a group: without a gradient, torch's optimisers skip them.
-    """
-    name, lr, wd = params["optimizer"], float(params["lr"]), float(params["weight_decay"])
-    torch_groups = [{"params": list(g["params"]), "lr": lr * float(g.get("lr_factor", 1.0))} for g in groups]
-    if name == "adam":
-        return torch.optim.Adam(torch_groups, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(torch_groups, lr=lr, weight_decay=wd)
-    if name == "adamax":
-        return torch.optim.Adamax(torch_groups, lr=lr, weight_decay=wd)
-    if name == "sgd":
-        return torch.optim.SGD(torch_groups, lr=lr, momentum=float(params["momentum"]), weight_decay=wd)
-    raise ValueError(f"optimizer {name!r} is not one of adam, adamw, sgd, adamax")
-
-
-def make_scheduler(params: Mapping[str, Any], optimizer: torch.optim.Optimizer, epochs: int,
-                   steps_per_epoch: int) -> Any:
-    """torch's learning-rate scheduler for ``params['lr_schedule']``, or ``None`` for ``none``.
-
-    ``cosine``: CosineAnnealingLR to 0 over the epochs after ``warmup_epochs`` of LinearLR
-    (Loshchilov & Hutter, SGDR, 2017; Goyal et al. 2017 for the warm-up); ``step``: StepLR;
-    ``plateau``: ReduceLROnPlateau on ``monitor``; ``onecycle``: OneCycleLR stepped every batch
-    (Smith & Topin 2019). All but ``onecycle`` and ``plateau`` step once per epoch.
-    """
-    sched = torch.optim.lr_scheduler
-    kind, warmup = params["lr_schedule"], int(params["warmup_epochs"])
-    if kind == "none":
-        return None
-    if kind == "onecycle":
-        pct = warmup / epochs if warmup else 0.3
-        return sched.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                total_steps=max(1, epochs * steps_per_epoch), pct_start=min(0.99, max(0.01, pct)))
-    if kind == "plateau":
-        return sched.ReduceLROnPlateau(optimizer, mode="max" if params["monitor"] == "val_accuracy" else "min",
-                                       factor=float(params["gamma"]),
-                                       patience=int(params["plateau_patience"]))
-    main: Any
-    if kind == "cosine":
-        main = sched.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
-    else:
-        main = sched.StepLR(optimizer, step_size=int(params["step_size"]), gamma=float(params["gamma"]))
-    if warmup <= 0:
-        return main
-    ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
-    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
-
-
-class BatchAugment:
-    """Random augmentation of a whole batch on its device, a different draw per image.
-
-    One affine warp per image (``affine_grid`` + ``grid_sample``, bilinear, zeros outside)
-    does what torchvision's ``RandomResizedCrop(scale=(0.8, 1), ratio=(3/4, 4/3))``,
-    ``RandomRotation(10)`` and (for colour images) ``RandomHorizontalFlip`` do one image at a
-    time; then brightness and contrast (and saturation for colour) jitter of 0.2 as in
-    ``ColorJitter``. A flipped digit is another glyph, so grey images are not flipped.
-    """
-
-    def __init__(self, channels: int, scale: tuple[float, float] = (0.8, 1.0), degrees: float = 10.0,
-                 jitter: float = 0.2):
-        self.colour = channels == 3
-        self.scale, self.degrees, self.jitter = scale, degrees, jitter
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """uint8 (or float 0-255) images ``(N, C, S, S)`` → augmented float images in [0, 255], same shape."""
-        n = x.shape[0]
-        u = torch.rand(n, 9, generator=generator, device=x.device)
-        area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
-        ratio = torch.exp(math.log(3 / 4) + math.log(16 / 9) * u[:, 1])
-        w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
-        tx, ty = (1 - w) * (2 * u[:, 2] - 1), (1 - h) * (2 * u[:, 3] - 1)
-        angle = math.radians(self.degrees) * (2 * u[:, 4] - 1)
-        flip = torch.where(u[:, 5] < 0.5, -1.0, 1.0) if self.colour else torch.ones_like(w)
-        cos, sin = angle.cos(), angle.sin()
-        theta = torch.stack([torch.stack([w * cos * flip, -h * sin, tx], 1),
-                             torch.stack([w * sin * flip, h * cos, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        j = self.jitter
-        brightness = (1 + j * (2 * u[:, 6] - 1)).view(-1, 1, 1, 1)
-        contrast = (1 + j * (2 * u[:, 7] - 1)).view(-1, 1, 1, 1)
-        # Brightness b then contrast c around the brightened image's mean grey b*m, in one pass:
-        # (b*x - b*m) * c + b*m = x * (b*c) + b*m*(1-c).
-        mean = self._grey(out).mean(dim=(1, 2, 3), keepdim=True)
-        out = torch.addcmul(brightness * mean * (1 - contrast), out, brightness * contrast)
-        if self.colour:
-            saturation = (1 + j * (2 * u[:, 8] - 1)).view(-1, 1, 1, 1)
-            grey = self._grey(out)
-            out.mul_(saturation).add_(grey * (1 - saturation))
-        return out.clamp_(0.0, 255.0)
-
-    def _grey(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.colour:
-            return x
-        # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
-        return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-
-
-class Normalize(nn.Module):
-    """Images ``(N, C, S, S)`` in 0-255 (uint8 or float) → float, scaled to [0, 1], standardised per channel.
-
-    Starts as the identity standardisation; :meth:`fit_to` sets the training split's per-channel
-    mean and standard deviation. With ``mean``/``std`` given (a pretrained model's, such as
-    ImageNet's), it is ``fixed``: :func:`fit_classifier` leaves it as it is. Both are buffers,
-    so a saved model carries them.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
-        super().__init__()
-        self.fixed = mean is not None
-        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * channels).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * channels).view(1, -1, 1, 1))
-
-    def fit_to(self, images: torch.Tensor) -> None:
-        """Take the mean and standard deviation of (up to 20,000 of) uint8 ``images``."""
-        sample = images[:20000].float() / 255.0
-        self.mean.copy_(sample.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
-        self.std.copy_(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
-
-
-def with_normalization(model: nn.Module, channels: int) -> nn.Sequential:
-    """Prefix ``model`` with a :class:`Normalize`, so the model takes uint8 images."""
-    return nn.Sequential(Normalize(channels), model)
+from trainers.device import autocast_dtype, resolve_device
+from trainers.normalize import Normalize
+from trainers.optim import make_optimizer, make_scheduler
+from trainers.rng import rng_state, seed_everything, set_rng_state
 
 
 @dataclass(frozen=True)
@@ -477,6 +230,35 @@ class _Run:
             self.model.load_state_dict(self.best_state)
 
 
+@dataclass
+class EarlyStopping:
+    """Early stopping's state, saved with each checkpoint (as a plain dict).
+
+    Attributes:
+        epoch: the best epoch so far (0: none yet).
+        score: its monitored value, signed so that higher is better (``val_loss`` negated).
+        metrics: the metrics that epoch reported.
+        bad: epochs since the best one without progress by more than ``min_delta``.
+    """
+
+    epoch: int = 0
+    score: float = -math.inf
+    metrics: dict[str, float] = field(default_factory=dict)
+    bad: int = 0
+
+    def update(self, epoch: int, score: float, metrics: Mapping[str, float], min_delta: float) -> bool:
+        """Count ``epoch``; True when it is the new best (its score beats the best by more than ``min_delta``)."""
+        if score > self.score + min_delta or self.epoch == 0:
+            self.epoch, self.score, self.metrics, self.bad = epoch, score, dict(metrics), 0
+            return True
+        self.bad += 1
+        return False
+
+    def state(self) -> dict[str, Any]:
+        """The state in types that ``torch.load(weights_only=True)`` reads back."""
+        return {"epoch": self.epoch, "score": self.score, "metrics": dict(self.metrics), "bad": self.bad}
+
+
 def _fold_indices(data: ImageData, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Stratified k-fold split (scikit-learn's StratifiedKFold, shuffled with ``seed``) of train+val."""
     from sklearn.model_selection import StratifiedKFold
@@ -531,7 +313,7 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
     aug_gen = torch.Generator(device=device).manual_seed(config.seed + 1) if augment else None
     monitor, patience = str(params["monitor"]), int(params["patience"])
     sign = 1.0 if monitor == "val_accuracy" else -1.0
-    best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "metrics": {}, "bad": 0}
+    best = EarlyStopping()
     batch_size = int(params["batch_size"])
     first_epoch = 1
     if config.resume_state is not None:
@@ -540,7 +322,7 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
         for run, run_state in zip(runs, state.get("runs", [state]), strict=True):
             run.load(run_state)
         set_rng_state(state["rng"], generator, aug_gen)
-        best = {**best, **state.get("early_stopping", {})}
+        best = EarlyStopping(**state.get("early_stopping", {}))
         first_epoch = int(state["epoch"]) + 1
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, config.epochs + 1):
@@ -566,27 +348,23 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
             run.end_epoch(metrics[monitor])
         stop = False
         if patience > 0:
-            score = sign * metrics[monitor]
-            if score > best["score"] + float(params["min_delta"]) or best["epoch"] == 0:
-                best.update(epoch=epoch, score=score, metrics=dict(metrics), bad=0)
+            if best.update(epoch, sign * metrics[monitor], metrics, float(params["min_delta"])):
                 for run in runs:
                     run.keep_best()
-            else:
-                best["bad"] += 1
-            stop = best["bad"] >= patience and epoch < config.epochs
+            stop = best.bad >= patience and epoch < config.epochs
             if stop or epoch == config.epochs:
                 for run in runs:
                     run.restore_best()
-                metrics["best_epoch"] = float(best["epoch"])
+                metrics["best_epoch"] = float(best.epoch)
                 if stop:
                     metrics["early_stopped"] = 1.0
         metrics["epoch_s"] = time.perf_counter() - started
         checkpoint = {"epoch": epoch, "model": runs[0].model.state_dict(), "runs": [run.state() for run in runs],
                       "rng": rng_state(generator, aug_gen),
-                      "early_stopping": {**best, "metrics": dict(best["metrics"])}}
+                      "early_stopping": best.state()}
         report(epoch, metrics, checkpoint)
         if stop:
             break
-    if patience > 0 and best["metrics"]:
-        return {**best["metrics"], "best_epoch": float(best["epoch"])}
+    if patience > 0 and best.metrics:
+        return {**best.metrics, "best_epoch": float(best.epoch)}
     return metrics

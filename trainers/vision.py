@@ -21,7 +21,10 @@ from torch import nn
 
 from trainers.base import EPOCH_METRICS, Param, Report, TrainConfig, Trainer
 from trainers.data import load_data
-from trainers.loop import OPTIMIZATION_PARAMS, FineTune, Normalize, fit_classifier, seed_everything
+from trainers.loop import FineTune, fit_classifier
+from trainers.normalize import Normalize
+from trainers.optim import OPTIMIZATION_PARAMS
+from trainers.rng import seed_everything
 
 # torchvision's classification models (its top-level `models` module: not detection,
 # segmentation, video or optical flow).

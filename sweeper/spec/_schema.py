@@ -5,35 +5,40 @@ The W&B sweep format (``name``, ``method``, ``metric``, ``parameters``, ``run_ca
 ``scheduler``, ``max_concurrent_trials``, ``resources_per_trial``, ``storage``, ``seed``).
 Rules that span keys (a trainer's parameters, grid discreteness) live in
 :mod:`sweeper.spec._validate`; this module is the only one that names the keys.
+
+The ``data`` keys and the training-config file's keys are not defined here: they are the
+fields, defaults and bounds of :class:`trainers.base.DataConfig` and
+:class:`trainers.base.TrainConfig`, turned into pydantic models by :func:`model_of`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-DEFAULT_STORAGE = "sqlite:///sweeps.db"
-DEFAULT_ARTIFACTS = "sweeper_artifacts"
-DEFAULT_EPOCHS = 10
-DEFAULT_RUN_CAP = 20
+from sweeper.defaults import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
+from trainers.base import PER_TRIAL_DATA, RUNTIME_FIELDS, DataConfig, TrainConfig
 
-# W&B keys that only make sense to the W&B agent; accepted and ignored with one warning.
-WANDB_IGNORED_KEYS = ("program", "command", "project", "entity")
+# W&B keys that only make sense to W&B's server; accepted and ignored with one warning.
+WANDB_IGNORED_KEYS = ("project", "entity")
+# The trainer that runs a W&B program (a spec with `program:` and no `trainer:`).
+PROGRAM_TRAINER = "sweeper.program:TRAINER"
 
-# W&B distributions sweeper translates to Optuna, and the ones it does not.
+# Every W&B distribution (W&B's sweeps library, config/schema.json); see sweeper.spec._params.
 DISTRIBUTIONS = (
     "constant",
     "categorical",
+    "categorical_w_probabilities",
     "int_uniform",
     "uniform",
     "q_uniform",
-    "log_uniform_values",
     "log_uniform",
-    "q_log_uniform_values",
-)
-UNSUPPORTED_DISTRIBUTIONS = (
+    "log_uniform_values",
     "q_log_uniform",
+    "q_log_uniform_values",
     "inv_log_uniform",
     "inv_log_uniform_values",
     "normal",
@@ -49,19 +54,38 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def model_of(cls: type, name: str, doc: str, *, exclude: tuple[str, ...] = (),
+             extra: dict[str, Any] | None = None) -> type[BaseModel]:
+    """A strict pydantic model of dataclass ``cls``'s fields (less ``exclude``, plus ``extra``
+    pydantic field definitions): the same names, types and defaults, with the bounds each field
+    carries as metadata (``ge``, ``gt``, ``le``, ``lt``; see :func:`trainers.base._bounded`)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        fields[f.name] = (hints[f.name], Field(default=default, **dict(f.metadata)))
+    fields.update(extra or {})
+    model: type[BaseModel] = create_model(name, __base__=_Model, __doc__=doc, **fields)
+    return model
+
+
 class MetricSpec(_Model):
     """``metric``: what the sweep optimises. ``name`` is a metric the trainer reports per epoch."""
 
     name: str = "val_accuracy"
     goal: Literal["maximize", "minimize"] = "maximize"
-    target: float | None = None  # W&B's stop-at-target; accepted, not used yet
+    target: float | None = None  # W&B's: the sweep stops once a finished trial reaches it
 
 
 class ParameterSpec(_Model):
-    """One entry of ``parameters``: a constant, a list of values, or a range.
+    """One entry of ``parameters``: a constant, a list of values, a range, a distribution, or
+    nested parameters.
 
-    W&B forms: ``value: x``; ``values: [...]`` (with optional ``probabilities``);
-    ``min``/``max`` with ``distribution`` (and ``q`` for the quantised ones).
+    W&B forms: ``value: x``; ``values: [...]`` (with optional ``probabilities``); ``min``/``max``
+    with ``distribution`` (and ``q`` for the quantised ones); ``distribution: normal`` and the
+    like with ``mu``/``sigma`` or ``a``/``b``; ``parameters: {...}`` (nested, at any depth).
     """
 
     value: Any = None
@@ -71,8 +95,11 @@ class ParameterSpec(_Model):
     max: int | float | None = None
     distribution: str | None = None
     q: int | float | None = None
-    mu: float | None = None  # W&B normal distributions: accepted so the error names the distribution
+    mu: float | None = None
     sigma: float | None = None
+    a: float | None = None
+    b: float | None = None
+    parameters: dict[str, ParameterSpec] | None = None
 
 
 class EarlyTerminateSpec(_Model):
@@ -94,15 +121,10 @@ class SchedulerSpec(_Model):
     reduction_factor: float = Field(default=3, gt=1, description="1/fraction of trials promoted at each rung")
 
 
-class DataSpec(_Model):
-    """``data``: the images (see :class:`trainers.base.DataConfig`)."""
-
-    dataset: str = "mnist5k"
-    root: str | None = None
-    image_size: int = Field(default=32, ge=1, le=4096)
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    num_workers: int = Field(default=0, ge=0, le=64)
-    cache_dir: str | None = None
+DataSpec = model_of(DataConfig, "DataSpec", "``data``: the images (see :class:`trainers.base.DataConfig`); the "
+                   "split's seed is the sweep's ``seed``.", exclude=PER_TRIAL_DATA)
+TrainDataSpec = model_of(DataConfig, "TrainDataSpec", "``data`` of a training config: every field of "
+                         ":class:`trainers.base.DataConfig`.")
 
 
 class ResourcesSpec(_Model):
@@ -122,12 +144,13 @@ class SweepSpec(_Model):
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     run_cap: int | None = Field(default=None, ge=1)
     early_terminate: EarlyTerminateSpec | None = None
-    program: Any = None
-    command: Any = None
+    program: str | None = Field(default=None, min_length=1)
+    command: list[str | int | float] | None = None
+    workdir: str | None = None
     project: Any = None
     entity: Any = None
     trainer: str = "cnn"
-    data: DataSpec = DataSpec()
+    data: DataSpec = DataSpec()  # type: ignore[valid-type]  # a model made from trainers.base.DataConfig
     epochs: int | None = Field(default=None, ge=1, le=100000)
     scheduler: SchedulerSpec | None = None
     max_concurrent_trials: int | None = Field(default=None, ge=1)
@@ -139,22 +162,16 @@ class SweepSpec(_Model):
     artifacts: str = DEFAULT_ARTIFACTS
     seed: int = Field(default=0, ge=0, lt=2**31)
 
-
-class TrainDataSpec(DataSpec):
-    """``data`` of a training config: the sweep's data settings plus the split's ``seed`` and
-    ``train_on_val`` (see :class:`trainers.base.DataConfig`)."""
-
-    seed: int = Field(default=0, ge=0, lt=2**31)
-    train_on_val: bool = False
+    def data_settings(self) -> dict[str, Any]:
+        """``data`` as a plain mapping (its model is made at run time, so type checkers see ``Any``)."""
+        data: BaseModel = self.data
+        return data.model_dump()
 
 
-class TrainFileSpec(_Model):
-    """A single training run's config, as ``sweeper export`` writes it and ``sweeper train`` reads it."""
-
-    trainer: str = "cnn"
-    params: dict[str, Any] = Field(default_factory=dict)
-    data: TrainDataSpec = TrainDataSpec()
-    epochs: int = Field(default=10, ge=1, le=100000)
-    seed: int = Field(default=0, ge=0, lt=2**31)
-    threads: int | None = Field(default=None, ge=1, le=1024)
-    provenance: dict[str, Any] | None = None
+TrainFileSpec = model_of(
+    TrainConfig, "TrainFileSpec", "A single training run's config, as ``sweeper export`` writes it and "
+    "``sweeper train`` reads it: :class:`trainers.base.TrainConfig`'s fields, the trainer's name and provenance.",
+    exclude=(*RUNTIME_FIELDS, "data", "params"),
+    extra={"trainer": (str, "cnn"), "params": (dict[str, Any], Field(default_factory=dict)),
+           "data": (TrainDataSpec, TrainDataSpec()), "provenance": (dict[str, Any] | None, None)},
+)

@@ -1,0 +1,198 @@
+"""Launching a sweep: the Ray Tune run that joins the study, the searcher, ASHA and the recorder.
+
+:func:`launch` is the one launch flow, called by ``sweeper launch``/``resume`` on this machine
+and by the driver that :mod:`sweeper.client` runs on a cluster's head: run the sweep to its
+budget (:func:`run_sweep`), show the closing summary, and turn how it ended into the command's
+result (an error for a sweep that stopped early or completed no trial).
+
+The trainable (:func:`sweeper.trainable.run_trial`) runs a trainer in a Ray actor. Actors
+are reused between trials, so a worker process decodes its data once (see
+:func:`trainers.data.load_data`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import optuna
+
+from sweeper.errors import SweeperError
+from sweeper.ray_runtime import concurrency_for, init_ray
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+    from rich.console import Group
+
+    from sweeper.progress import TrialEnd
+    from sweeper.searcher import StudySearcher
+    from sweeper.spec import Sweep
+
+
+@dataclass
+class SweepOutcome:
+    """What :func:`run_sweep` leaves behind.
+
+    Attributes:
+        study: the study (read it with ``optuna.load_study`` too).
+        finished: COMPLETE + PRUNED trials in the study.
+        failed: FAIL trials that failed by themselves (this run's, and the study's before a resume).
+        wall_s: seconds from Ray's start to the end of the sweep.
+        stop_reason: why the sweep stopped early, if it did.
+        interrupted: Ctrl-C stopped it (its running trials are FAIL "sweep interrupted").
+        target_reached: which trial reached ``metric.target``, when one did (the sweep then
+            ends before its budget, successfully).
+    """
+
+    study: optuna.Study
+    finished: int
+    failed: int
+    wall_s: float
+    stop_reason: str | None = None
+    interrupted: bool = False
+    target_reached: str | None = None
+
+
+def _trial_name(trial: Trial) -> str:
+    return f"trial_{trial.config.get('trial_number', trial.trial_id)}"
+
+
+def run_sweep(
+    sweep: Sweep,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    on_start: Callable[[StudySearcher, int], None] | None = None,
+    on_end: Callable[[TrialEnd], None] | None = None,
+) -> SweepOutcome:
+    """Run a sweep on Ray Tune to its budget: create the study, or continue it (``resume``).
+
+    On resume, trials left RUNNING by a driver that is gone are marked FAIL ("driver lost")
+    and their parameters queued again; COMPLETE and PRUNED trials count toward the budget;
+    ASHA's rungs are rebuilt from the curves in the study. Trials of a driver that is still
+    alive are left to it, and both drivers share the budget.
+
+    Args:
+        sweep: the validated spec.
+        address: a Ray cluster to join; ``None`` starts Ray on this machine.
+        resume: continue the existing study of that name instead of creating it.
+        on_start: called with the searcher (the study and the running trials) and the
+            concurrency once trials can start.
+        on_end: called in the driver as each trial ends.
+
+    Raises:
+        InputError: the study exists already (or, with ``resume``, does not), or the storage
+            does not answer.
+        SweeperError: Ray could not start or the sweep broke.
+    """
+    init_ray(address)  # sets Ray Tune's environment before Tune is imported below
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from sweeper.cluster import check_nodes
+    from sweeper.coordination import renew_lease, study_lock, take_lease
+    from sweeper.recorder import StudyRecorder
+    from sweeper.scheduler import make_scheduler
+    from sweeper.searcher import StudySearcher
+    from sweeper.storage import open_storage
+    from sweeper.studies import create_study, load_study_to_resume
+    from sweeper.trainable import run_trial
+
+    check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
+    started = time.time()
+    concurrency = concurrency_for(sweep)
+    storage = open_storage(sweep.spec.storage, pool_size=concurrency)
+    study = (load_study_to_resume if resume else create_study)(sweep, concurrency, storage)
+    searcher = StudySearcher(study, sweep, storage, take_lease(study),
+                             grid=sweep.space.grid() if sweep.spec.method == "grid" else None)
+    scheduler = make_scheduler(sweep)
+    searcher.check_target()
+    if resume:
+        with study_lock(storage, sweep.spec.storage, sweep.name):
+            searcher.reap_zombies()
+        searcher.count_failures()
+        if scheduler is not None:
+            scheduler.replay({f"study-trial-{t.number}": t.intermediate_values
+                              for t in study.get_trials(deepcopy=False) if t.intermediate_values})
+    recorder = StudyRecorder(searcher, scheduler, on_end)
+    res = sweep.spec.resources_per_trial
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": res.cpu, "gpu": res.gpu}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler or FIFOScheduler(),
+            num_samples=-1,
+            max_concurrent_trials=concurrency,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            # One Ray experiment folder per driver: two drivers of a study never share one.
+            name=f"{sweep.name.replace('/', '_')}/driver-{searcher.lease.driver_id}",
+            storage_path=sweep.spec.artifacts,
+            verbose=0,
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    if on_start is not None:
+        on_start(searcher, concurrency)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        searcher.fail_unfinished("sweep interrupted (Ctrl-C)")
+        raise
+    except Exception as err:
+        searcher.fail_unfinished(f"driver error: {err}")
+        raise SweeperError(f"the sweep stopped: {err}") from err
+    finally:
+        with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
+            renew_lease(study, searcher.lease, released=True)
+    finished = searcher.counts()[0]
+    # Tune ends before the budget only when interrupted: its SIGINT handler (Ctrl-C) stops the
+    # trials and returns.
+    interrupted = searcher.stop_reason is None and searcher.target_reached is None and finished < sweep.budget
+    searcher.fail_unfinished("sweep interrupted (Ctrl-C)" if interrupted
+                             else "the trial never reported an end to the driver")
+    if interrupted:
+        searcher.stop_reason = f"interrupted with {finished} of {sweep.budget} trials finished"
+    return SweepOutcome(study, finished, searcher.failed, time.time() - started, searcher.stop_reason, interrupted,
+                        searcher.target_reached)
+
+
+def launch(
+    sweep: Sweep,
+    show: Callable[[Group], None],
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    on_start: Callable[[StudySearcher, int], None] | None = None,
+    on_end: Callable[[TrialEnd], None] | None = None,
+) -> SweepOutcome:
+    """Run (or continue) the sweep (:func:`run_sweep`), ``show`` its closing summary (the counts,
+    the best trials, and that ``metric.target`` was reached when it was), and end as the command ends.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped the sweep (Ray Tune took it and stopped the trials,
+            which are FAIL "sweep interrupted (Ctrl-C)"): the command exits 130 as for any Ctrl-C.
+        SweeperError: the sweep stopped early (more than ``max_failed_trials`` failed), or no
+            trial of the study completed.
+        InputError: as :func:`run_sweep`.
+    """
+    from sweeper.progress import summary
+    from sweeper.results import ranked_trials
+
+    outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end)
+    show(summary(outcome.study, sweep, outcome.wall_s, reached=outcome.target_reached))
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    if outcome.stop_reason:
+        raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
+    if not ranked_trials(outcome.study):
+        raise SweeperError("no trial completed; see the FAIL reasons above")
+    return outcome

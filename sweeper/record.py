@@ -1,0 +1,250 @@
+"""The study's record: every user-attribute key of a study and its trials, with typed readers and writers.
+
+A study is the one source of truth (the spec it was started with, the code version, every
+trial's config, curve, where it ran and how it ended), kept as Optuna user attributes. This
+module is the only one that names those keys: the driver writes through it (the searcher, the
+recorder, the leases) and every reader goes through it (``show``, ``studies``, ``export``,
+``report``, ``retrain``, the progress display). It imports Optuna only, never Ray.
+
+Study attributes: ``sweeper_spec`` (the validated spec, password redacted),
+``sweeper_version``, ``code_version``, ``created_at`` and one ``lease:<driver id>`` per driver.
+
+Trial attributes: ``config`` (the full training config), ``history`` (every metric, every
+epoch), ``epochs_run``, ``wall_s``, ``ray_trial_id``, ``node``, ``node_id``, ``worker``,
+``device``, ``fail_reason``, ``fail_kind``, ``driver_id``, ``worker_retries``, ``retry_of``
+and, for grid search, ``grid_id``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# --- study attributes
+STUDY_SPEC = "sweeper_spec"
+STUDY_VERSION = "sweeper_version"
+STUDY_CODE = "code_version"
+STUDY_CREATED = "created_at"
+LEASE_PREFIX = "lease:"
+
+# --- trial attributes
+CONFIG = "config"
+HISTORY = "history"
+EPOCHS_RUN = "epochs_run"
+WALL_S = "wall_s"
+RAY_TRIAL_ID = "ray_trial_id"
+FAIL_REASON = "fail_reason"
+# "trial": the trial itself failed (counts against max_failed_trials); "driver": its driver was lost.
+FAIL_KIND = "fail_kind"
+DRIVER_ID = "driver_id"
+WORKER_RETRIES = "worker_retries"
+RETRY_OF = "retry_of"
+GRID_ID = "grid_id"
+# Where a trial ran, as its worker reports it with every epoch.
+WHERE = ("node", "node_id", "worker", "device")
+
+FailKind = Literal["trial", "driver"]
+
+
+# --- the study --------------------------------------------------------------------------
+
+
+def write_study_metadata(study: optuna.Study, spec: Mapping[str, Any], version: str, code: str) -> None:
+    """Store the validated spec (its ``storage`` already redacted by the caller), sweeper's
+    version, the code version and the creation time (UTC) with the study."""
+    study.set_user_attr(STUDY_SPEC, dict(spec))
+    study.set_user_attr(STUDY_VERSION, version)
+    study.set_user_attr(STUDY_CODE, code)
+    study.set_user_attr(STUDY_CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+
+def stored_spec(study_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec stored with a study (its user attributes), ``None`` for a study not made by sweeper."""
+    spec = study_attrs.get(STUDY_SPEC)
+    return dict(spec) if isinstance(spec, dict) else None
+
+
+def stored_metric(study_attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The stored spec's ``metric`` as ``(name, goal)``; ``(None, None)`` without a stored spec."""
+    metric = (stored_spec(study_attrs) or {}).get("metric") or {}
+    return metric.get("name"), metric.get("goal")
+
+
+def code_version_of(study_attrs: Mapping[str, Any]) -> str | None:
+    """The code version stored with a study (``sweeper 0.1.0 (git abc1234)``)."""
+    value = study_attrs.get(STUDY_CODE)
+    return str(value) if value is not None else None
+
+
+def write_lease(study: optuna.Study, driver_id: str, lease: Mapping[str, Any]) -> None:
+    """Store (or renew) driver ``driver_id``'s lease on the study (see :mod:`sweeper.coordination`)."""
+    study.set_user_attr(LEASE_PREFIX + driver_id, dict(lease))
+
+
+def read_leases(study_attrs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every driver lease stored on a study, by driver id, as written by :func:`write_lease`."""
+    return {key[len(LEASE_PREFIX):]: dict(value) for key, value in study_attrs.items()
+            if key.startswith(LEASE_PREFIX) and isinstance(value, dict)}
+
+
+# --- a trial ----------------------------------------------------------------------------
+
+
+def write_asked(trial: optuna.Trial, config: Mapping[str, Any], driver_id: str, ray_trial_id: str) -> None:
+    """Record what a driver asked a trial for: its training config, its driver, Ray's trial id."""
+    trial.set_user_attr(CONFIG, dict(config))
+    trial.set_user_attr(DRIVER_ID, driver_id)
+    trial.set_user_attr(RAY_TRIAL_ID, ray_trial_id)
+
+
+@dataclass
+class TrialDetails:
+    """What the driver learnt of a trial while it ran, written with its end.
+
+    Attributes:
+        history: one row per epoch, ``{"epoch": e, metric: value, ...}``.
+        epochs_run: epochs the trial trained.
+        where: ``node``, ``node_id``, ``worker`` (``host:pid``) and ``device``.
+        wall_s: seconds from its start to its end, ``None`` when unknown.
+        worker_retries: times Ray restarted it after its worker died (0: never).
+        fail_reason: why it failed (its error's last line), ``None`` unless FAIL.
+        fail_kind: ``trial`` (counts against ``max_failed_trials``) or ``driver``.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+    where: dict[str, str] = field(default_factory=dict)
+    wall_s: float | None = None
+    worker_retries: int = 0
+    fail_reason: str | None = None
+    fail_kind: FailKind = "trial"
+
+
+def write_details(trial: optuna.Trial, details: TrialDetails) -> None:
+    """Write what :class:`TrialDetails` holds to the trial (before it is told its end)."""
+    attrs: dict[str, Any] = {HISTORY: details.history, EPOCHS_RUN: details.epochs_run, **details.where}
+    if details.wall_s is not None:
+        attrs[WALL_S] = round(details.wall_s, 3)
+    if details.worker_retries:
+        attrs[WORKER_RETRIES] = details.worker_retries
+    if details.fail_reason:
+        attrs[FAIL_REASON] = details.fail_reason
+        attrs[FAIL_KIND] = details.fail_kind
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def write_failure(trial: optuna.Trial, reason: str, kind: FailKind) -> None:
+    """Record why a trial failed (before it is told FAIL)."""
+    trial.set_user_attr(FAIL_REASON, reason)
+    trial.set_user_attr(FAIL_KIND, kind)
+
+
+def mark_driver_lost(storage: optuna.storages.BaseStorage, trial_id: int, why: str) -> None:
+    """Record on a trial (by its storage id) that its driver was lost: ``fail_reason`` "driver
+    lost: <why>", kind ``driver`` (not counted against ``max_failed_trials``); the caller then
+    ends it FAIL."""
+    storage.set_trial_user_attr(trial_id, FAIL_REASON, f"driver lost: {why}")
+    storage.set_trial_user_attr(trial_id, FAIL_KIND, "driver")
+
+
+def queue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial``'s parameters to run again, linked back to it by ``retry_of``."""
+    study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+def queue_grid_point(study: optuna.Study, point: Mapping[str, Any], grid_id: int) -> None:
+    """Queue grid point ``grid_id`` (Optuna's representation of its parameters)."""
+    study.enqueue_trial(dict(point), user_attrs={GRID_ID: grid_id}, skip_if_exists=False)
+
+
+def config_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The trial's full training config (what ``sweeper export`` writes), ``None`` if it has none."""
+    config = trial.user_attrs.get(CONFIG)
+    return dict(config) if isinstance(config, dict) else None
+
+
+def configured_epochs(trial: FrozenTrial, default: int) -> int:
+    """The epochs the trial was configured to train (its config's ``epochs``), else ``default``."""
+    return int((config_of(trial) or {}).get("epochs", default))
+
+
+def trained_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The searched parameters as the trainer got them (decoded and quantised), by Optuna's names
+    (a nested parameter's name is its dotted path, ``optimizer.lr``)."""
+    given = (config_of(trial) or {}).get("params") or {}
+
+    def lookup(name: str, fallback: Any) -> Any:
+        if name in given:
+            return given[name]
+        node: Any = given
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return fallback
+            node = node[part]
+        return node
+
+    return {name: lookup(name, value) for name, value in trial.params.items()}
+
+
+def history_of(trial: FrozenTrial) -> list[dict[str, float]]:
+    """Every metric of every epoch the trial reported, one row per epoch."""
+    return list(trial.user_attrs.get(HISTORY) or [])
+
+
+def epochs_run_of(trial: FrozenTrial, default: int | None = None) -> int:
+    """Epochs the trial trained; ``default`` (else its number of intermediate values) when unrecorded."""
+    value = trial.user_attrs.get(EPOCHS_RUN)
+    if value is None:
+        return len(trial.intermediate_values) if default is None else default
+    return int(value)
+
+
+def recorded_epochs_run(trial: FrozenTrial) -> int | None:
+    """Epochs the trial trained as its driver recorded them, ``None`` when unrecorded."""
+    value = trial.user_attrs.get(EPOCHS_RUN)
+    return int(value) if value is not None else None
+
+
+def worker_of(trial: FrozenTrial) -> str:
+    """The worker (``host:pid``) the trial ran on, else its node, else ``unknown``."""
+    return str(trial.user_attrs.get("worker") or trial.user_attrs.get("node") or "unknown")
+
+
+def end_reason(trial: FrozenTrial) -> str | None:
+    """Why the trial failed (``FloatingPointError: loss became NaN at epoch 3``), ``None`` otherwise."""
+    reason = trial.user_attrs.get(FAIL_REASON)
+    return str(reason) if reason is not None else None
+
+
+def fail_kind_of(trial: FrozenTrial) -> FailKind:
+    """``driver`` when the trial failed because its driver was lost or interrupted, else ``trial``."""
+    return "driver" if trial.user_attrs.get(FAIL_KIND) == "driver" else "trial"
+
+
+def failed_by_itself(trial: FrozenTrial) -> bool:
+    """A FAIL trial that failed by itself (a trainer error, a worker lost too often), not by its driver."""
+    return trial.state == TrialState.FAIL and fail_kind_of(trial) == "trial"
+
+
+def driver_of(trial: FrozenTrial) -> str | None:
+    """The id of the driver that asked the trial."""
+    value = trial.user_attrs.get(DRIVER_ID)
+    return str(value) if value is not None else None
+
+
+def grid_id_of(trial: FrozenTrial) -> int | None:
+    """The grid point the trial runs, ``None`` outside grid search."""
+    value = trial.user_attrs.get(GRID_ID)
+    return int(value) if value is not None else None
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The number of the trial whose parameters this one runs again (after its driver was lost)."""
+    value = trial.user_attrs.get(RETRY_OF)
+    return int(value) if value is not None else None

@@ -1,0 +1,188 @@
+"""The recorder: a Ray Tune callback in the driver that follows each trial and decides how it ended.
+
+It writes each epoch's metric as an Optuna intermediate value (``trial.report``), keeps the
+rest of each epoch (every metric, where the trial runs, its retries) in memory, and at the
+trial's end decides its state and hands it, with those details, to
+:meth:`sweeper.searcher.StudySearcher.tell`:
+
+- COMPLETE when the trial ran all its epochs (or its trainer's own early stopping ended it),
+- PRUNED when ASHA stopped it earlier (Ray reports both as TERMINATED, so the scheduler's
+  own STOP decisions are asked, see :class:`sweeper.scheduler.RecordingASHA`),
+- FAIL with the error's last line when the trainer raised or its worker was lost too often,
+  or (kind ``driver``) when the sweep was interrupted before the trial's last epoch.
+
+Then it keeps the checkpoints of the ``keep_checkpoints`` best COMPLETE trials only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.experiment import Trial
+
+from sweeper import record
+from sweeper.progress import TrialEnd
+from sweeper.scheduler import RecordingASHA
+from sweeper.searcher import StudySearcher
+from sweeper.trainable import ERROR_KEY
+from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
+
+log = logging.getLogger(__name__)
+
+# What the trainable (where the trial runs) and Ray Tune add to every result: never a trainer's metric.
+_TUNE_KEYS = {"epoch", *record.WHERE, "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
+              "done", "trial_id", "iterations_since_restore", "time_since_restore", "checkpoint_dir_name", "date",
+              "hostname", "node_ip", "config", ERROR_KEY}
+
+
+class StudyRecorder(tune.Callback):
+    """Follows every trial's epochs and end, and tells the study through the searcher; driver only."""
+
+    def __init__(self, searcher: StudySearcher, scheduler: RecordingASHA | None,
+                 on_end: Callable[[TrialEnd], None] | None = None):
+        self.searcher = searcher
+        self.scheduler = scheduler
+        self.on_end = on_end
+        self._started: dict[str, float] = {}
+        self._history: dict[str, list[dict[str, float]]] = {}
+        self._where: dict[str, dict[str, str]] = {}
+        self._retries: dict[str, int] = {}
+        self._best: list[tuple[float, Path]] = []  # (score, trial folder) of COMPLETE trials
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Ray pickles callbacks with its experiment state; the study stays here.
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self.searcher.renew_lease()
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        # Its worker died; Ray restarts it from the last checkpoint. The Optuna trial stays RUNNING.
+        self._retries[trial.trial_id] = self._retries.get(trial.trial_id, 0) + 1
+        log.warning("trial %s: worker lost, retrying from its last checkpoint (%s)", trial.trial_id,
+                    _last_line(trial))
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
+        optuna_trial = self.searcher.running.get(trial.trial_id)
+        if optuna_trial is None or "epoch" not in result:
+            return
+        metric = self.searcher.sweep.spec.metric.name
+        epoch = int(result["epoch"])
+        # One write per epoch: the trial's worker waits for the driver at each report, so
+        # every write here lengthens every trial. The rest of the epoch is kept in memory
+        # and written with the trial's end.
+        history = self._history.setdefault(trial.trial_id, [])
+        # An epoch seen before (redone after a worker was lost, or a program's last step coming
+        # again with its end) already has its intermediate value.
+        if metric in result and not any(r["epoch"] == epoch for r in history):
+            optuna_trial.report(float(result[metric]), step=epoch)
+        names = self._metric_names(result)
+        row = {k: float(v) for k, v in result.items() if k in names and isinstance(v, (int, float))}
+        while history and history[-1]["epoch"] >= epoch:  # epochs redone after a worker was lost
+            history.pop()
+        history.append({"epoch": epoch, **row})
+        if trial.trial_id not in self._where:
+            self._where[trial.trial_id] = {key: str(result.get(key, "")) for key in record.WHERE}
+
+    def _metric_names(self, result: dict[str, Any]) -> set[str]:
+        declared = self.searcher.sweep.trainer.metrics
+        if declared is not None:
+            return {*declared, *EXTRA_METRICS, *(k for k in result if k.startswith(FOLD_METRIC_PREFIX))}
+        return {k for k in result if k not in _TUNE_KEYS}
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        """Tell the trial's end: FAIL (trainer error), COMPLETE (all epochs), PRUNED (ASHA's stop)."""
+        result = trial.last_result or {}
+        history = self._history.get(trial.trial_id, [])
+        epochs_run = int(history[-1]["epoch"]) if history else 0
+        epochs = int(trial.config["sweeper"]["epochs"])
+        if ERROR_KEY in result:
+            self._tell(trial, TrialState.FAIL, epochs_run, reason=str(result[ERROR_KEY]))
+        elif epochs_run >= epochs or result.get("early_stopped"):
+            # The trainer's own early stopping (patience) ends a trial COMPLETE too.
+            self._tell(trial, TrialState.COMPLETE, epochs_run)
+        elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
+            self._tell(trial, TrialState.PRUNED, epochs_run)
+        else:
+            self._tell(trial, TrialState.FAIL, epochs_run, kind="driver",
+                       reason=f"stopped after {epochs_run} of {epochs} epochs without a scheduler decision "
+                              "(sweep interrupted)")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        # Only a worker that died more than max_failures times gets here: trainer errors are results.
+        history = self._history.get(trial.trial_id, [])
+        self._tell(trial, TrialState.FAIL, int(history[-1]["epoch"]) if history else 0,
+                   reason=f"worker lost {self._retries.get(trial.trial_id, 0) + 1} times: {_last_line(trial)}")
+
+    def _tell(self, trial: Trial, state: TrialState, epochs_run: int, reason: str | None = None,
+              kind: record.FailKind = "trial") -> None:
+        if trial.trial_id not in self.searcher.running:
+            return
+        started = self._started.pop(trial.trial_id, None)
+        details = record.TrialDetails(
+            history=self._history.pop(trial.trial_id, []), epochs_run=epochs_run,
+            where=self._where.pop(trial.trial_id, {}), wall_s=time.time() - started if started is not None else None,
+            worker_retries=self._retries.pop(trial.trial_id, 0), fail_reason=reason, fail_kind=kind)
+        optuna_trial, value = self.searcher.tell(trial.trial_id, state, details)
+        self._prune_checkpoints(trial, state, value)
+        if self.on_end is not None:
+            self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(trial.config["sweeper"]["epochs"]),
+                                 value, dict(optuna_trial.params), reason))
+
+    def _prune_checkpoints(self, trial: Trial, state: TrialState, value: float | None) -> None:
+        """Keep the checkpoints of the ``keep_checkpoints`` best COMPLETE trials; delete the rest."""
+        folder = Path(trial.path) if trial.path else None
+        if folder is None:
+            return
+        spec = self.searcher.sweep.spec
+        keep = spec.keep_checkpoints
+        doomed: list[Path] = []
+        if state == TrialState.COMPLETE and value is not None and keep > 0:
+            sign = 1.0 if spec.metric.goal == "maximize" else -1.0
+            self._best.append((sign * value, folder))
+            self._best.sort(key=lambda item: item[0], reverse=True)
+            doomed = [f for _, f in self._best[keep:]]
+            del self._best[keep:]
+        else:
+            doomed = [folder]
+        for path in doomed:
+            for checkpoint in path.glob("checkpoint_*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _last_line(trial: Trial) -> str:
+    """The last line of a failed trial's error: ``FloatingPointError: loss became NaN at epoch 3``.
+
+    Read from the error Ray pickled in the driver's trial folder (its cause chain leads to
+    the trainer's exception), else from the last line of Ray's error text file.
+    """
+    import cloudpickle
+
+    with contextlib.suppress(Exception):  # an unreadable error file still fails the trial
+        with open(trial.pickled_error_file or "", "rb") as f:
+            exc: BaseException | None = cloudpickle.load(f)
+        seen = 0
+        while exc is not None and seen < 10:
+            cause = getattr(exc, "cause", None) or exc.__cause__
+            if cause is None:
+                break
+            exc, seen = cause, seen + 1
+        if exc is not None and type(exc).__name__ not in ("RayTaskError", "StartTraceback"):
+            message = str(exc).strip().splitlines()
+            return f"{type(exc).__name__}: {message[-1] if message else ''}".rstrip(": ")
+    text = ""
+    with contextlib.suppress(Exception):
+        text = Path(trial.error_file or "").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "the trial's worker failed without an error message"

@@ -1,0 +1,65 @@
+"""Optuna samplers for the sweep's method (W&B's names). Optuna only: no Ray.
+
+- ``random``: Optuna's ``RandomSampler``, honouring W&B ``probabilities`` of categorical
+  values (:class:`WeightedRandomSampler`).
+- ``bayes``: Optuna's ``TPESampler`` (Bergstra et al. 2011; Falkner et al. 2018 for the
+  multivariate kernel), ``multivariate=True``, with ``constant_liar=True`` when trials run
+  in parallel, so running trials are not proposed again (Optuna ≥ 2.8).
+- ``grid``: the grid's points are queued one at a time by :class:`sweeper.searcher.StudySearcher`
+  (each run until it finishes once); the sampler then only samples a queued point's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial
+
+if TYPE_CHECKING:
+    from sweeper.spec import Sweep
+
+
+class WeightedRandomSampler(BaseSampler):
+    """Random search where categorical parameters follow W&B ``probabilities``.
+
+    Parameters without probabilities are drawn by Optuna's ``RandomSampler``.
+    """
+
+    def __init__(self, probabilities: Mapping[str, tuple[float, ...]], seed: int | None = None):
+        self._probabilities = dict(probabilities)
+        self._rng = np.random.RandomState(seed)
+        self._random = RandomSampler(seed=seed)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        probs = self._probabilities.get(param_name)
+        if probs is not None and isinstance(param_distribution, CategoricalDistribution):
+            index = self._rng.choice(len(param_distribution.choices), p=np.asarray(probs) / sum(probs))
+            return param_distribution.choices[int(index)]
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+
+def make_sampler(sweep: Sweep, concurrency: int) -> BaseSampler:
+    """The Optuna sampler for the sweep's method (see the module docstring)."""
+    seed = sweep.spec.seed
+    if sweep.spec.method == "bayes":
+        return TPESampler(
+            multivariate=True,
+            constant_liar=concurrency > 1,
+            n_startup_trials=max(2, min(10, sweep.budget // 3)),
+            seed=seed,
+        )
+    probabilities = {d.name: d.probabilities for d in sweep.space.dimensions if d.probabilities is not None}
+    return WeightedRandomSampler(probabilities, seed=seed)

@@ -1,0 +1,268 @@
+"""What to try next and how each trial ended: a Ray Tune ``Searcher`` that asks and tells the study.
+
+The driver is the only process that writes to the study. :class:`StudySearcher` asks Optuna
+for each new trial's parameters (``suggest``, Optuna's ``ask``) and tells Optuna how each
+ended (:meth:`StudySearcher.tell`, the shape of Ray's ``Searcher.on_trial_complete``, called
+by :class:`sweeper.recorder.StudyRecorder`, which adds what it saw of the trial). It keeps
+the sweep's live state: the trials it asked and has not told, the failures, the stop reason.
+
+Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
+driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
+``budget`` finished trials), and, for grid search, when every grid point has finished or is
+running; a point whose trial FAILed runs again. Several drivers of one study decide under
+:func:`sweeper.coordination.study_lock`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from sweeper import record
+from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
+
+if TYPE_CHECKING:
+    from sweeper.spec import Sweep
+
+WAIT = "WAIT"
+
+
+class StudySearcher(Searcher):
+    """A Ray Tune searcher that asks the Optuna study for each trial's parameters and tells it their ends.
+
+    Attributes:
+        study: the Optuna study.
+        sweep: the validated spec.
+        storage: the study's storage (for the lock).
+        lease: this driver's lease on the study.
+        running: Ray trial id → the Optuna trial this driver asked for it (until it is told).
+        failed: FAIL trials of this study that failed by themselves (not a lost driver).
+        grid: grid points (Optuna's representation), for ``method: grid``.
+        stop_reason: set when the sweep must stop early (no new trials are asked).
+        target_reached: set when a finished trial reached ``metric.target`` (W&B's meaning: the
+            sweep asks no new trials, lets the running ones end, and ends successfully).
+    """
+
+    # While waiting, Tune asks again at every step; the study is read at most this often.
+    POLL_S = 1.0
+    # Dead drivers' trials are looked for this often while the sweep runs.
+    REAP_S = 30.0
+
+    def __init__(self, study: optuna.Study, sweep: Sweep, storage: optuna.storages.RDBStorage, lease: Lease,
+                 grid: list[dict[str, Any]] | None = None):
+        mode = "max" if sweep.spec.metric.goal == "maximize" else "min"
+        super().__init__(metric=sweep.spec.metric.name, mode=mode)
+        self.study, self.sweep, self.storage, self.lease, self.grid = study, sweep, storage, lease, grid
+        self.running: dict[str, optuna.Trial] = {}
+        self.failed = 0
+        self.stop_reason: str | None = None
+        self.target_reached: str | None = None
+        self._renewed = 0.0
+        self._waited_at = -1e9
+        self._reaped_at = time.monotonic()
+        self._ended_since_wait = True
+
+    # --- the study's counts, leases and zombies
+
+    def counts(self) -> tuple[int, int, set[int], set[int]]:
+        """One read of the study: (finished, running) trials of every driver (COMPLETE + PRUNED,
+        and RUNNING), and the grid ids among them that finished and that run now."""
+        finished = running = 0
+        done: set[int] = set()
+        running_points: set[int] = set()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                               TrialState.RUNNING)):
+            gid = record.grid_id_of(t)
+            if t.state == TrialState.RUNNING:
+                running += 1
+                if gid is not None:
+                    running_points.add(gid)
+            else:
+                finished += 1
+                if gid is not None:
+                    done.add(gid)
+        return finished, running, done, running_points
+
+    def renew_lease(self, force: bool = False) -> None:
+        """Renew this driver's lease when it is older than ``LEASE_RENEW_S``."""
+        now = time.monotonic()
+        if force or now - self._renewed >= LEASE_RENEW_S:
+            self.lease = renew_lease(self.study, self.lease)
+            self._renewed = now
+
+    def reap_zombies(self) -> list[int]:
+        """Mark FAIL the RUNNING trials of drivers that are gone, and queue their parameters
+        again (grid points are re-run by the grid itself). Returns their numbers.
+
+        Call it under :func:`sweeper.coordination.study_lock`: a trial is RUNNING a moment before
+        its driver id is written, and that moment is inside the lock."""
+        reaped = []
+        for t in zombie_trials(self.study):
+            if record.driver_of(t) == self.lease.driver_id:
+                continue
+            record.mark_driver_lost(self.storage, t._trial_id, "its driver stopped before the trial ended; the "
+                                    "parameters run again")
+            try:
+                self.study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                continue  # another driver reaped it first
+            if self.grid is None:
+                record.queue_retry(self.study, t)
+            reaped.append(t.number)
+        return reaped
+
+    def check_target(self, number: int | None = None, value: float | None = None) -> None:
+        """Note when trial ``number``'s ``value`` reaches ``metric.target`` (>= when maximising,
+        <= when minimising); without arguments, look for such a COMPLETE trial in the study
+        (a resumed sweep whose target was reached asks no more trials)."""
+        metric = self.sweep.spec.metric
+        if metric.target is None or self.target_reached is not None:
+            return
+        maximize = metric.goal == "maximize"
+        candidates = [(number, value)] if number is not None else [
+            (t.number, t.value) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        for n, v in candidates:
+            if v is not None and (v >= metric.target if maximize else v <= metric.target):
+                self.target_reached = (f"trial {n} reached metric.target: {metric.name} {v:.4f} "
+                                       f"{'>=' if maximize else '<='} {metric.target:g}")
+                return
+
+    def count_failures(self) -> None:
+        """Count the study's FAIL trials that failed by themselves (on resume)."""
+        self.failed = sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                          if record.failed_by_itself(t))
+
+    # --- ask
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        """Tune's request for a new trial: its config, ``None`` (not now) or ``FINISHED``.
+
+        Renews the lease, looks for dead drivers' trials every ``REAP_S``, and decides and asks
+        under the study lock, so drivers sharing the study never overrun the budget.
+        """
+        self.renew_lease()
+        now = time.monotonic()
+        if not self._ended_since_wait and now - self._waited_at < self.POLL_S:
+            return None
+        if self.stop_reason is not None or self.target_reached is not None:
+            return Searcher.FINISHED if not self.running else None
+        with study_lock(self.storage, self.sweep.spec.storage, self.sweep.name):
+            if now - self._reaped_at >= self.REAP_S:
+                self._reaped_at = now
+                self.reap_zombies()
+            decision, grid_id = self._decide()
+            if decision == WAIT:
+                return None
+            if decision is not None:
+                return decision
+            return self._ask(trial_id, grid_id)
+
+    def _decide(self) -> tuple[str | None, int | None]:
+        """(``FINISHED`` | ``WAIT`` | ``None``, the grid point to run); under the study lock.
+
+        ``None`` means: ask a trial now (for grid search, of the returned grid point)."""
+        finished, running, done, running_points = self.counts()
+        budget = self.sweep.budget
+        if finished >= budget or finished + running >= budget:
+            return self._wait(finished >= budget), None
+        if self.grid is None:
+            return None, None
+        todo = [i for i in range(len(self.grid)) if i not in done and i not in running_points]
+        if not todo:
+            return self._wait(len(done) >= len(self.grid)), None
+        return None, todo[0]
+
+    def _wait(self, budget_met: bool) -> str:
+        self._waited_at, self._ended_since_wait = time.monotonic(), False
+        return Searcher.FINISHED if budget_met and not self.running else WAIT
+
+    def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
+        study, sweep = self.study, self.sweep
+        if self.grid is not None and grid_id is not None:
+            # Under the study lock a queued grid point is asked at once; one still WAITING was
+            # queued by a driver that stopped in between. Optuna's ask() would pop it instead of
+            # the point chosen here (running a point twice), so it ends FAIL first.
+            for stale in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                record.mark_driver_lost(self.storage, stale._trial_id,
+                                        "queued by a driver that stopped before running it")
+                self.storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
+            record.queue_grid_point(study, self.grid[grid_id], grid_id)
+        trial = study.ask(fixed_distributions=sweep.space.distributions)
+        config = sweep.trial_config(trial.params, trial.number)
+        record.write_asked(trial, config, self.lease.driver_id, trial_id)
+        self.running[trial_id] = trial
+        return {"sweeper": config, "trial_number": trial.number}
+
+    # --- tell
+
+    def tell(self, trial_id: str, state: TrialState, details: record.TrialDetails) -> tuple[optuna.Trial, float | None]:
+        """Tell the study how the trial that Ray calls ``trial_id`` ended, with its details.
+
+        COMPLETE takes the value of the last epoch, or of the best epoch when the trainer's own
+        early stopping kept that epoch's weights (``best_epoch``); PRUNED takes the last
+        intermediate value (Optuna's rule); FAIL has none. A FAIL of kind ``trial`` counts
+        against ``max_failed_trials``; one more stops the sweep (:attr:`stop_reason`).
+
+        Returns:
+            the Optuna trial and its value.
+
+        Raises:
+            KeyError: this driver did not ask ``trial_id`` or has told it already.
+        """
+        trial = self.running.pop(trial_id)
+        record.write_details(trial, details)
+        value: float | None = None
+        if state == TrialState.COMPLETE:
+            history = details.history
+            row = history[-1] if history else {}
+            if "best_epoch" in row:
+                row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
+            metric = self.sweep.spec.metric.name
+            value = float(row[metric]) if metric in row else None
+            self.study.tell(trial, value)
+            self.check_target(trial.number, value)
+        elif state == TrialState.PRUNED:
+            value = self.study.tell(trial, state=TrialState.PRUNED).value
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+            if details.fail_kind == "trial":
+                self.failed += 1
+            if self.failed > self.sweep.max_failed and self.stop_reason is None:
+                self.stop_reason = (f"{self.failed} trials failed, more than max_failed_trials "
+                                    f"({self.sweep.max_failed}); the last: {details.fail_reason}")
+        self._ended_since_wait = True  # counts changed: the next suggest reads the study
+        return trial, value
+
+    def fail_unfinished(self, reason: str) -> None:
+        """Tell FAIL (kind ``driver``) for every trial this driver asked and never saw end (a crash, Ctrl-C)."""
+        for trial_id, trial in list(self.running.items()):
+            record.write_failure(trial, reason, "driver")
+            self.study.tell(trial, state=TrialState.FAIL)
+            del self.running[trial_id]
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        # The recorder (a Tune callback, which sees the Trial, its curve and its error) calls tell().
+        return None
+
+    # The study is the state; nothing to save with Ray's experiment checkpoint.
+    def save(self, checkpoint_path: str) -> None:
+        return None
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        return None
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the Tuner's config (and so this searcher) into its experiment folder;
+        # the live study connection stays behind.
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("study", "sweep", "storage", "lease", "running", "grid")}

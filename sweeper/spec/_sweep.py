@@ -1,0 +1,120 @@
+"""A validated sweep (:class:`Sweep`) with what is derived from its spec, and comparing stored specs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.spec._schema import PROGRAM_TRAINER, SweepSpec
+from sweeper.spec._space import SearchSpace
+from trainers.base import DataConfig, Trainer
+
+
+@dataclass(frozen=True)
+class Asha:
+    """ASHA's settings in epochs (Li et al. 2020); ``max_t`` is the sweep's ``epochs``.
+
+    ``best_so_far``: a trial is judged at each rung on its best value so far rather than its
+    value there: W&B hyperband's default (``early_terminate.strict`` false; W&B's sweeps library,
+    ``hyperband_stopping.py``, compares ``min(history)`` unless strict).
+    """
+
+    grace_period: int
+    reduction_factor: float
+    best_so_far: bool = False
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated spec with everything derived from it.
+
+    Attributes:
+        spec: the validated spec, overrides applied and ``name`` filled in.
+        space: the search space.
+        trainer: the trainer and its declaration.
+        budget: finished trials (COMPLETE + PRUNED) the sweep runs to.
+        max_failed: FAIL trials tolerated; one more stops the sweep (default 20% of the
+            budget, at least 1).
+        max_epochs: the most epochs a trial trains (ASHA's ``max_t``).
+        asha: ASHA settings, or ``None`` for no early stopping.
+        data: the data settings every trial gets (root made absolute).
+        warnings: one line each, for keys accepted and ignored.
+        program: for a W&B program sweep, how each trial runs it (``program``, ``command``,
+            ``workdir``, ``metric``, ``study``, ``logs``; see :func:`sweeper.program.fit`).
+    """
+
+    spec: SweepSpec
+    space: SearchSpace
+    trainer: Trainer
+    budget: int
+    max_failed: int
+    max_epochs: int
+    asha: Asha | None
+    data: DataConfig
+    warnings: tuple[str, ...] = ()
+    program: Mapping[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """The study name."""
+        assert self.spec.name is not None
+        return self.spec.name
+
+    def trial_config(self, raw_params: Mapping[str, Any], trial_number: int) -> dict[str, Any]:
+        """The JSON-able training config of one trial (what ``sweeper export`` writes).
+
+        ``seed`` is the sweep's seed plus the trial number, so trials differ and a trial
+        can be reproduced alone.
+        """
+        configured = self.space.config(raw_params)
+        params = self.trainer.resolve({**self.trainer.defaults(), **configured})
+        monitor = (self.trainer.params or {}).get("monitor")
+        if monitor is not None and "monitor" not in configured and self.spec.metric.name in (monitor.choices or ()):
+            params["monitor"] = self.spec.metric.name  # early stopping and plateau watch the sweep's metric
+        # A program reads its own `epochs` parameter (its arguments are every parameter).
+        epochs = int(params.get("epochs", self.max_epochs) if self.program else params.pop("epochs", self.max_epochs))
+        config = {
+            # A program, or a zero-argument W&B function, runs through sweeper's program trainer.
+            "trainer": PROGRAM_TRAINER if self.program else self.spec.trainer,
+            "params": params,
+            "data": dataclasses.asdict(self.data),
+            "epochs": epochs,
+            "seed": self.spec.seed + trial_number,
+            # The trial's torch threads: `sweeper train` on this config reproduces its curve.
+            "threads": max(1, int(self.spec.resources_per_trial.cpu)),
+        }
+        if self.program is not None:
+            config["program"] = {**self.program, "run_id": f"trial-{trial_number}"}
+        return config
+
+    def stored(self) -> dict[str, Any]:
+        """The spec as stored with the study: JSON-able, defaults filled, valid input to :func:`validate`."""
+        out = self.spec.model_dump(mode="json", exclude={"project", "entity"})
+        # A parameter's form is which keys it sets, so only those are kept.
+        out["parameters"] = {
+            name: p.model_dump(mode="json", exclude_unset=True) for name, p in self.spec.parameters.items()
+        }
+        return out
+
+
+
+def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ between two stored specs, as ``path: stored -> given`` lines.
+
+    ``storage`` is left out: the stored one has its password redacted.
+    """
+    lines: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if path == "" and key == "storage":
+                    continue
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            lines.append(f"{path}: {a!r} (stored) -> {b!r} (given)")
+
+    walk(dict(stored), dict(given), "")
+    return lines
