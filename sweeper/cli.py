@@ -238,22 +238,55 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path("best.yaml"),
     format_: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
     rank: Annotated[int, typer.Option(help="Export the K-th best COMPLETE trial.")] = 1,
+    trial: Annotated[int | None, typer.Option(help="Export COMPLETE trial number N (any trial of a Pareto front).",
+                                              show_default=False)] = None,
+    pareto: Annotated[bool, typer.Option("--pareto", help="List the Pareto front's trials; write nothing.")] = False,
 ) -> None:
-    """Write the best (or K-th best) trial's full training config, with its provenance."""
+    """Write the best (or K-th best, or trial N's) training config, with its provenance; or list
+    the Pareto front of a multi-objective study (``--pareto``)."""
     import json
 
     import yaml
 
-    from sweeper.results import export_config
+    from sweeper.results import export_config, is_multi_objective, pareto_front
     from sweeper.studies import load_study
 
     if format_ not in ("yaml", "json"):
         raise InputError(f"--format: {format_!r} must be yaml or json")
-    config = export_config(load_study(storage, study), storage, rank)
+    if trial is not None and rank != 1:
+        raise InputError(f"--rank: {rank} and --trial {trial} name two trials; give one")
+    loaded = load_study(storage, study)
+    if pareto:
+        if not is_multi_objective(loaded):
+            raise InputError(f"--pareto: study {study!r} has one objective; its best trials come by --rank")
+        _print_front(study, pareto_front(loaded))
+        return
+    config = export_config(loaded, storage, rank, trial)
     text = json.dumps(config, indent=2) + "\n" if format_ == "json" else yaml.safe_dump(config, sort_keys=False)
     output.write_text(text)
     p = config["provenance"]
-    out.print(f"wrote {output}: trial {p['trial']} (rank {rank}) of {study}, {p['metric']} = {p['value']:.4f}")
+    values = p.get("values") or {p["metric"]: p["value"]}
+    shown = ", ".join(f"{k} = {v:.4g}" for k, v in values.items())
+    chosen = f"rank {p['rank']}" if p["rank"] is not None else "chosen by number"
+    out.print(f"wrote {output}: trial {p['trial']} ({chosen}) of {study}, {shown}")
+
+
+def _print_front(study: str, front: list[dict[str, Any]]) -> None:
+    """The Pareto front as a table: trial, each objective, epochs, parameters."""
+    from rich.table import Table
+
+    if not front:
+        out.print(f"study {study!r} has no COMPLETE trial: its Pareto front is empty")
+        return
+    table = Table(title=f"Pareto front of {study}: {len(front)} trial(s); export one with --trial N")
+    metrics, params = list(front[0]["values"]), list(front[0]["params"])
+    for col in ("trial", *metrics, "epochs", *params):
+        table.add_column(col, justify="left" if col == "trial" else "right")
+    for row in front:
+        table.add_row(str(row["trial"]), *(f"{row['values'][m]:.4g}" for m in metrics), str(row["epochs_run"]),
+                      *(f"{row['params'][k]:.4g}" if isinstance(row["params"][k], float) else str(row["params"][k])
+                        for k in params))
+    out.print(table)
 
 
 @app.command()
@@ -290,16 +323,20 @@ def retrain(
     seeds: Annotated[int, typer.Option(help="Train K times with seeds seed..seed+K-1.")] = 1,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")] = Path("retrained"),
     keep_val: Annotated[bool, typer.Option("--keep-val", help="Train on train alone, not train+val.")] = False,
+    trial: Annotated[int | None, typer.Option(help="Retrain COMPLETE trial number N of the study (any trial "
+                                              "of a Pareto front) rather than its best.", show_default=False)] = None,
 ) -> None:
-    """Retrain the best config on train+val, test it, and write the model, metrics and a page."""
+    """Retrain the best config (or trial N's) on train+val, test it, and write the model, metrics and a page."""
     from sweeper.results import export_config
     from sweeper.retrain import retrain as run_retrain
     from sweeper.spec import read_yaml
     from sweeper.studies import load_study
 
     path = Path(source)
-    config = read_yaml(path) if path.suffix in (".yaml", ".yml", ".json") or path.is_file() else export_config(
-        load_study(storage, source), storage)
+    from_file = path.suffix in (".yaml", ".yml", ".json") or path.is_file()
+    if from_file and trial is not None:
+        raise InputError(f"--trial: {trial} picks a trial of a study; {source} is a config file")
+    config = read_yaml(path) if from_file else export_config(load_study(storage, source), storage, trial=trial)
     summary = run_retrain(config, output, epochs=epochs, seeds=seeds, keep_val=keep_val,
                           log=lambda line: out.print(line, markup=False))
     spread = f" ± {summary['accuracy_std']:.4f}" if seeds > 1 else ""
@@ -327,7 +364,8 @@ def studies(
         table.add_column(col)
     for r in rows:
         table.add_row(r.name, r.method, *(str(r.counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")),
-                      "-" if r.best is None else f"{r.best:.4f}", r.metric,
+                      f"front {r.front}" if r.front is not None else "-" if r.best is None else f"{r.best:.4f}",
+                      r.metric,
                       r.last_activity.strftime("%Y-%m-%d %H:%M:%S") if r.last_activity else "-")
     out.print(table)
 
@@ -337,9 +375,9 @@ def studies(
 def show(
     study: StudyArg,
     storage: StudyStorage = DEFAULT_STORAGE,
-    top: Annotated[int, typer.Option(help="How many best trials to list.")] = 10,
+    top: Annotated[int, typer.Option(help="How many best trials to list (twice as many of a Pareto front).")] = 10,
 ) -> None:
-    """Print a study's stored spec and its best trials."""
+    """Print a study's stored spec and its best trials (with several objectives: its Pareto front)."""
     import yaml
 
     from sweeper import record

@@ -92,10 +92,11 @@ def run_sweep(
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
+    from sweeper import record
     from sweeper.cluster import check_nodes
     from sweeper.coordination import renew_lease, study_lock, take_lease
     from sweeper.recorder import StudyRecorder
-    from sweeper.scheduler import make_scheduler
+    from sweeper.scheduler import MultiObjectiveASHA, make_scheduler
     from sweeper.searcher import StudySearcher
     from sweeper.storage import open_storage
     from sweeper.studies import create_study, load_study_to_resume
@@ -114,7 +115,10 @@ def run_sweep(
         with study_lock(storage, sweep.spec.storage, sweep.name):
             searcher.reap_zombies()
         searcher.count_failures()
-        if scheduler is not None:
+        if isinstance(scheduler, MultiObjectiveASHA):
+            scheduler.replay({f"study-trial-{t.number}": curve for t in study.get_trials(deepcopy=False)
+                              if (curve := record.objective_curve_of(t))})
+        elif scheduler is not None:
             scheduler.replay({f"study-trial-{t.number}": t.intermediate_values
                               for t in study.get_trials(deepcopy=False) if t.intermediate_values})
     recorder = StudyRecorder(searcher, scheduler, on_end)

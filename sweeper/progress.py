@@ -1,4 +1,5 @@
-"""Live progress of a sweep in the terminal (rich), and the closing table of best trials.
+"""Live progress of a sweep in the terminal (rich), and the closing table of best trials (or,
+with several objectives, of the Pareto front).
 
 Both fit an 80-column terminal: the progress line drops words before it would be cut, and the
 best trials are a table when it fits, else one block per trial, values never truncated.
@@ -8,7 +9,7 @@ No Ray here: ``sweeper show`` prints the same closing table.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweeper import record
+from sweeper.pareto import dominates, minimised
 
 if TYPE_CHECKING:
     import optuna
@@ -39,9 +41,10 @@ class TrialEnd:
         number: the Optuna trial number.
         state: COMPLETE, PRUNED or FAIL.
         epochs_run: epochs it trained; ``epochs``: epochs it was configured for.
-        value: its value (``None`` for FAIL).
+        value: its value, the first objective's with several (``None`` for FAIL).
         params: Optuna's ``trial.params``.
         reason: why it failed, for FAIL.
+        values: every objective's value, in the sweep's order (``None`` for FAIL).
     """
 
     number: int
@@ -51,16 +54,19 @@ class TrialEnd:
     value: float | None
     params: dict[str, Any]
     reason: str | None = None
+    values: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
 class SweepStart:
-    """What the progress display starts from: the concurrency, and the study's counts and best
-    trial ``(value, number)`` (a resumed study has some)."""
+    """What the progress display starts from: the concurrency, and the study's counts, best
+    trial ``(value, number)`` and, in a multi-objective study, its Pareto front's size (a resumed
+    study has some)."""
 
     concurrency: int
     counts: dict[TrialState, int]
     best: tuple[float, int] | None
+    front: tuple[tuple[float, ...], ...] = ()
 
     @classmethod
     def of(cls, study: optuna.Study, concurrency: int) -> SweepStart:
@@ -68,6 +74,10 @@ class SweepStart:
         counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         for trial in study.get_trials(deepcopy=False, states=tuple(counts)):
             counts[trial.state] += 1
+        if len(study.directions) > 1:
+            goals = [d.name.lower() for d in study.directions]
+            return cls(concurrency, counts, None,
+                       tuple(minimised(t.values, goals) for t in best_trials(study, None)))
         best = best_trials(study, 1)
         return cls(concurrency, counts, (best[0].value, best[0].number) if best and best[0].value is not None
                    else None)
@@ -84,6 +94,7 @@ class SweepProgress:
         self.console = console or Console()
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self.best: tuple[float, int] | None = None
+        self.front: list[tuple[float, ...]] = []  # minimised values of the Pareto front (several objectives)
         self.started = time.time()
         self.concurrency = 0
         self._running: Callable[[], int] = lambda: 0
@@ -99,6 +110,7 @@ class SweepProgress:
         self.started = time.time()
         self.counts.update(start.counts)  # a resumed study starts from what it holds already
         self.best = start.best
+        self.front = list(start.front)
         self.console.print(
             f"sweep [bold]{self.sweep.name}[/]: {self.sweep.spec.method} search, budget "
             f"{self.sweep.budget} finished trials, up to {self.sweep.max_epochs} epochs each, "
@@ -113,18 +125,29 @@ class SweepProgress:
         """Count a trial's end and print its line (``run_sweep``'s ``on_end``)."""
         self.counts[end.state] = self.counts.get(end.state, 0) + 1
         maximize = self.sweep.spec.metric.goal == "maximize"
-        if end.state == TrialState.COMPLETE and end.value is not None and (
+        objectives = self.sweep.objectives
+        if self.sweep.multi_objective:
+            if end.state == TrialState.COMPLETE and end.values is not None:
+                self._add_to_front(minimised(end.values, [m.goal for m in objectives]))
+        elif end.state == TrialState.COMPLETE and end.value is not None and (
             self.best is None or (end.value > self.best[0] if maximize else end.value < self.best[0])
         ):
             self.best = (end.value, end.number)
         params = self.sweep.space.values(end.params) if end.params else {}
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items() if k in end.params)
-        value = f"{self.sweep.spec.metric.name} {end.value:.4f}" if end.value is not None else ""
+        values = end.values or ((end.value,) if end.value is not None else ())
+        value = "  ".join(f"{m.name} {_metric(v)}" for m, v in zip(objectives, values, strict=False))
         reason = f"  [red]{end.reason}[/]" if end.reason else ""
         self.console.print(
             f"trial {end.number:>3} [{_STYLE[end.state]}]{end.state.name:<8}[/] epoch {end.epochs_run}/{end.epochs}"
             f"  {value}  {shown}{reason}", highlight=False,
         )
+
+    def _add_to_front(self, point: tuple[float, ...]) -> None:
+        """Add a COMPLETE trial's minimised values to the front, if nothing there dominates it,
+        and drop what it dominates."""
+        if not any(dominates(q, point) for q in self.front):
+            self.front = [q for q in self.front if not dominates(point, q)] + [point]
 
     def stop(self) -> None:
         """End the live display."""
@@ -142,23 +165,26 @@ class SweepProgress:
         done = self.counts[TrialState.COMPLETE] + self.counts[TrialState.PRUNED]
         complete, pruned, failed = (self.counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
         metric = self.sweep.spec.metric.name
+        best = (f"  Pareto front {len(self.front)} trials" if self.sweep.multi_objective else
+                f"  best {metric} {f'{self.best[0]:.4f} (trial {self.best[1]})' if self.best else '-'}")
         full = Text.assemble(
             (f"{done}/{self.sweep.budget} finished", "bold"), f"  complete {complete}  running {running}  ",
-            (f"pruned {pruned}", "yellow"), "  ", (f"failed {failed}", "red"),
-            f"  best {metric} {f'{self.best[0]:.4f} (trial {self.best[1]})' if self.best else '-'}"
-            f"  elapsed {elapsed:.0f}s",
+            (f"pruned {pruned}", "yellow"), "  ", (f"failed {failed}", "red"), best, f"  elapsed {elapsed:.0f}s",
         )
         if full.cell_len <= width:
             return full
         return Text.assemble(
             (f"{done}/{self.sweep.budget} done", "bold"), f" run {running} ", (f"pruned {pruned}", "yellow"), " ",
-            (f"fail {failed}", "red"), f" best {f'{self.best[0]:.4f} #{self.best[1]}' if self.best else '-'}",
+            (f"fail {failed}", "red"),
+            f" front {len(self.front)}" if self.sweep.multi_objective else
+            f" best {f'{self.best[0]:.4f} #{self.best[1]}' if self.best else '-'}",
             f" {elapsed:.0f}s",
         )
 
 
-def best_trials(study: optuna.Study, k: int = 5) -> list[FrozenTrial]:
-    """The ``k`` best COMPLETE trials, best first; PRUNED and FAIL trials are never "best"."""
+def best_trials(study: optuna.Study, k: int | None = 5) -> list[FrozenTrial]:
+    """The ``k`` best COMPLETE trials (all with ``None``), best first; in a multi-objective study,
+    the Pareto front (:func:`sweeper.results.ranked_trials`). PRUNED and FAIL trials are never "best"."""
     from sweeper.results import ranked_trials
 
     return ranked_trials(study)[:k]
@@ -166,65 +192,87 @@ def best_trials(study: optuna.Study, k: int = 5) -> list[FrozenTrial]:
 
 def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 5,
             reached: str | None = None) -> Group:
-    """State counts (and the run's wall time), the best trials with their parameters, and, when
-    ``reached`` says which trial reached ``metric.target``, that the sweep stopped there."""
+    """State counts (and the run's wall time), the best trials (with several objectives: the
+    Pareto front, up to ``2 * top`` of it) with their parameters, and, when ``reached`` says which
+    trial reached ``metric.target``, that the sweep stopped there."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     head = Text(
         f"study {study.study_name}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
         f"{counts[TrialState.FAIL]} failed" + (f" in {wall_s:.0f}s" if wall_s is not None else "")
     )
-    best = best_trials(study, top)
+    front = best_trials(study, None)
+    best = front[:2 * top] if sweep.multi_objective else front[:top]
     if not best:
         return Group(head, Text("no trial completed", style="red"))
     names = [d.name for d in sweep.space.dimensions]
     rows = []
     for t in best:
         config = sweep.space.values(t.params)
-        rows.append((t.number, float(t.value or 0.0), str(record.epochs_run_of(t, 0)),
+        rows.append((t.number, tuple(float(v) for v in t.values), str(record.epochs_run_of(t, 0)),
                      [(n, _fmt(config[n])) for n in names]))
+    objectives = [(m.name, m.goal) for m in sweep.objectives]
     first = best[0]
     if reached is not None:
         head = Text.assemble(head, "\n", (f"{reached}: the sweep stopped there (W&B's metric.target)", "bold"))
-    return Group(head, BestTrials(sweep.spec.metric.name, sweep.spec.metric.goal, names, rows),
-                 Text(f"best trial: #{first.number} with {sweep.spec.metric.name} = {first.value:.4f}",
-                      style="bold green"))
+    if sweep.multi_objective:
+        more = f" ({len(front) - len(best)} more: `sweeper export {study.study_name} --pareto`)" if len(front) > len(
+            best) else ""
+        closing = Text(f"Pareto front: {len(front)} trial(s), none better in every objective{more}; "
+                       "export one with --trial N", style="bold green")
+    else:
+        closing = Text(f"best trial: #{first.number} with {sweep.spec.metric.name} = {first.values[0]:.4f}",
+                       style="bold green")
+    return Group(head, BestTrials(objectives, names, rows), closing)
 
 
 @dataclass(frozen=True)
 class BestTrials:
-    """The best trials as a table when it fits the console's width, else one block per trial
-    (its number, value and epochs, then its parameters as ``name=value``, wrapped between
-    parameters), so that no value is ever cut.
+    """The best trials (or a Pareto front) as a table when it fits the console's width, else one
+    block per trial (its number, values and epochs, then its parameters as ``name=value``, wrapped
+    between parameters), so that no value is ever cut.
 
     Attributes:
-        metric, goal: the sweep's metric and ``maximize``/``minimize``.
+        objectives: the sweep's ``(metric, goal)`` pairs, one for a single objective.
         names: the searched parameters, in spec order.
-        rows: per trial, ``(number, value, epochs run, [(parameter, shown value), ...])``.
+        rows: per trial, ``(number, values, epochs run, [(parameter, shown value), ...])``.
     """
 
-    metric: str
-    goal: str
+    objectives: Sequence[tuple[str, str]]
     names: list[str]
-    rows: list[tuple[int, float, str, list[tuple[str, str]]]]
+    rows: list[tuple[int, tuple[float, ...], str, list[tuple[str, str]]]]
+
+    @property
+    def title(self) -> str:
+        """``best trials by val_accuracy (maximize)``, or ``Pareto front: a (maximize), b (minimize)``."""
+        shown = ", ".join(f"{m} ({g})" for m, g in self.objectives)
+        return f"Pareto front: {shown}" if len(self.objectives) > 1 else f"best trials by {shown}"
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        table = Table(title=f"best trials by {self.metric} ({self.goal})")
-        for col in ("trial", self.metric, "epochs", *self.names):
+        table = Table(title=self.title)
+        metrics = [m for m, _ in self.objectives]
+        for col in ("trial", *metrics, "epochs", *self.names):
             table.add_column(col, justify="right" if col != "trial" else "left", no_wrap=True)
-        for number, value, epochs, params in self.rows:
-            table.add_row(str(number), f"{value:.4f}", epochs, *[shown for _, shown in params])
+        for number, values, epochs, params in self.rows:
+            table.add_row(str(number), *[_metric(v) for v in values], epochs, *[shown for _, shown in params])
         # Measured without the console's bound (a measurement is clamped to the width it is given).
         if Measurement.get(console, options.update_width(10**6), table).maximum <= options.max_width:
             yield table
             return
-        yield Text(f"best trials by {self.metric} ({self.goal})", style="italic")
+        yield Text(self.title, style="italic")
         yield from self._blocks()
 
     def _blocks(self) -> Iterator[Text | Padding]:
-        for number, value, epochs, params in self.rows:
-            yield Text.assemble((f"#{number}", "bold"), f"  {self.metric} {value:.4f}  epochs {epochs}")
+        for number, values, epochs, params in self.rows:
+            shown = "  ".join(f"{m} {_metric(v)}" for (m, _), v in zip(self.objectives, values, strict=True))
+            yield Text.assemble((f"#{number}", "bold"), f"  {shown}  epochs {epochs}")
             yield Padding(Text("  ".join(f"{name}={shown}" for name, shown in params), overflow="fold"), (0, 0, 0, 4))
+
+
+def _metric(value: float) -> str:
+    """A metric's value: 4 decimals (accuracies, losses), or 4 significant digits beyond that
+    range (``param_count`` 1.234e+06, ``inference_ms`` 0.0123)."""
+    return f"{value:.4f}" if 0.01 <= abs(value) < 1e4 or value == 0 else f"{value:.4g}"
 
 
 def _fmt(value: Any) -> str:

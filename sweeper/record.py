@@ -11,8 +11,11 @@ Study attributes: ``sweeper_spec`` (the validated spec, password redacted),
 
 Trial attributes: ``config`` (the full training config), ``history`` (every metric, every
 epoch), ``epochs_run``, ``wall_s``, ``ray_trial_id``, ``node``, ``node_id``, ``worker``,
-``device``, ``fail_reason``, ``fail_kind``, ``driver_id``, ``worker_retries``, ``retry_of``
-and, for grid search, ``grid_id``.
+``device``, ``fail_reason``, ``fail_kind``, ``driver_id``, ``worker_retries``, ``retry_of``,
+for grid search ``grid_id`` and, in a multi-objective study, ``objective_curve``: every
+objective at every epoch so far, written as the trial runs. Optuna's intermediate values hold
+one number per step, and a multi-objective study must hold none (Optuna's TPE reads a PRUNED
+trial's last one through ``study.direction``, which raises there; ``trial.report`` raises too).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DRIVER_ID = "driver_id"
 WORKER_RETRIES = "worker_retries"
 RETRY_OF = "retry_of"
 GRID_ID = "grid_id"
+OBJECTIVE_CURVE = "objective_curve"
 # Where a trial ran, as its worker reports it with every epoch.
 WHERE = ("node", "node_id", "worker", "device")
 
@@ -73,6 +77,14 @@ def stored_metric(study_attrs: Mapping[str, Any]) -> tuple[str | None, str | Non
     """The stored spec's ``metric`` as ``(name, goal)``; ``(None, None)`` without a stored spec."""
     metric = (stored_spec(study_attrs) or {}).get("metric") or {}
     return metric.get("name"), metric.get("goal")
+
+
+def stored_objectives(study_attrs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The stored spec's objectives as ``(name, goal)`` pairs, in the order of the study's
+    directions: its ``metrics``, else its ``metric``; empty without a stored spec."""
+    spec = stored_spec(study_attrs) or {}
+    metrics = spec.get("metrics") or ([spec["metric"]] if spec.get("metric") else [])
+    return [(str(m.get("name")), str(m.get("goal", "maximize"))) for m in metrics]
 
 
 def code_version_of(study_attrs: Mapping[str, Any]) -> str | None:
@@ -161,6 +173,26 @@ def queue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
 def queue_grid_point(study: optuna.Study, point: Mapping[str, Any], grid_id: int) -> None:
     """Queue grid point ``grid_id`` (Optuna's representation of its parameters)."""
     study.enqueue_trial(dict(point), user_attrs={GRID_ID: grid_id}, skip_if_exists=False)
+
+
+def write_objective_curve(trial: optuna.Trial, curve: Mapping[int, list[float]]) -> None:
+    """Store a multi-objective trial's curve so far: ``{epoch: [each objective's value]}``."""
+    trial.set_user_attr(OBJECTIVE_CURVE, {str(epoch): list(values) for epoch, values in sorted(curve.items())})
+
+
+def objective_curve_of(trial: FrozenTrial) -> dict[int, list[float]]:
+    """A multi-objective trial's curve, ``{epoch: [each objective's value]}`` (empty when none)."""
+    stored = trial.user_attrs.get(OBJECTIVE_CURVE) or {}
+    return {int(epoch): [float(v) for v in values] for epoch, values in stored.items()}
+
+
+def objective_values(trial: FrozenTrial) -> list[float] | None:
+    """The trial's objective values: a COMPLETE trial's values as told to Optuna, else (a PRUNED
+    or FAIL trial of a multi-objective study) those of its last recorded epoch; ``None`` without any."""
+    if trial.values is not None:
+        return [float(v) for v in trial.values]
+    curve = objective_curve_of(trial)
+    return curve[max(curve)] if curve else None
 
 
 def config_of(trial: FrozenTrial) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """The recorder: a Ray Tune callback in the driver that follows each trial and decides how it ended.
 
-It writes each epoch's metric as an Optuna intermediate value (``trial.report``), keeps the
+It writes each epoch's metric as an Optuna intermediate value (``trial.report``), or in a
+multi-objective study every objective's curve (:func:`sweeper.record.write_objective_curve`), keeps the
 rest of each epoch (every metric, where the trial runs, its retries) in memory, and at the
 trial's end decides its state and hands it, with those details, to
 :meth:`sweeper.searcher.StudySearcher.tell`:
@@ -29,8 +30,9 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from sweeper import record
+from sweeper.pareto import Vector, minimised, rank_order
 from sweeper.progress import TrialEnd
-from sweeper.scheduler import RecordingASHA
+from sweeper.scheduler import MultiObjectiveASHA, RecordingASHA
 from sweeper.searcher import StudySearcher
 from sweeper.trainable import ERROR_KEY
 from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
@@ -46,7 +48,7 @@ _TUNE_KEYS = {"epoch", *record.WHERE, "training_iteration", "time_this_iter_s", 
 class StudyRecorder(tune.Callback):
     """Follows every trial's epochs and end, and tells the study through the searcher; driver only."""
 
-    def __init__(self, searcher: StudySearcher, scheduler: RecordingASHA | None,
+    def __init__(self, searcher: StudySearcher, scheduler: RecordingASHA | MultiObjectiveASHA | None,
                  on_end: Callable[[TrialEnd], None] | None = None):
         self.searcher = searcher
         self.scheduler = scheduler
@@ -55,7 +57,7 @@ class StudyRecorder(tune.Callback):
         self._history: dict[str, list[dict[str, float]]] = {}
         self._where: dict[str, dict[str, str]] = {}
         self._retries: dict[str, int] = {}
-        self._best: list[tuple[float, Path]] = []  # (score, trial folder) of COMPLETE trials
+        self._best: list[tuple[Vector, Path]] = []  # (minimised values, trial folder) of COMPLETE trials
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Ray pickles callbacks with its experiment state; the study stays here.
@@ -77,7 +79,8 @@ class StudyRecorder(tune.Callback):
         optuna_trial = self.searcher.running.get(trial.trial_id)
         if optuna_trial is None or "epoch" not in result:
             return
-        metric = self.searcher.sweep.spec.metric.name
+        sweep = self.searcher.sweep
+        metric = sweep.spec.metric.name
         epoch = int(result["epoch"])
         # One write per epoch: the trial's worker waits for the driver at each report, so
         # every write here lengthens every trial. The rest of the epoch is kept in memory
@@ -85,13 +88,21 @@ class StudyRecorder(tune.Callback):
         history = self._history.setdefault(trial.trial_id, [])
         # An epoch seen before (redone after a worker was lost, or a program's last step coming
         # again with its end) already has its intermediate value.
-        if metric in result and not any(r["epoch"] == epoch for r in history):
-            optuna_trial.report(float(result[metric]), step=epoch)
+        seen = any(r["epoch"] == epoch for r in history)
         names = self._metric_names(result)
         row = {k: float(v) for k, v in result.items() if k in names and isinstance(v, (int, float))}
         while history and history[-1]["epoch"] >= epoch:  # epochs redone after a worker was lost
             history.pop()
         history.append({"epoch": epoch, **row})
+        objectives = [m.name for m in sweep.objectives]
+        if sweep.multi_objective:
+            # No intermediate values in a multi-objective study (see sweeper.record): the curve
+            # of every objective, rewritten whole, is the epoch's one write.
+            if not seen and all(m in row for m in objectives):
+                record.write_objective_curve(optuna_trial, {int(r["epoch"]): [r[m] for m in objectives]
+                                                            for r in history if all(m in r for m in objectives)})
+        elif metric in result and not seen:
+            optuna_trial.report(float(result[metric]), step=epoch)
         if trial.trial_id not in self._where:
             self._where[trial.trial_id] = {key: str(result.get(key, "")) for key in record.WHERE}
 
@@ -134,24 +145,26 @@ class StudyRecorder(tune.Callback):
             history=self._history.pop(trial.trial_id, []), epochs_run=epochs_run,
             where=self._where.pop(trial.trial_id, {}), wall_s=time.time() - started if started is not None else None,
             worker_retries=self._retries.pop(trial.trial_id, 0), fail_reason=reason, fail_kind=kind)
-        optuna_trial, value = self.searcher.tell(trial.trial_id, state, details)
-        self._prune_checkpoints(trial, state, value)
+        optuna_trial, values = self.searcher.tell(trial.trial_id, state, details)
+        self._prune_checkpoints(trial, state, values if state == TrialState.COMPLETE else None)
         if self.on_end is not None:
             self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(trial.config["sweeper"]["epochs"]),
-                                 value, dict(optuna_trial.params), reason))
+                                 values[0] if values else None, dict(optuna_trial.params), reason,
+                                 tuple(values) if values else None))
 
-    def _prune_checkpoints(self, trial: Trial, state: TrialState, value: float | None) -> None:
-        """Keep the checkpoints of the ``keep_checkpoints`` best COMPLETE trials; delete the rest."""
+    def _prune_checkpoints(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:
+        """Keep the checkpoints of the ``keep_checkpoints`` best COMPLETE trials (by
+        :func:`sweeper.pareto.rank_order` with several objectives); delete the rest."""
         folder = Path(trial.path) if trial.path else None
         if folder is None:
             return
-        spec = self.searcher.sweep.spec
-        keep = spec.keep_checkpoints
+        sweep = self.searcher.sweep
+        keep = sweep.spec.keep_checkpoints
         doomed: list[Path] = []
-        if state == TrialState.COMPLETE and value is not None and keep > 0:
-            sign = 1.0 if spec.metric.goal == "maximize" else -1.0
-            self._best.append((sign * value, folder))
-            self._best.sort(key=lambda item: item[0], reverse=True)
+        if state == TrialState.COMPLETE and values is not None and keep > 0:
+            self._best.append((minimised(values, [m.goal for m in sweep.objectives]), folder))
+            order = rank_order([point for point, _ in self._best])
+            self._best = [self._best[i] for i in order]
             doomed = [f for _, f in self._best[keep:]]
             del self._best[keep:]
         else:

@@ -3,9 +3,11 @@
 Every figure's data is computed first as a plain object (and tested); rendering turns the
 objects into Plotly figures. Parallel coordinates, fANOVA parameter importances (Hutter et
 al. 2014, as ``optuna.importance.FanovaImportanceEvaluator``) and slice plots are Optuna's
-own visualisations. The trials are read from the storage once, in bulk, and the Optuna
-plots run on an in-memory copy; learning curves and the timeline are one trace per state,
-not per trial, so a study of thousands of trials reports in seconds.
+own visualisations, as is the Pareto front of a multi-objective study
+(``optuna.visualization.plot_pareto_front``), to which the PRUNED and FAIL trials are added
+at their last epoch's values, coloured by state. The trials are read from the storage once,
+in bulk, and the Optuna plots run on an in-memory copy; learning curves and the timeline are
+one trace per state, not per trial, so a study of thousands of trials reports in seconds.
 """
 
 from __future__ import annotations
@@ -88,13 +90,24 @@ class Accounting:
 
 @dataclass(frozen=True)
 class TopRow:
-    """One line of the top-trials table."""
+    """One line of the top-trials table (of the Pareto front's table, with several objectives)."""
 
     rank: int
     number: int
-    value: float
+    values: tuple[float, ...]
     epochs_run: int
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ObjectivePoint:
+    """Where one trial lies in objective space: its values (a COMPLETE trial's, else its last
+    recorded epoch's), its state and whether it is on the Pareto front."""
+
+    number: int
+    state: str
+    values: tuple[float, ...]
+    on_front: bool
 
 
 @dataclass
@@ -104,19 +117,27 @@ class ReportData:
     study: str
     metric: str
     goal: str
+    objectives: list[tuple[str, str]]
     counts: dict[str, int]
     history: History
     curves: list[Curve]
     timeline: list[Span]
     accounting: Accounting
     top: list[TopRow]
+    points: list[ObjectivePoint] = field(default_factory=list)
     figures: dict[str, go.Figure] = field(default_factory=dict)
+
+    @property
+    def multi_objective(self) -> bool:
+        """True for a study of two or more objectives."""
+        return len(self.objectives) > 1
 
 
 def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
-    """The values of COMPLETE trials in trial order and the running best."""
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None), key=lambda t: t.number)
-    values = [float(t.value) for t in done if t.value is not None]
+    """The values of COMPLETE trials in trial order and the running best (of the first
+    objective, with several)."""
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values), key=lambda t: t.number)
+    values = [float(t.values[0]) for t in done]
     best: list[float] = []
     for v in values:
         best.append(v if not best else (max(best[-1], v) if maximize else min(best[-1], v)))
@@ -124,10 +145,23 @@ def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
 
 
 def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
-    """The intermediate values (per epoch) of every trial that reported any."""
-    return [Curve(t.number, t.state.name, sorted(t.intermediate_values),
-                  [t.intermediate_values[e] for e in sorted(t.intermediate_values)])
-            for t in trials if t.intermediate_values]
+    """The intermediate values (per epoch) of every trial that reported any; in a multi-objective
+    study, the first objective's curve (:func:`sweeper.record.objective_curve_of`)."""
+    out = []
+    for t in trials:
+        curve = dict(t.intermediate_values) or {e: v[0] for e, v in record.objective_curve_of(t).items()}
+        if curve:
+            out.append(Curve(t.number, t.state.name, sorted(curve), [curve[e] for e in sorted(curve)]))
+    return out
+
+
+def points_of(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[ObjectivePoint]:
+    """Every trial with objective values (:func:`sweeper.record.objective_values`), marked when on
+    the Pareto front of the COMPLETE trials."""
+    front = {t.number for t in ranked_trials(study, list(trials))}
+    return [ObjectivePoint(t.number, t.state.name, tuple(values), t.number in front) for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            and (values := record.objective_values(t)) is not None]
 
 
 def timeline_of(trials: Sequence[FrozenTrial]) -> list[Span]:
@@ -160,47 +194,61 @@ def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accou
 
 
 def top_of(study: optuna.Study, trials: list[FrozenTrial], k: int = 10) -> list[TopRow]:
-    """The ``k`` best COMPLETE trials with the parameters their trainer got."""
+    """The ``k`` best COMPLETE trials (all the Pareto front, with several objectives) with the
+    parameters their trainer got."""
+    ranked = ranked_trials(study, trials)
     rows = []
-    for rank, t in enumerate(ranked_trials(study, trials)[:k], start=1):
-        rows.append(TopRow(rank, t.number, float(t.value or 0.0), record.epochs_run_of(t, 0), record.trained_params(t)))
+    for rank, t in enumerate(ranked if len(study.directions) > 1 else ranked[:k], start=1):
+        rows.append(TopRow(rank, t.number, tuple(float(v) for v in t.values), record.epochs_run_of(t, 0),
+                           record.trained_params(t)))
     return rows
 
 
 def compute(study: optuna.Study) -> ReportData:
     """Read the study once and compute every figure's data (Optuna's plots included)."""
     trials = study.get_trials(deepcopy=False)
-    metric = record.stored_metric(study.user_attrs)[0] or "value"
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    objectives = record.stored_objectives(study.user_attrs) or [
+        (f"objective {i}" if len(study.directions) > 1 else "value", d.name.lower())
+        for i, d in enumerate(study.directions)]
+    metric, goal = objectives[0]
+    maximize = goal == "maximize"
     spans = timeline_of(trials)
     data = ReportData(
         study=study.study_name,
         metric=metric,
-        goal="maximize" if maximize else "minimize",
+        goal=goal,
+        objectives=objectives,
         counts=dict(Counter(t.state.name for t in trials)),
         history=history_of(trials, maximize),
         curves=curves_of(trials),
         timeline=spans,
         accounting=accounting_of(trials, spans),
         top=top_of(study, trials),
+        points=points_of(study, trials) if len(objectives) > 1 else [],
     )
-    data.figures = _optuna_figures(study, trials, metric)
+    data.figures = _optuna_figures(study, trials, objectives)
     return data
 
 
-def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial], metric: str) -> dict[str, go.Figure]:
-    """Optuna's parallel coordinates, fANOVA importances and slices, on an in-memory copy."""
+def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial],
+                    objectives: list[tuple[str, str]]) -> dict[str, go.Figure]:
+    """Optuna's Pareto front (several objectives), parallel coordinates, fANOVA importances and
+    slices, on an in-memory copy; with several objectives the last three show the first."""
     import optuna.visualization as vis
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if len(complete) < 2 or not complete[0].params:
-        return {}
-    memory = optuna.create_study(direction=study.direction)
+    metric = objectives[0][0]
+    memory = optuna.create_study(directions=study.directions)
     memory.add_trials(complete)
-    figures = {
-        "Parallel coordinates": vis.plot_parallel_coordinate(memory, target_name=metric),
-        "Slices": vis.plot_slice(memory, target_name=metric),
-    }
+    figures: dict[str, go.Figure] = {}
+    target = (lambda t: t.values[0]) if len(objectives) > 1 else None
+    if len(objectives) in (2, 3) and complete:
+        figures["Pareto front plot"] = _pareto_figure(vis.plot_pareto_front(
+            memory, target_names=[name for name, _ in objectives]), study, trials, len(objectives))
+    if len(complete) < 2 or not complete[0].params:
+        return figures
+    figures["Parallel coordinates"] = vis.plot_parallel_coordinate(memory, target=target, target_name=metric)
+    figures["Slices"] = vis.plot_slice(memory, target=target, target_name=metric)
     varied = {n for n in complete[0].params if len({repr(t.params.get(n)) for t in complete}) > 1}
     if varied:
         # fANOVA's forest dominates the report's time on large studies: fit it on at most
@@ -208,12 +256,38 @@ def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial], metric: str)
         # (Optuna's default is 64); on a 5,000-trial study the importances agree to 3 decimals.
         sample = complete if len(complete) <= IMPORTANCE_TRIALS else random.Random(0).sample(complete,
                                                                                               IMPORTANCE_TRIALS)
-        subset = optuna.create_study(direction=study.direction)
+        subset = optuna.create_study(directions=study.directions)
         subset.add_trials(sample)
         evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=IMPORTANCE_TREES, seed=0)
         figures["Parameter importances (fANOVA)"] = vis.plot_param_importances(
-            subset, evaluator=evaluator, target_name=metric)
+            subset, evaluator=evaluator, target=target, target_name=metric)
     return figures
+
+
+def _pareto_figure(figure: go.Figure, study: optuna.Study, trials: Sequence[FrozenTrial],
+                   dims: int) -> go.Figure:
+    """Optuna's Pareto-front plot of the COMPLETE trials, recoloured by state (Optuna colours by
+    trial number: the front in the COMPLETE colour, the dominated lighter), plus the PRUNED and
+    FAIL trials at their last recorded epoch's values, one trace per state."""
+    front = {tuple(t.values[:dims]) for t in ranked_trials(study, list(trials))}
+    for trace in figure.data:  # Optuna's traces are unnamed: the front is the one whose points all lie on it
+        points = zip(*(trace[axis] for axis in "xyz"[:dims]), strict=True)
+        on_front = all(tuple(point) in front for point in points)
+        trace.update(name="COMPLETE, on the front" if on_front else "COMPLETE, dominated", showlegend=True,
+                     marker={"color": STATE_COLOURS["COMPLETE"] if on_front else "#98df8a", "showscale": False,
+                             "size": 10 if on_front else 7})
+    for state in (TrialState.PRUNED, TrialState.FAIL):
+        shown = [(t.number, values) for t in trials if t.state == state
+                 and (values := record.objective_values(t)) is not None]
+        if not shown:
+            continue
+        axes = {"xyz"[i]: [v[i] for _, v in shown] for i in range(dims)}
+        kwargs = {"mode": "markers", "name": f"{state.name} (last epoch)", "opacity": 0.6,
+                  "hovertext": [f"trial {n}" for n, _ in shown],
+                  "marker": {"color": STATE_COLOURS[state.name], "symbol": "x"}}
+        figure.add_trace(go.Scatter3d(**axes, **kwargs) if dims == 3 else go.Scatter(**axes, **kwargs))
+    figure.update_layout(title="Pareto front (COMPLETE trials; PRUNED and FAIL at their last epoch)")
+    return figure
 
 
 def figures(data: ReportData) -> dict[str, go.Figure]:
@@ -260,8 +334,14 @@ def render(data: ReportData) -> str:
     """The report as one self-contained HTML page (plotly.js inlined: it opens offline)."""
     a = data.accounting
     rows = "".join(
-        f"<tr><td>{r.rank}</td><td>{r.number}</td><td>{r.value:.4f}</td><td>{r.epochs_run}</td>"
+        f"<tr><td>{r.rank}</td><td>{r.number}</td>{''.join(f'<td>{v:.4g}</td>' for v in r.values)}"
+        f"<td>{r.epochs_run}</td>"
         f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in r.params.items()))}</td></tr>" for r in data.top)
+    metrics = "".join(f"<th>{html.escape(m)}</th>" for m, _ in data.objectives)
+    shown = ", ".join(f"{html.escape(m)} ({g})" for m, g in data.objectives)
+    top = (f"<h2>Pareto front</h2><p>{len(data.top)} COMPLETE trial(s) that no other COMPLETE trial beats in "
+           "every objective; export one with <code>sweeper export STUDY --trial N</code>.</p><table id='front'>"
+           if data.multi_objective else "<h2>Top trials</h2><table id='top'>")
     counts = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(data.counts.items()))
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -269,7 +349,8 @@ def render(data: ReportData) -> str:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
         f"<h1>Study {html.escape(data.study)}</h1>",
-        f"<p id='counts'>Trials by state: {counts}. Metric: {html.escape(data.metric)} ({data.goal}).</p>",
+        f"<p id='counts'>Trials by state: {counts}. {'Objectives' if data.multi_objective else 'Metric'}: "
+        f"{shown}.</p>",
         "<h2>Compute</h2><table id='accounting'>",
         f"<tr><td>epochs run</td><td>{a.epochs_run}</td></tr>",
         f"<tr><td>epochs without early stopping</td><td>{a.epochs_without_stopping}</td></tr>",
@@ -277,8 +358,8 @@ def render(data: ReportData) -> str:
         f"<tr><td>wall time</td><td>{a.wall_s:.0f} s</td></tr>",
         f"<tr><td>workers</td><td>{a.workers}</td></tr>",
         f"<tr><td>busy fraction of the workers</td><td>{a.busy_fraction:.1%}</td></tr></table>",
-        "<h2>Top trials</h2><table id='top'><tr><th>rank</th><th>trial</th>"
-        f"<th>{html.escape(data.metric)}</th><th>epochs</th><th>parameters</th></tr>{rows}</table>",
+        f"{top}<tr><th>{'#' if data.multi_objective else 'rank'}</th><th>trial</th>{metrics}<th>epochs</th>"
+        f"<th>parameters</th></tr>{rows}</table>",
     ]
     for i, (title, fig) in enumerate(figures(data).items()):
         parts.append(f"<h2>{html.escape(title)}</h2>")

@@ -3,7 +3,9 @@
 A study holds everything these need (the spec and each trial's full training config), so
 nothing but the storage URL is required; they read it through :mod:`sweeper.record` and
 import no Ray. Only COMPLETE trials are ever "best": a PRUNED trial's value is that of an
-unfinished run, a FAIL trial has none.
+unfinished run, a FAIL trial has none. In a multi-objective study "best" is the Pareto front of
+the COMPLETE trials (Optuna's ``study.best_trials``): those that no other COMPLETE trial matches
+or beats in every objective while beating in one.
 """
 
 from __future__ import annotations
@@ -18,50 +20,97 @@ from optuna.trial import FrozenTrial, TrialState
 import sweeper
 from sweeper import record
 from sweeper.errors import InputError
+from sweeper.pareto import minimised, non_dominated_fronts
 from sweeper.storage import open_storage, redact, study_names
 
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
-    """COMPLETE trials, best first (by the study's direction); ties keep trial order."""
+    """COMPLETE trials, best first (by the study's direction); ties keep trial order. In a
+    multi-objective study: the Pareto front of the COMPLETE trials, best first by the first
+    objective, then by trial number."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    goals = [d.name.lower() for d in study.directions]
+    points = [minimised(t.values, goals) for t in complete]
+    if len(goals) > 1:
+        front = non_dominated_fronts(points)
+        complete = [complete[i] for i in front[0]] if front else []
+        points = [minimised(t.values, goals) for t in complete]
+    order = sorted(range(len(complete)), key=lambda i: (points[i][0], complete[i].number))
+    return [complete[i] for i in order]
 
 
-def export_config(study: optuna.Study, url: str, rank: int = 1) -> dict[str, Any]:
-    """The ``rank``-th best trial's full training config, with where it came from.
+def is_multi_objective(study: optuna.Study) -> bool:
+    """True for a study of two or more directions."""
+    return len(study.directions) > 1
+
+
+def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
+    """The Pareto front of a study's COMPLETE trials, best first by the first objective: per
+    trial ``{"trial": number, "values": {metric: value}, "epochs_run": n, "params": {...}}``."""
+    names = [name for name, _ in record.stored_objectives(study.user_attrs)]
+    return [{"trial": t.number,
+             "values": dict(zip(names or [f"objective{i}" for i in range(len(t.values))], t.values, strict=True)),
+             "epochs_run": record.recorded_epochs_run(t), "params": record.trained_params(t)}
+            for t in ranked_trials(study)]
+
+
+def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | None = None) -> dict[str, Any]:
+    """The full training config of the ``rank``-th best trial, or of trial number ``trial``,
+    with where it came from.
 
     The result is valid input for ``sweeper train`` and ``sweeper retrain``: ``trainer``,
     ``params``, ``data``, ``epochs``, ``seed``, plus ``provenance`` (study, trial number,
-    rank, storage without password, metric, goal, value, epochs run, versions, time).
+    rank (``None`` for a trial chosen by number), storage without password, metric(s), goal(s),
+    value(s), epochs run, versions, time).
 
     Raises:
-        InputError: ``rank`` is below 1 or there are fewer COMPLETE trials than ``rank``.
+        InputError: ``rank`` is below 1 or there are fewer COMPLETE trials than ``rank``; a
+            multi-objective study given a rank (its front has no order: choose a ``trial``);
+            ``trial`` is not a COMPLETE trial of the study.
     """
-    if rank < 1:
-        raise InputError(f"--rank: {rank} must be 1 or more")
-    ranked = ranked_trials(study)
-    if len(ranked) < rank:
-        raise InputError(f"--rank: {rank} exceeds the {len(ranked)} COMPLETE trial(s) of study "
-                         f"{study.study_name!r} (PRUNED and FAIL trials are never best)")
-    trial = ranked[rank - 1]
-    config = record.config_of(trial)
+    objectives = record.stored_objectives(study.user_attrs)
+    if trial is not None:
+        chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
+        if chosen is None or chosen.state != TrialState.COMPLETE:
+            state = "no" if chosen is None else f"a {chosen.state.name}"
+            raise InputError(f"--trial: {trial} is {state} trial of study {study.study_name!r}; "
+                             "choose a COMPLETE one (PRUNED and FAIL trials did not finish training)")
+        rank_of: int | None = None
+    else:
+        if is_multi_objective(study):
+            raise InputError(f"--rank: study {study.study_name!r} has {len(study.directions)} objectives, and its "
+                             "Pareto front has no first; list it with --pareto and choose one with --trial N")
+        if rank < 1:
+            raise InputError(f"--rank: {rank} must be 1 or more")
+        ranked = ranked_trials(study)
+        if len(ranked) < rank:
+            raise InputError(f"--rank: {rank} exceeds the {len(ranked)} COMPLETE trial(s) of study "
+                             f"{study.study_name!r} (PRUNED and FAIL trials are never best)")
+        chosen, rank_of = ranked[rank - 1], rank
+    config = record.config_of(chosen)
     if config is None:
-        raise InputError(f"study: trial {trial.number} of {study.study_name!r} has no stored config "
+        raise InputError(f"study: trial {chosen.number} of {study.study_name!r} has no stored config "
                          "(was the study made by sweeper?)")
     metric, goal = record.stored_metric(study.user_attrs)
+    provenance: dict[str, Any] = {
+        "study": study.study_name,
+        "trial": chosen.number,
+        "rank": rank_of,
+        "storage": redact(url),
+        "metric": metric,
+        "goal": goal,
+        "value": chosen.values[0] if chosen.values else None,
+    }
+    if len(objectives) > 1:
+        provenance = {**{k: v for k, v in provenance.items() if k not in ("metric", "goal", "value")},
+                      "metrics": [{"name": n, "goal": g} for n, g in objectives],
+                      "values": dict(zip([n for n, _ in objectives], chosen.values or [], strict=False))}
     return {
         **config,
         "provenance": {
-            "study": study.study_name,
-            "trial": trial.number,
-            "rank": rank,
-            "storage": redact(url),
-            "metric": metric,
-            "goal": goal,
-            "value": trial.value,
-            "epochs_run": record.recorded_epochs_run(trial),
+            **provenance,
+            "epochs_run": record.recorded_epochs_run(chosen),
             "sweeper_version": sweeper.__version__,
             "code_version": record.code_version_of(study.user_attrs),
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -77,9 +126,11 @@ class StudyRow:
         name: the study name.
         method: ``random`` | ``bayes`` | ``grid`` ("" for studies not made by sweeper).
         counts: trials by state name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``, ``WAITING``).
-        best: the best COMPLETE value, ``None`` without one.
-        metric: the metric's name and goal, as ``val_accuracy (maximize)``.
+        best: the best COMPLETE value, ``None`` without one or with several objectives.
+        metric: the metric's name and goal, as ``val_accuracy (maximize)``; with several
+            objectives each, comma-separated.
         last_activity: when a trial last started or ended (UTC), ``None`` without trials.
+        front: the Pareto front's size in a multi-objective study, else ``None``.
     """
 
     name: str
@@ -88,6 +139,7 @@ class StudyRow:
     best: float | None
     metric: str
     last_activity: dt.datetime | None
+    front: int | None = None
 
 
 def list_studies(url: str) -> list[StudyRow]:
@@ -108,14 +160,18 @@ def list_studies(url: str) -> list[StudyRow]:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         ranked = ranked_trials(study, trials)
         spec = record.stored_spec(summary.user_attrs) or {}
-        metric, _ = record.stored_metric(summary.user_attrs)
+        objectives = record.stored_objectives(summary.user_attrs) or [
+            (f"value{i}" if len(study.directions) > 1 else "value", d.name.lower())
+            for i, d in enumerate(study.directions)]
         times = [x for t in trials for x in (t.datetime_start, t.datetime_complete) if x is not None]
+        multi = len(study.directions) > 1
         rows.append(StudyRow(
             name=summary.study_name,
             method=str(spec.get("method", "")),
             counts=counts,
-            best=ranked[0].value if ranked else None,
-            metric=f"{metric or 'value'} ({summary.direction.name.lower()})",
+            best=ranked[0].values[0] if ranked and not multi else None,
+            metric=", ".join(f"{m} ({g})" for m, g in objectives),
             last_activity=max(times) if times else None,
+            front=len(ranked) if multi else None,
         ))
     return rows

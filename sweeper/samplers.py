@@ -4,7 +4,14 @@
   values (:class:`WeightedRandomSampler`).
 - ``bayes``: Optuna's ``TPESampler`` (Bergstra et al. 2011; Falkner et al. 2018 for the
   multivariate kernel), ``multivariate=True``, with ``constant_liar=True`` when trials run
-  in parallel, so running trials are not proposed again (Optuna ≥ 2.8).
+  in parallel, so running trials are not proposed again (Optuna ≥ 2.8). With several
+  ``metrics`` the same sampler is multi-objective TPE (Ozaki et al. 2020, 2022, "Multiobjective
+  tree-structured Parzen estimator"). Optuna's reference says so for this case: its
+  ``NSGAIISampler`` page points to ``TPESampler`` (faster since v4.0, and it handles dynamic
+  search spaces and categorical distance), and its ``NSGAIIISampler`` page suggests ``TPESampler``
+  or ``GPSampler`` below 1000 trials; sweeps have tens. (A multi-objective study holds no
+  intermediate values: Optuna's TPE ranks PRUNED trials by them through ``study.direction``,
+  which raises in such a study; see :mod:`sweeper.recorder`.)
 - ``grid``: the grid's points are queued one at a time by :class:`sweeper.searcher.StudySearcher`
   (each run until it finishes once); the sampler then only samples a queued point's values.
 """

@@ -1,11 +1,16 @@
-"""Early stopping: Ray Tune's ASHA, remembering its own decisions and rebuilt from a study's curves."""
+"""Early stopping: Ray Tune's ASHA for one objective, multi-objective ASHA for several; both
+remember their own decisions and are rebuilt from a study's curves."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from sweeper.pareto import Vector, dominates, minimised, rank_order
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -81,17 +86,117 @@ class RecordingASHA(ASHAScheduler):
             self.on_trial_complete(None, stand_in, {time_attr: last, metric: curve[last]})
 
 
+class MultiObjectiveASHA(FIFOScheduler):
+    """ASHA whose rung decisions weigh every objective at once: multi-objective ASHA (Schmucker
+    et al. 2021, "Multi-objective Asynchronous Successive Halving"; Syne Tune's ``MOASHA``).
+
+    One bracket, as Ray's ASHA by default: rungs at ``grace_period * reduction_factor**k``
+    epochs below ``max_t``. When a trial reaches a rung, its objective vector there joins the
+    vectors of the trials that reached the rung before it; all of them are ranked by
+    non-dominated sorting, ties within a front broken by crowding distance (NSGA-II's order,
+    one of the two MO-ASHA offers; :func:`sweeper.pareto.rank_order`). The trial goes on when it
+    ranks among the top ``max(1, floor(m / reduction_factor))`` of those ``m`` trials, or when no
+    trial at the rung dominates it; else it stops. With one objective this is ASHA's rule of
+    promoting the top ``1/reduction_factor`` (Li et al. 2020), a tie with the best included. The
+    second clause is sweeper's: at a rung of few trials most lie on the first front, where
+    crowding distance cannot order two or three points (all get infinity) and the cut would fall
+    by arrival order. A trial is judged once per rung, on its values at that epoch.
+
+    Like :class:`RecordingASHA`, it remembers whom it stopped (:meth:`stopped`) and rebuilds its
+    rungs from earlier curves (:meth:`replay`).
+    """
+
+    def __init__(self, *, time_attr: str, metrics: Sequence[str], goals: Sequence[str], max_t: float,
+                 grace_period: float, reduction_factor: float):
+        super().__init__()
+        self._time_attr, self._metrics, self._goals = time_attr, tuple(metrics), tuple(goals)
+        self._rf, self._max_t = float(reduction_factor), float(max_t)
+        levels = [float(grace_period)]
+        while levels[-1] * self._rf < self._max_t:
+            levels.append(levels[-1] * self._rf)
+        self._rungs: list[tuple[float, dict[str, Vector]]] = [(level, {}) for level in levels if level < self._max_t]
+        self._stopped: set[str] = set()
+
+    @property
+    def rungs(self) -> list[tuple[float, dict[str, Vector]]]:
+        """Each rung's epoch and the minimised vectors recorded there, by trial id (lowest rung first)."""
+        return self._rungs
+
+    def decide(self, trial_id: str, epoch: float, values: Sequence[float]) -> str:
+        """Record ``values`` (the objectives, in the sweep's order) of trial ``trial_id`` at ``epoch``
+        on each rung it reached and has not been judged on; ``STOP`` when a rung drops it or it
+        reached ``max_t``, else ``CONTINUE``."""
+        point = minimised(values, self._goals)
+        action = TrialScheduler.CONTINUE
+        for level, recorded in self._rungs:
+            if epoch < level or trial_id in recorded:
+                continue
+            recorded[trial_id] = point
+            if not self._promoted(trial_id, recorded):
+                action = TrialScheduler.STOP
+        if epoch >= self._max_t:
+            action = TrialScheduler.STOP
+        return action
+
+    def _promoted(self, trial_id: str, recorded: dict[str, Vector]) -> bool:
+        """Whether ``trial_id`` goes on from a rung holding ``recorded`` (itself included): it ranks
+        among the top ``max(1, floor(m / reduction_factor))`` of the ``m``, or no trial there
+        dominates it."""
+        ids = list(recorded)
+        points = [recorded[t] for t in ids]
+        keep = max(1, math.floor(len(ids) / self._rf))
+        if trial_id in {ids[i] for i in rank_order(points)[:keep]}:
+            return True
+        return not any(dominates(p, recorded[trial_id]) for p in points)
+
+    def _values(self, result: dict[str, Any]) -> list[float] | None:
+        if self._time_attr not in result or any(m not in result for m in self._metrics):
+            return None
+        return [float(result[m]) for m in self._metrics]
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        values = self._values(result)
+        if values is None:
+            return TrialScheduler.CONTINUE
+        decision = self.decide(trial.trial_id, float(result[self._time_attr]), values)
+        if decision == TrialScheduler.STOP:
+            self._stopped.add(trial.trial_id)
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        values = self._values(result)
+        if values is not None:
+            self.decide(trial.trial_id, float(result[self._time_attr]), values)
+
+    def stopped(self, trial_id: str) -> bool:
+        """True when this scheduler decided to stop the trial."""
+        return trial_id in self._stopped
+
+    def replay(self, curves: Mapping[str, Mapping[int, Sequence[float]]]) -> None:
+        """Feed earlier trials' curves (``{name: {epoch: objective values}}``) through the rungs,
+        epoch by epoch in each trial's order, as they were recorded live; decisions are not kept."""
+        for name, curve in curves.items():
+            for epoch in sorted(curve):
+                self.decide(name, float(epoch), curve[epoch])
+
+
 @dataclass(frozen=True)
 class _ReplayedTrial:
     trial_id: str
 
 
-def make_scheduler(sweep: Sweep) -> RecordingASHA | None:
-    """ASHA on the sweep's metric with ``epoch`` as its time (grace period and reduction factor
-    from ``scheduler`` or W&B's ``early_terminate``, judging W&B's way unless ``strict``; ``max_t``
-    the sweep's ``epochs``), or ``None``."""
+def make_scheduler(sweep: Sweep) -> RecordingASHA | MultiObjectiveASHA | None:
+    """The sweep's early stopping with ``epoch`` as its time (grace period and reduction factor
+    from ``scheduler`` or W&B's ``early_terminate``; ``max_t`` the sweep's ``epochs``), or ``None``:
+    Ray's ASHA on the metric (judging W&B's way unless ``strict``), or, with several
+    ``metrics``, :class:`MultiObjectiveASHA` on all of them."""
     if sweep.asha is None:
         return None
+    objectives = sweep.objectives
+    if len(objectives) > 1:
+        return MultiObjectiveASHA(time_attr="epoch", metrics=[m.name for m in objectives],
+                                  goals=[m.goal for m in objectives], max_t=sweep.max_epochs,
+                                  grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor)
     return RecordingASHA(
         time_attr="epoch", metric=sweep.spec.metric.name, mode="max" if sweep.spec.metric.goal == "maximize" else "min",
         max_t=sweep.max_epochs, grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor,

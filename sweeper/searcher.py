@@ -124,7 +124,8 @@ class StudySearcher(Searcher):
             return
         maximize = metric.goal == "maximize"
         candidates = [(number, value)] if number is not None else [
-            (t.number, t.value) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            (t.number, t.values[0] if t.values else None)
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         for n, v in candidates:
             if v is not None and (v >= metric.target if maximize else v <= metric.target):
                 self.target_reached = (f"trial {n} reached metric.target: {metric.name} {v:.4f} "
@@ -199,34 +200,42 @@ class StudySearcher(Searcher):
 
     # --- tell
 
-    def tell(self, trial_id: str, state: TrialState, details: record.TrialDetails) -> tuple[optuna.Trial, float | None]:
+    def tell(self, trial_id: str, state: TrialState,
+             details: record.TrialDetails) -> tuple[optuna.Trial, list[float] | None]:
         """Tell the study how the trial that Ray calls ``trial_id`` ended, with its details.
 
-        COMPLETE takes the value of the last epoch, or of the best epoch when the trainer's own
-        early stopping kept that epoch's weights (``best_epoch``); PRUNED takes the last
-        intermediate value (Optuna's rule); FAIL has none. A FAIL of kind ``trial`` counts
-        against ``max_failed_trials``; one more stops the sweep (:attr:`stop_reason`).
+        COMPLETE takes the objectives' values at the last epoch, or at the best epoch when the
+        trainer's own early stopping kept that epoch's weights (``best_epoch``); PRUNED takes the
+        last intermediate value (Optuna's rule) in a single-objective study and no value in a
+        multi-objective one (Optuna keeps none for PRUNED there; the returned values are then the
+        last epoch's); FAIL has none. A FAIL of kind ``trial`` counts against
+        ``max_failed_trials``; one more stops the sweep (:attr:`stop_reason`).
 
         Returns:
-            the Optuna trial and its value.
+            the Optuna trial and its objective values (in the study's order), ``None`` without.
 
         Raises:
             KeyError: this driver did not ask ``trial_id`` or has told it already.
         """
         trial = self.running.pop(trial_id)
         record.write_details(trial, details)
-        value: float | None = None
+        names = [m.name for m in self.sweep.objectives]
+        history = details.history
+        values: list[float] | None = None
         if state == TrialState.COMPLETE:
-            history = details.history
             row = history[-1] if history else {}
             if "best_epoch" in row:
                 row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
-            metric = self.sweep.spec.metric.name
-            value = float(row[metric]) if metric in row else None
-            self.study.tell(trial, value)
-            self.check_target(trial.number, value)
+            values = [float(row[m]) for m in names] if all(m in row for m in names) else None
+            self.study.tell(trial, values)
+            if values is not None:
+                self.check_target(trial.number, values[0])
         elif state == TrialState.PRUNED:
-            value = self.study.tell(trial, state=TrialState.PRUNED).value
+            told = self.study.tell(trial, state=TrialState.PRUNED)
+            if told.values is not None:
+                values = list(told.values)
+            elif history and all(m in history[-1] for m in names):
+                values = [float(history[-1][m]) for m in names]
         else:
             self.study.tell(trial, state=TrialState.FAIL)
             if details.fail_kind == "trial":
@@ -235,7 +244,7 @@ class StudySearcher(Searcher):
                 self.stop_reason = (f"{self.failed} trials failed, more than max_failed_trials "
                                     f"({self.sweep.max_failed}); the last: {details.fail_reason}")
         self._ended_since_wait = True  # counts changed: the next suggest reads the study
-        return trial, value
+        return trial, values
 
     def fail_unfinished(self, reason: str) -> None:
         """Tell FAIL (kind ``driver``) for every trial this driver asked and never saw end (a crash, Ctrl-C)."""

@@ -92,7 +92,7 @@ def create_study(sweep: Sweep, concurrency: int, storage: optuna.storages.RDBSto
     ensure_new_study(sweep.name, url)
     study = optuna.create_study(
         storage=storage or open_storage(url, pool_size=concurrency), study_name=sweep.name,
-        direction=sweep.spec.metric.goal, sampler=make_sampler(sweep, concurrency),
+        directions=[m.goal for m in sweep.objectives], sampler=make_sampler(sweep, concurrency),
     )
     record_study_metadata(study, sweep.stored())
     return study

@@ -10,10 +10,13 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
 CHECKPOINT_FILE = "trainer_state.pt"
+# Seconds trained before the last checkpoint, kept in it so that train_s goes on after a restart.
+TRAIN_S_KEY = "sweeper_train_s"
 # A result carrying this key ends the trial as FAIL with its value as the reason.
 ERROR_KEY = "sweeper_error"
 
@@ -27,6 +30,11 @@ def run_trial(config: dict[str, Any]) -> None:
     ``node`` (host name), ``node_id`` (Ray's), ``worker`` (``host:pid``) and ``device`` (``cpu`` or
     ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the
     trial's CPUs).
+
+    Every report also carries, unless the trainer reports them itself, ``train_s`` (wall
+    seconds since the trial's trainer started, data loading included, summed over restarts
+    after a lost worker) and ``gpu_hours`` (``train_s`` times the trial's GPU share, in hours:
+    0 on the CPU, ``train_s / 3600 / 4`` for ``gpu: 0.25``).
     """
     import ray
     import torch
@@ -38,7 +46,9 @@ def run_trial(config: dict[str, Any]) -> None:
     # Ray logs every persisted checkpoint at INFO level; the study records the trial instead.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = config["sweeper"]
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    cpus = assigned.get("CPU", 1.0)
+    gpu_share = float(assigned.get("GPU", 0.0))
     threads = int(cfg.get("threads") or max(1, int(cpus)))
     gpu_ids = ray.get_gpu_ids()
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
@@ -49,20 +59,25 @@ def run_trial(config: dict[str, Any]) -> None:
         "device": f"cuda:{gpu_ids[0]}" if device == "cuda" else "cpu",
     }
     trainer = get_trainer(cfg["trainer"])
+    resume_state = _load_checkpoint(tune.get_checkpoint())
     train_config = TrainConfig(
         params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
-        seed=int(cfg["seed"]), device=device, resume_state=_load_checkpoint(tune.get_checkpoint()),
-        threads=threads, program=cfg.get("program"),
+        seed=int(cfg["seed"]), device=device, resume_state=resume_state,
+        threads=threads, program=cfg.get("program"), measure_inference=bool(cfg.get("measure_inference", False)),
     )
+    trained_before = float((resume_state or {}).get(TRAIN_S_KEY, 0.0))
+    started = time.perf_counter()
 
     def report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
-        result = {**{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where}
+        train_s = trained_before + time.perf_counter() - started
+        result = {"train_s": train_s, "gpu_hours": train_s * gpu_share / 3600.0,
+                  **{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where}
         if checkpoint is None:
             tune.report(result)
             return
         # Ray copies the folder into the trial's storage before report() returns.
         with tempfile.TemporaryDirectory(prefix="sweeper-ckpt-") as folder:
-            torch.save(dict(checkpoint), os.path.join(folder, CHECKPOINT_FILE))
+            torch.save({**checkpoint, TRAIN_S_KEY: train_s}, os.path.join(folder, CHECKPOINT_FILE))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:

@@ -22,7 +22,17 @@ def curve_fit(config: TrainConfig, report: Report) -> dict[str, float]:
     Checkpoints ``{"epoch": n}`` each epoch and resumes after it. With ``log_to`` set, appends
     ``pid epoch`` to that file as each epoch starts, so a test can find and kill the worker.
     """
-    p: Mapping[str, Any] = {**CURVE.defaults(), **config.params}
+    return _curve({**CURVE.defaults(), **config.params}, config, report)
+
+
+def multi_fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """Two objectives that trade off: ``val_accuracy = (1 - exp(-epoch * lr * 100)) * width /
+    (width + 8)`` grows with ``width``, and so does ``model_ms = width / 10`` (a stand-in for a
+    model's inference time); otherwise as :func:`curve_fit`."""
+    return _curve({**MULTI.defaults(), **config.params}, config, report)
+
+
+def _curve(p: Mapping[str, Any], config: TrainConfig, report: Report) -> dict[str, float]:
     metrics: dict[str, float] = {}
     first = int(config.resume_state["epoch"]) + 1 if config.resume_state else 1
     for epoch in range(first, config.epochs + 1):
@@ -33,7 +43,11 @@ def curve_fit(config: TrainConfig, report: Report) -> dict[str, float]:
         if p["fail"] and epoch == 2:
             raise FloatingPointError(f"loss became NaN at epoch {epoch}")
         acc = 1.0 - math.exp(-epoch * float(p["lr"]) * 100)
+        if "width" in p:
+            acc *= int(p["width"]) / (int(p["width"]) + 8)
         metrics = {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
+        if "width" in p:
+            metrics["model_ms"] = int(p["width"]) / 10
         report(epoch, metrics, {"epoch": epoch})
     return metrics
 
@@ -47,6 +61,14 @@ CURVE = Trainer(
         "sleep_s": Param("float", 0.05, "seconds per epoch", low=0.0, high=10.0),
         "log_to": Param("str", "", "file to append 'pid epoch' lines to"),
     },
+)
+
+
+MULTI = Trainer(
+    name="tests.fake_trainers:MULTI",
+    fit=multi_fit,
+    params={**CURVE.params, "width": Param("int", 8, "model width: more accurate, slower", low=1, high=1024)},
+    metrics=(*CURVE.metrics, "model_ms") if CURVE.metrics else None,
 )
 
 

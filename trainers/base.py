@@ -24,7 +24,13 @@ EPOCH_METRICS: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "v
 # Further per-epoch numbers a study keeps in each trial's curve when a trainer reports them:
 # seconds of the epoch, learning rate, early stopping's best epoch and whether it stopped the
 # trial; and, under k-fold cross-validation, ``fold<i>_<metric>`` per fold.
-EXTRA_METRICS: tuple[str, ...] = ("epoch_s", "lr", "best_epoch", "early_stopped")
+EXTRA_METRICS: tuple[str, ...] = ("epoch_s", "lr", "best_epoch", "early_stopped", "train_s", "gpu_hours")
+# Objectives of a model rather than of its fit, which the built-in trainers report each epoch:
+# ``param_count`` (the trainable parameters, a count) and, when ``TrainConfig.measure_inference``
+# asks for it, ``inference_ms`` (milliseconds per image of a forward pass; see
+# trainers.loop.inference_ms). ``train_s`` and ``gpu_hours`` are added to every trainer's
+# reports by the sweep's trainable (sweeper.trainable).
+MEASURED_METRICS: tuple[str, ...] = ("param_count", "inference_ms")
 FOLD_METRIC_PREFIX = "fold"
 
 
@@ -108,6 +114,9 @@ class TrainConfig:
             after its worker died; training goes on at ``resume_state["epoch"] + 1``.
         program: for a sweep of a W&B program (``program:`` in the spec), how to run it
             (:func:`sweeper.program.fit` reads it); ``None`` for every other trainer.
+        measure_inference: the built-in trainers time the trained model's forward pass and
+            report ``inference_ms`` (a sweep with that objective sets it; it costs a few
+            forward passes once per run).
     """
 
     params: Mapping[str, Any]
@@ -118,6 +127,7 @@ class TrainConfig:
     resume_state: Mapping[str, Any] | None = None
     threads: int | None = _bounded(None, ge=1, le=1024)
     program: Mapping[str, Any] | None = None
+    measure_inference: bool = False
 
 
 # TrainConfig's fields that exist only while a run runs (never in a config file).

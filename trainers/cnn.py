@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from trainers.base import EPOCH_METRICS, Param, Report, TrainConfig, Trainer
+from trainers.base import EPOCH_METRICS, MEASURED_METRICS, Param, Report, TrainConfig, Trainer
 from trainers.data import load_data
 from trainers.loop import fit_classifier
 from trainers.normalize import with_normalization
@@ -89,5 +89,6 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     return fit_classifier(build(config, data.channels, len(data.classes)), data, config, report)
 
 
-TRAINER = Trainer(name="cnn", fit=fit, params=PARAMS, metrics=EPOCH_METRICS, min_image_size=2**BLOCKS,
+TRAINER = Trainer(name="cnn", fit=fit, params=PARAMS, metrics=EPOCH_METRICS + MEASURED_METRICS,
+                  min_image_size=2**BLOCKS,
                   build=build)

@@ -27,6 +27,7 @@ from trainers.augment import BatchAugment
 from trainers.base import Report, TrainConfig
 from trainers.data import ImageData
 from trainers.device import autocast_dtype, resolve_device
+from trainers.measure import inference_ms, param_count
 from trainers.normalize import Normalize
 from trainers.optim import make_optimizer, make_scheduler
 from trainers.rng import rng_state, seed_everything, set_rng_state
@@ -282,12 +283,14 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
 
     Reports after each epoch (counted from 1) ``train_loss``, ``train_accuracy``, ``val_loss``,
     ``val_accuracy`` (fractions; means over folds under k-fold, with ``fold<i>_val_loss`` and
-    ``fold<i>_val_accuracy`` per fold), ``lr`` (the head's learning rate during the epoch) and
-    ``epoch_s`` (wall seconds), with a checkpoint of the models, optimisers, schedules and RNG
-    states. With ``patience`` the best epoch's weights are restored at the end and the last
-    report carries ``best_epoch`` (and ``early_stopped`` = 1 when it stopped before
-    ``config.epochs``). Starts after ``config.resume_state``'s epoch when given. ``model``
-    holds the trained (first fold's) weights on return.
+    ``fold<i>_val_accuracy`` per fold), ``lr`` (the head's learning rate during the epoch),
+    ``epoch_s`` (wall seconds), ``param_count`` (:func:`trainers.measure.param_count`) and, with
+    ``config.measure_inference``, ``inference_ms`` (:func:`trainers.measure.inference_ms`), with a
+    checkpoint of the models, optimisers, schedules and RNG states. With ``patience`` the best
+    epoch's weights are restored at the end and the last report carries ``best_epoch`` (and
+    ``early_stopped`` = 1 when it stopped before ``config.epochs``). Starts after
+    ``config.resume_state``'s epoch when given. ``model`` holds the trained (first fold's)
+    weights on return.
 
     Returns:
         the last epoch's metrics, or the best epoch's with ``patience``.
@@ -325,6 +328,9 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
         best = EarlyStopping(**state.get("early_stopping", {}))
         first_epoch = int(state["epoch"]) + 1
     metrics: dict[str, float] = {}
+    # The model as built, less what a fine-tune freezes at its first epoch.
+    trainable = float(param_count(runs[0].model, finetune.frozen_at(1) if finetune else frozenset()))
+    measured_ms: float | None = None
     for epoch in range(first_epoch, config.epochs + 1):
         started = time.perf_counter()
         lr = runs[0].lr()
@@ -359,6 +365,14 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
                 if stop:
                     metrics["early_stopped"] = 1.0
         metrics["epoch_s"] = time.perf_counter() - started
+        metrics["param_count"] = trainable
+        if config.measure_inference:
+            # The architecture sets the time, not the weights: measured once, after the first epoch.
+            if measured_ms is None:
+                run = runs[0]
+                measured_ms = inference_ms(run.model, data, run.val_idx, device, batch_size, run.amp,
+                                           run.channels_last)
+            metrics["inference_ms"] = measured_ms
         checkpoint = {"epoch": epoch, "model": runs[0].model.state_dict(), "runs": [run.state() for run in runs],
                       "rng": rng_state(generator, aug_gen),
                       "early_stopping": best.state()}

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from trainers.base import EPOCH_METRICS, Param, Report, TrainConfig, Trainer
+from trainers.base import EPOCH_METRICS, MEASURED_METRICS, Param, Report, TrainConfig, Trainer
 from trainers.data import load_data
 from trainers.loop import FineTune, fit_classifier
 from trainers.normalize import Normalize
@@ -263,5 +263,6 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     return fit_classifier(model, data, config, report, fine_tune_plan(model, config.params))
 
 
-TRAINER = Trainer(name="torchvision", fit=fit, params=PARAMS, metrics=EPOCH_METRICS, min_image_size=32,
+TRAINER = Trainer(name="torchvision", fit=fit, params=PARAMS, metrics=EPOCH_METRICS + MEASURED_METRICS,
+                  min_image_size=32,
                   build=build, check=check)

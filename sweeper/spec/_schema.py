@@ -1,6 +1,6 @@
 """The sweep spec's structure: pydantic models of the YAML's keys, types and bounds.
 
-The W&B sweep format (``name``, ``method``, ``metric``, ``parameters``, ``run_cap``,
+The W&B sweep format (``name``, ``method``, ``metric`` or ``metrics``, ``parameters``, ``run_cap``,
 ``early_terminate``, ...) plus sweeper's keys (``trainer``, ``data``, ``epochs``,
 ``scheduler``, ``max_concurrent_trials``, ``resources_per_trial``, ``storage``, ``seed``).
 Rules that span keys (a trainer's parameters, grid discreteness) live in
@@ -79,6 +79,10 @@ class MetricSpec(_Model):
     target: float | None = None  # W&B's: the sweep stops once a finished trial reaches it
 
 
+# Objectives sweeper measures itself (see trainers.base.MEASURED_METRICS and sweeper.trainable).
+SWEEPER_OBJECTIVES = ("param_count", "inference_ms", "train_s", "gpu_hours")
+
+
 class ParameterSpec(_Model):
     """One entry of ``parameters``: a constant, a list of values, a range, a distribution, or
     nested parameters.
@@ -141,6 +145,8 @@ class SweepSpec(_Model):
     description: str = ""
     method: Literal["random", "bayes", "grid"]
     metric: MetricSpec = MetricSpec()
+    # W&B's multi-objective form: two or more {name, goal}, in the order of the study's directions.
+    metrics: list[MetricSpec] | None = Field(default=None, min_length=2)
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     run_cap: int | None = Field(default=None, ge=1)
     early_terminate: EarlyTerminateSpec | None = None

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sweeper.spec._schema import PROGRAM_TRAINER, SweepSpec
+from sweeper.spec._schema import PROGRAM_TRAINER, MetricSpec, SweepSpec
 from sweeper.spec._space import SearchSpace
 from trainers.base import DataConfig, Trainer
 
@@ -57,6 +57,16 @@ class Sweep:
     program: Mapping[str, Any] | None = None
 
     @property
+    def objectives(self) -> tuple[MetricSpec, ...]:
+        """What the study optimises, in the order of its directions: ``metrics``, else ``(metric,)``."""
+        return tuple(self.spec.metrics) if self.spec.metrics else (self.spec.metric,)
+
+    @property
+    def multi_objective(self) -> bool:
+        """True for a sweep of two or more ``metrics``."""
+        return len(self.objectives) > 1
+
+    @property
     def name(self) -> str:
         """The study name."""
         assert self.spec.name is not None
@@ -87,11 +97,17 @@ class Sweep:
         }
         if self.program is not None:
             config["program"] = {**self.program, "run_id": f"trial-{trial_number}"}
+        if any(m.name == "inference_ms" for m in self.objectives):
+            config["measure_inference"] = True
         return config
 
     def stored(self) -> dict[str, Any]:
         """The spec as stored with the study: JSON-able, defaults filled, valid input to :func:`validate`."""
-        out = self.spec.model_dump(mode="json", exclude={"project", "entity"})
+        # With `metrics`, `metric` is the first objective, filled in by validation: not stored.
+        dropped = {"project", "entity", *(["metric"] if self.spec.metrics else [])}
+        out = self.spec.model_dump(mode="json", exclude=dropped)
+        if not self.spec.metrics:
+            out.pop("metrics", None)
         # A parameter's form is which keys it sets, so only those are kept.
         out["parameters"] = {
             name: p.model_dump(mode="json", exclude_unset=True) for name, p in self.spec.parameters.items()

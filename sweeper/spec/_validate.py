@@ -18,12 +18,15 @@ from sweeper.defaults import DEFAULT_EPOCHS, DEFAULT_RUN_CAP
 from sweeper.errors import InputError, Problem
 from sweeper.spec._files import raw_spec
 from sweeper.spec._problems import did_you_mean, pydantic_problems, without
-from sweeper.spec._schema import PROGRAM_TRAINER, WANDB_IGNORED_KEYS, SweepSpec
+from sweeper.spec._schema import PROGRAM_TRAINER, SWEEPER_OBJECTIVES, WANDB_IGNORED_KEYS, SweepSpec
 from sweeper.spec._space import SearchSpace, build_space
 from sweeper.spec._sweep import Asha, Sweep
 from trainers import get_trainer
-from trainers.base import DataConfig, Trainer
+from trainers.base import MEASURED_METRICS, DataConfig, Trainer
 from trainers.data import BUNDLED_DATASETS, check_data, torchvision_dataset_names
+
+# What the sweep's trainable adds to every trainer's reports (see sweeper.trainable.run_trial).
+SWEPT_BY_SWEEPER = tuple(m for m in SWEEPER_OBJECTIVES if m not in MEASURED_METRICS)
 
 
 def load_sweep(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Sweep:
@@ -68,6 +71,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
         warnings.append(f"ignoring W&B key(s) {', '.join(ignored)}: sweeper records the sweep in its study")
     spec, program_problems = _program(spec, warnings)
     problems += program_problems
+    spec, metric_problems = _objectives(spec)
+    problems += metric_problems
 
     space, space_problems = build_space(spec.parameters)
     problems += space_problems
@@ -79,9 +84,12 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
         problems.append(Problem("trainer", spec.trainer, str(err)))
     if trainer is not None:
         problems += _check_trainer_params(trainer, spec, space)
-        if trainer.metrics is not None and spec.metric.name not in trainer.metrics:
-            problems.append(Problem("metric.name", spec.metric.name, "must be a metric the trainer reports: "
-                                    + ", ".join(trainer.metrics) + did_you_mean(spec.metric.name, trainer.metrics)))
+        if trainer.metrics is not None:
+            reported = (*trainer.metrics, *SWEPT_BY_SWEEPER)
+            named = [(f"metrics[{i}].name", m.name) for i, m in enumerate(spec.metrics or [])] or [
+                ("metric.name", spec.metric.name)]
+            problems += [Problem(path, name, "must be a metric the trainer reports: " + ", ".join(reported)
+                                 + did_you_mean(name, reported)) for path, name in named if name not in reported]
         image_size = spec.data_settings()["image_size"]
         if image_size < trainer.min_image_size:
             problems.append(Problem("data.image_size", image_size,
@@ -129,6 +137,26 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
                    "logs": str(Path(spec.artifacts) / study.replace("/", "_") / "programs"),
                    "function": spec.trainer if function else None}
     return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings), program)
+
+
+def _objectives(spec: SweepSpec) -> tuple[SweepSpec, list[Problem]]:
+    """W&B's multi-objective form (``metrics:``, two or more): no ``metric`` beside it, distinct
+    names, no ``target`` (a front has no single value to reach). The spec's ``metric`` becomes the
+    first objective, which the single-metric parts (progress line, trainer monitor) show."""
+    if spec.metrics is None:
+        return spec, []
+    problems = []
+    if "metric" in spec.model_fields_set:
+        problems.append(Problem("metric", spec.metric.name, "give `metric` (one objective) or `metrics` (two or "
+                                "more), not both"))
+    names = [m.name for m in spec.metrics]
+    for i, m in enumerate(spec.metrics):
+        if m.name in names[:i]:
+            problems.append(Problem(f"metrics[{i}].name", m.name, "names an objective twice; each metric once"))
+        if m.target is not None:
+            problems.append(Problem(f"metrics[{i}].target", m.target, "is for a single `metric`; a multi-objective "
+                                    "sweep runs to its run_cap"))
+    return spec.model_copy(update={"metric": spec.metrics[0]}), problems
 
 
 def _program(spec: SweepSpec, warnings: list[str]) -> tuple[SweepSpec, list[Problem]]:
