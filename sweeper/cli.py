@@ -248,6 +248,7 @@ def export(
 
     import yaml
 
+    from sweeper.progress import front_table
     from sweeper.results import export_config, is_multi_objective, pareto_front
     from sweeper.studies import load_study
 
@@ -259,7 +260,7 @@ def export(
     if pareto:
         if not is_multi_objective(loaded):
             raise InputError(f"--pareto: study {study!r} has one objective; its best trials come by --rank")
-        _print_front(study, pareto_front(loaded))
+        out.print(front_table(study, pareto_front(loaded)))
         return
     config = export_config(loaded, storage, rank, trial)
     text = json.dumps(config, indent=2) + "\n" if format_ == "json" else yaml.safe_dump(config, sort_keys=False)
@@ -269,24 +270,6 @@ def export(
     shown = ", ".join(f"{k} = {v:.4g}" for k, v in values.items())
     chosen = f"rank {p['rank']}" if p["rank"] is not None else "chosen by number"
     out.print(f"wrote {output}: trial {p['trial']} ({chosen}) of {study}, {shown}")
-
-
-def _print_front(study: str, front: list[dict[str, Any]]) -> None:
-    """The Pareto front as a table: trial, each objective, epochs, parameters."""
-    from rich.table import Table
-
-    if not front:
-        out.print(f"study {study!r} has no COMPLETE trial: its Pareto front is empty")
-        return
-    table = Table(title=f"Pareto front of {study}: {len(front)} trial(s); export one with --trial N")
-    metrics, params = list(front[0]["values"]), list(front[0]["params"])
-    for col in ("trial", *metrics, "epochs", *params):
-        table.add_column(col, justify="left" if col == "trial" else "right")
-    for row in front:
-        table.add_row(str(row["trial"]), *(f"{row['values'][m]:.4g}" for m in metrics), str(row["epochs_run"]),
-                      *(f"{row['params'][k]:.4g}" if isinstance(row["params"][k], float) else str(row["params"][k])
-                        for k in params))
-    out.print(table)
 
 
 @app.command()

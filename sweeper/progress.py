@@ -269,6 +269,21 @@ class BestTrials:
             yield Padding(Text("  ".join(f"{name}={shown}" for name, shown in params), overflow="fold"), (0, 0, 0, 4))
 
 
+def front_table(study: str, front: list[dict[str, Any]]) -> Table | Text:
+    """The Pareto front (:func:`sweeper.results.pareto_front`) as a table: trial, each objective,
+    epochs, parameters; a line when it is empty."""
+    if not front:
+        return Text(f"study {study!r} has no COMPLETE trial: its Pareto front is empty")
+    table = Table(title=f"Pareto front of {study}: {len(front)} trial(s); export one with --trial N")
+    metrics, params = list(front[0]["values"]), list(front[0]["params"])
+    for col in ("trial", *metrics, "epochs", *params):
+        table.add_column(col, justify="left" if col == "trial" else "right")
+    for row in front:
+        table.add_row(str(row["trial"]), *(_metric(row["values"][m]) for m in metrics), str(row["epochs_run"]),
+                      *(_fmt(row["params"][k]) for k in params))
+    return table
+
+
 def _metric(value: float) -> str:
     """A metric's value: 4 decimals (accuracies, losses), or 4 significant digits beyond that
     range (``param_count`` 1.234e+06, ``inference_ms`` 0.0123)."""

@@ -26,6 +26,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
+from sweeper import record
 from sweeper.cli import app
 from sweeper.scheduler import RecordingASHA
 from sweeper.spec import validate
@@ -146,6 +147,10 @@ KILLS = [
     pytest.param("postgresql", "grid", 2, id="postgresql-grid-after-2", marks=[pytest.mark.postgres, POSTGRES]),
     pytest.param("postgresql", "random", 5, id="postgresql-random-after-5",
                  marks=[pytest.mark.postgres, POSTGRES]),
+    # Multi-objective (val_accuracy up, model_ms down) under multi-objective ASHA.
+    pytest.param("sqlite", "multi", 3, id="sqlite-multi-objective-after-3"),
+    pytest.param("postgresql", "multi", 4, id="postgresql-multi-objective-after-4",
+                 marks=[pytest.mark.postgres, POSTGRES]),
 ]
 
 
@@ -155,9 +160,13 @@ def test_sigkill_the_driver_then_resume(tmp_path: Path, study_name: str, storage
                                        after: int) -> None:
     url = storage_for(storage_kind, tmp_path)
     spec = {**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts")}
-    if method == "random":
+    if method in ("random", "multi"):
         spec = {**spec, "method": "random", "run_cap": 10, "parameters": {
             "lr": {"min": 0.002, "max": 0.05}, "sleep_s": {"value": 0.3}}}
+    if method == "multi":
+        spec = {**spec, "trainer": "tests.fake_trainers:MULTI", "metrics": [
+            {"name": "val_accuracy", "goal": "maximize"}, {"name": "model_ms", "goal": "minimize"}],
+            "parameters": {**spec["parameters"], "width": {"values": [2, 8, 32, 128]}}}
     budget = 12 if method == "grid" else 10
     path = write_spec(tmp_path / "spec.yaml", spec)
     log = tmp_path / "driver.log"
@@ -185,13 +194,14 @@ def test_sigkill_the_driver_then_resume(tmp_path: Path, study_name: str, storage
     for number, old in before.items():  # nothing that had finished is lost or changed
         if old.state in FINISHED:
             new = after_resume[number]
-            assert (new.state, new.value, new.intermediate_values) == (old.state, old.value, old.intermediate_values)
+            assert (new.state, new.values, new.intermediate_values, record.objective_curve_of(new)) == (
+                old.state, old.values, old.intermediate_values, record.objective_curve_of(old))
     for number in zombies:  # the dead driver's trials are FAIL, and run again
         zombie = after_resume[number]
         assert zombie.state == TrialState.FAIL
         assert zombie.user_attrs["fail_reason"].startswith("driver lost")
         assert zombie.user_attrs["fail_kind"] == "driver"
-        if method == "random":
+        if method != "grid":
             again = [t for t in after_resume.values() if t.user_attrs.get("retry_of") == number]
             assert len(again) == 1 and again[0].params == zombie.params
     if method == "grid":
@@ -199,6 +209,10 @@ def test_sigkill_the_driver_then_resume(tmp_path: Path, study_name: str, storage
         assert sorted(counts) == list(range(12)) and set(counts.values()) == {1}
     drivers = {t.user_attrs["driver_id"] for t in finished}
     assert len(drivers) == 2  # the killed driver's finished trials and the resumed driver's
+    if method == "multi":
+        study = optuna.load_study(study_name=study_name, storage=url)
+        assert len(study.directions) == 2 and study.best_trials
+        assert all(len(record.objective_curve_of(t)) == record.epochs_run_of(t) for t in finished)
 
 
 def ctrl_c(proc: subprocess.Popen[bytes], log: Path) -> str:
@@ -319,12 +333,16 @@ def test_cut_postgres_connections_lose_no_result(tmp_path: Path, study_name: str
 @pytest.mark.slow
 @pytest.mark.postgres
 @POSTGRES
-def test_two_drivers_share_one_postgres_grid_study(tmp_path: Path, study_name: str) -> None:
+@pytest.mark.parametrize("objectives", [1, 2], ids=["one-objective", "two-objectives"])
+def test_two_drivers_share_one_postgres_grid_study(tmp_path: Path, study_name: str, objectives: int) -> None:
     url = postgres_url()
     assert url is not None
     spec = {**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts"),
             "max_concurrent_trials": 1, "scheduler": {"type": "none"}, "epochs": 3,
             "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016, 0.03]}, "sleep_s": {"values": [0.5, 0.6]}}}
+    if objectives == 2:
+        spec = {**spec, "trainer": "tests.fake_trainers:MULTI", "metrics": [
+            {"name": "val_accuracy", "goal": "maximize"}, {"name": "model_ms", "goal": "minimize"}]}
     path = write_spec(tmp_path / "spec.yaml", spec)
     first = start(["launch", str(path)], tmp_path, tmp_path / "first.log")
     second = None
