@@ -94,7 +94,8 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
     out.print(f"# search space: {len(sweep.space.dimensions)} searched parameter(s), "
               + (f"{size} distinct configuration(s)" if size is not None else "continuous (infinite)"))
     out.print(f"# budget: {sweep.budget} finished trials; up to {sweep.max_epochs} epochs each; "
-              + (f"ASHA grace period {sweep.asha.grace_period}, reduction factor {sweep.asha.reduction_factor:g}"
+              + (f"{'multi-objective ' if sweep.multi_objective else ''}ASHA grace period "
+                 f"{sweep.asha.grace_period}, reduction factor {sweep.asha.reduction_factor:g}"
                  if sweep.asha else "no early stopping"))
 
 

@@ -115,7 +115,8 @@ class SweepProgress:
             f"sweep [bold]{self.sweep.name}[/]: {self.sweep.spec.method} search, budget "
             f"{self.sweep.budget} finished trials, up to {self.sweep.max_epochs} epochs each, "
             f"{start.concurrency} at a time"
-            + (f", ASHA grace {self.sweep.asha.grace_period} / reduction {self.sweep.asha.reduction_factor:g}"
+            + (f", {'MO-' if self.sweep.multi_objective else ''}ASHA grace {self.sweep.asha.grace_period}"
+               f" / reduction {self.sweep.asha.reduction_factor:g}"
                if self.sweep.asha else ", no early stopping")
         )
         self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2, transient=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sweeper.pareto import crowding_distances, hypervolume_2d, minimised, non_do
 from sweeper.scheduler import MultiObjectiveASHA, make_scheduler
 from sweeper.spec import validate
 from tests.conftest import write_spec
+from tests.test_dashboard import free_port, get_json
 from tests.test_resume import REPO, run_to_end
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig
@@ -224,6 +226,29 @@ def test_a_multi_objective_sweep_with_asha_keeps_every_curve_and_shows_its_front
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "r.html").read_text()
     assert "<h2>Pareto front plot</h2>" in page and "id='front'" in page and "PRUNED (last epoch)" in page
+    _dashboard_shows_the_front(study_name, url, tmp_path, front)
+
+
+def _dashboard_shows_the_front(study: str, url: str, cwd: Path, front: set[int]) -> None:
+    """optuna-dashboard (``sweeper dashboard``) serves the study with both directions and its front."""
+    port = free_port()
+    with (cwd / "server.log").open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", study, "--storage", url,
+                                   "--port", str(port)], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                  env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    try:
+        deadline, summaries = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and not summaries:
+            try:
+                summaries = get_json(f"http://127.0.0.1:{port}/api/studies")
+            except OSError:
+                time.sleep(0.3)
+        [summary] = summaries["study_summaries"]
+        detail = get_json(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}")
+        assert [d.lower() for d in summary["directions"]] == ["maximize", "minimize"]
+        assert {t["number"] for t in detail["best_trials"]} == front
+    finally:
+        server.kill()
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
