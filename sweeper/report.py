@@ -336,7 +336,7 @@ def render(data: ReportData) -> str:
     rows = "".join(
         f"<tr><td>{r.rank}</td><td>{r.number}</td>{''.join(f'<td>{v:.4g}</td>' for v in r.values)}"
         f"<td>{r.epochs_run}</td>"
-        f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in r.params.items()))}</td></tr>" for r in data.top)
+        f"<td>{html.escape(', '.join(f'{k}={_shown(v)}' for k, v in r.params.items()))}</td></tr>" for r in data.top)
     metrics = "".join(f"<th>{html.escape(m)}</th>" for m, _ in data.objectives)
     shown = ", ".join(f"{html.escape(m)} ({g})" for m, g in data.objectives)
     top = (f"<h2>Pareto front</h2><p>{len(data.top)} COMPLETE trial(s) that no other COMPLETE trial beats in "
@@ -366,3 +366,8 @@ def render(data: ReportData) -> str:
         parts.append(pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """A parameter's value in a table: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -80,7 +80,8 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     else:
         if is_multi_objective(study):
             raise InputError(f"--rank: study {study.study_name!r} has {len(study.directions)} objectives, and its "
-                             "Pareto front has no first; list it with --pareto and choose one with --trial N")
+                             "Pareto front has no first; list it with `sweeper export STUDY --pareto` and "
+                             "choose one with --trial N")
         if rank < 1:
             raise InputError(f"--rank: {rank} must be 1 or more")
         ranked = ranked_trials(study)

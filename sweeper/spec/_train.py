@@ -66,4 +66,5 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
         if epochs is not None and "epochs" in given_params:
             given_params = {**given_params, "epochs": epochs}  # the program reads its epochs as a parameter
     return trainer, TrainConfig(trainer.resolve({**trainer.defaults(), **given_params}), data, spec["epochs"],
-                                spec["seed"], threads=spec["threads"], program=program)
+                                spec["seed"], threads=spec["threads"], program=program,
+                                measure_inference=spec["measure_inference"])
