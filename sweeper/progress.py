@@ -211,7 +211,7 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
     for t in best:
         config = sweep.space.values(t.params)
         rows.append((t.number, tuple(float(v) for v in t.values), str(record.epochs_run_of(t, 0)),
-                     [(n, _fmt(config[n])) for n in names]))
+                     [(n, _fmt(config[n]) if n in config else "-") for n in names]))
     objectives = [(m.name, m.goal) for m in sweep.objectives]
     first = best[0]
     if reached is not None:

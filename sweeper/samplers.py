@@ -64,6 +64,9 @@ def make_sampler(sweep: Sweep, concurrency: int) -> BaseSampler:
     if sweep.spec.method == "bayes":
         return TPESampler(
             multivariate=True,
+            # Optuna's answer to a conditional (define-by-run) space: the multivariate TPE on each
+            # subspace of parameters that occur together (TPESampler's `group`, Optuna >= 2.8).
+            group=sweep.space.conditional,
             constant_liar=concurrency > 1,
             n_startup_trials=max(2, min(10, sweep.budget // 3)),
             seed=seed,

@@ -192,7 +192,11 @@ class StudySearcher(Searcher):
                                         "queued by a driver that stopped before running it")
                 self.storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             record.queue_grid_point(study, self.grid[grid_id], grid_id)
-        trial = study.ask(fixed_distributions=sweep.space.distributions)
+        if sweep.space.conditional:
+            trial = study.ask()  # define-by-run: only the parameters whose conditions hold
+            sweep.space.suggest(trial)
+        else:
+            trial = study.ask(fixed_distributions=sweep.space.distributions)
         config = sweep.trial_config(trial.params, trial.number)
         record.write_asked(trial, config, self.lease.driver_id, trial_id)
         self.running[trial_id] = trial

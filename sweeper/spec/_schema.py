@@ -90,6 +90,7 @@ class ParameterSpec(_Model):
     W&B forms: ``value: x``; ``values: [...]`` (with optional ``probabilities``); ``min``/``max``
     with ``distribution`` (and ``q`` for the quantised ones); ``distribution: normal`` and the
     like with ``mu``/``sigma`` or ``a``/``b``; ``parameters: {...}`` (nested, at any depth).
+    sweeper's ``when: {other: value or [values]}`` makes the parameter conditional.
     """
 
     value: Any = None
@@ -104,6 +105,9 @@ class ParameterSpec(_Model):
     a: float | None = None
     b: float | None = None
     parameters: dict[str, ParameterSpec] | None = None
+    # sweeper's: the parameter exists in a trial only when each named parameter has the value
+    # (or one of the list of values) given here; otherwise the trainer's default applies.
+    when: dict[str, Any] | None = None
 
 
 class EarlyTerminateSpec(_Model):
