@@ -45,6 +45,8 @@ class SweepOutcome:
         interrupted: Ctrl-C stopped it (its running trials are FAIL "sweep interrupted").
         target_reached: which trial reached ``metric.target``, when one did (the sweep then
             ends before its budget, successfully).
+        exhausted: why no new configuration was left to run, when none was (the sweep then
+            ends before its budget, successfully).
     """
 
     study: optuna.Study
@@ -54,6 +56,7 @@ class SweepOutcome:
     stop_reason: str | None = None
     interrupted: bool = False
     target_reached: str | None = None
+    exhausted: str | None = None
 
 
 def _trial_name(trial: Trial) -> str:
@@ -160,13 +163,14 @@ def run_sweep(
     finished = searcher.counts()[0]
     # Tune ends before the budget only when interrupted: its SIGINT handler (Ctrl-C) stops the
     # trials and returns.
-    interrupted = searcher.stop_reason is None and searcher.target_reached is None and finished < sweep.budget
+    interrupted = (searcher.stop_reason is None and searcher.target_reached is None and searcher.exhausted is None
+                   and finished < sweep.budget)
     searcher.fail_unfinished("sweep interrupted (Ctrl-C)" if interrupted
                              else "the trial never reported an end to the driver")
     if interrupted:
         searcher.stop_reason = f"interrupted with {finished} of {sweep.budget} trials finished"
     return SweepOutcome(study, finished, searcher.failed, time.time() - started, searcher.stop_reason, interrupted,
-                        searcher.target_reached)
+                        searcher.target_reached, searcher.exhausted)
 
 
 def launch(
@@ -192,7 +196,7 @@ def launch(
     from sweeper.results import ranked_trials
 
     outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end)
-    show(summary(outcome.study, sweep, outcome.wall_s, reached=outcome.target_reached))
+    show(summary(outcome.study, sweep, outcome.wall_s, reached=outcome.target_reached, exhausted=outcome.exhausted))
     if outcome.interrupted:
         raise KeyboardInterrupt
     if outcome.stop_reason:

@@ -73,7 +73,7 @@ class SweepStart:
         """Read ``study``."""
         counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         for trial in study.get_trials(deepcopy=False, states=tuple(counts)):
-            counts[trial.state] += 1
+            counts[trial.state] += not record.is_duplicate_draw(trial)
         if len(study.directions) > 1:
             goals = [d.name.lower() for d in study.directions]
             return cls(concurrency, counts, None,
@@ -192,16 +192,23 @@ def best_trials(study: optuna.Study, k: int | None = 5) -> list[FrozenTrial]:
 
 
 def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 5,
-            reached: str | None = None) -> Group:
+            reached: str | None = None, exhausted: str | None = None) -> Group:
     """State counts (and the run's wall time), the best trials (with several objectives: the
     Pareto front, up to ``2 * top`` of it) with their parameters, and, when ``reached`` says which
-    trial reached ``metric.target``, that the sweep stopped there."""
+    trial reached ``metric.target``, that the sweep stopped there; the duplicate draws re-sampled,
+    and, when ``exhausted`` says so, that no new configuration was left."""
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = {s: sum(t.state == s and not record.is_duplicate_draw(t) for t in trials)
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    duplicates = record.duplicate_draws_of(study.user_attrs)
     head = Text(
         f"study {study.study_name}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
         f"{counts[TrialState.FAIL]} failed" + (f" in {wall_s:.0f}s" if wall_s is not None else "")
+        + (f"; {duplicates} duplicate draw(s) re-sampled, none run" if duplicates else "")
     )
+    if exhausted is not None:
+        head = Text.assemble(head, "\n", (f"search space exhausted: {exhausted}; the sweep ends with what it has",
+                                           "bold"))
     front = best_trials(study, None)
     best = front[:2 * top] if sweep.multi_objective else front[:top]
     if not best:

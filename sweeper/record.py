@@ -7,7 +7,8 @@ recorder, the leases) and every reader goes through it (``show``, ``studies``, `
 ``report``, ``retrain``, the progress display). It imports Optuna only, never Ray.
 
 Study attributes: ``sweeper_spec`` (the validated spec, password redacted),
-``sweeper_version``, ``code_version``, ``created_at`` and one ``lease:<driver id>`` per driver.
+``sweeper_version``, ``code_version``, ``created_at``, ``duplicate_draws`` (sampled
+configurations that had run already and were drawn again) and one ``lease:<driver id>`` per driver.
 
 Trial attributes: ``config`` (the full training config), ``history`` (every metric, every
 epoch), ``epochs_run``, ``wall_s``, ``ray_trial_id``, ``node``, ``node_id``, ``worker``,
@@ -33,6 +34,7 @@ STUDY_SPEC = "sweeper_spec"
 STUDY_VERSION = "sweeper_version"
 STUDY_CODE = "code_version"
 STUDY_CREATED = "created_at"
+DUPLICATE_DRAWS = "duplicate_draws"
 LEASE_PREFIX = "lease:"
 
 # --- trial attributes
@@ -52,7 +54,8 @@ OBJECTIVE_CURVE = "objective_curve"
 # Where a trial ran, as its worker reports it with every epoch.
 WHERE = ("node", "node_id", "worker", "device")
 
-FailKind = Literal["trial", "driver"]
+# "duplicate": a draw of a configuration already finished or running, never run (see sweeper.searcher).
+FailKind = Literal["trial", "driver", "duplicate"]
 
 
 # --- the study --------------------------------------------------------------------------
@@ -255,8 +258,27 @@ def end_reason(trial: FrozenTrial) -> str | None:
 
 
 def fail_kind_of(trial: FrozenTrial) -> FailKind:
-    """``driver`` when the trial failed because its driver was lost or interrupted, else ``trial``."""
-    return "driver" if trial.user_attrs.get(FAIL_KIND) == "driver" else "trial"
+    """``driver`` when the trial failed because its driver was lost or interrupted, ``duplicate``
+    for a draw of a configuration that had run (never run itself), else ``trial``."""
+    kind = trial.user_attrs.get(FAIL_KIND)
+    return "driver" if kind == "driver" else "duplicate" if kind == "duplicate" else "trial"
+
+
+def is_duplicate_draw(trial: FrozenTrial) -> bool:
+    """A FAIL trial that only records a duplicate draw (never run)."""
+    return trial.state == TrialState.FAIL and fail_kind_of(trial) == "duplicate"
+
+
+def count_duplicate_draw(study: optuna.Study) -> int:
+    """Add one to the study's count of duplicate draws (under the study lock); returns the new count."""
+    count = duplicate_draws_of(study.user_attrs) + 1
+    study.set_user_attr(DUPLICATE_DRAWS, count)
+    return count
+
+
+def duplicate_draws_of(study_attrs: Mapping[str, Any]) -> int:
+    """How many sampled configurations were duplicates of one that had run, in the study's life."""
+    return int(study_attrs.get(DUPLICATE_DRAWS) or 0)
 
 
 def failed_by_itself(trial: FrozenTrial) -> bool:

@@ -168,7 +168,7 @@ def timeline_of(trials: Sequence[FrozenTrial]) -> list[Span]:
     """When each finished trial ran and on which worker (``host:pid``; ``node`` when unknown)."""
     spans = []
     for t in trials:
-        if t.datetime_start is None or t.datetime_complete is None:
+        if t.datetime_start is None or t.datetime_complete is None or record.is_duplicate_draw(t):
             continue
         spans.append(Span(t.number, record.worker_of(t), t.datetime_start, t.datetime_complete, t.state.name))
     return spans
@@ -218,7 +218,8 @@ def compute(study: optuna.Study) -> ReportData:
         metric=metric,
         goal=goal,
         objectives=objectives,
-        counts=dict(Counter(t.state.name for t in trials)),
+        # A duplicate draw is a FAIL trial that never ran: counted apart (sweeper.searcher).
+        counts=dict(Counter("DUPLICATE DRAW" if record.is_duplicate_draw(t) else t.state.name for t in trials)),
         history=history_of(trials, maximize),
         curves=curves_of(trials),
         timeline=spans,

@@ -6,6 +6,13 @@ ended (:meth:`StudySearcher.tell`, the shape of Ray's ``Searcher.on_trial_comple
 by :class:`sweeper.recorder.StudyRecorder`, which adds what it saw of the trial). It keeps
 the sweep's live state: the trials it asked and has not told, the failures, the stop reason.
 
+No configuration runs twice (``random`` and ``bayes``): a draw whose configuration (the
+trainer's values, after decoding and quantisation) equals that of a trial finished, running or
+queued is recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the
+study counts them) and drawn again; after :data:`DUPLICATES_IN_A_ROW` such draws in a finite
+space, an unseen configuration is queued instead, and when none is left the sweep ends with
+what it has (:attr:`StudySearcher.exhausted`). A FAIL trial's configuration may run again.
+
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
 driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
 ``budget`` finished trials), and, for grid search, when every grid point has finished or is
@@ -15,6 +22,8 @@ running; a point whose trial FAILed runs again. Several drivers of one study dec
 
 from __future__ import annotations
 
+import json
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +38,10 @@ if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 WAIT = "WAIT"
+# Duplicate draws in a row before a finite space's unseen configurations are enumerated.
+DUPLICATES_IN_A_ROW = 10
+# Duplicate draws in a row after which a continuous space counts as exhausted (never seen).
+MAX_DRAWS = 200
 
 
 class StudySearcher(Searcher):
@@ -45,6 +58,8 @@ class StudySearcher(Searcher):
         stop_reason: set when the sweep must stop early (no new trials are asked).
         target_reached: set when a finished trial reached ``metric.target`` (W&B's meaning: the
             sweep asks no new trials, lets the running ones end, and ends successfully).
+        exhausted: set when every configuration of a finite space has finished or runs: no new
+            trial is asked; the sweep ends successfully with what it has.
     """
 
     # While waiting, Tune asks again at every step; the study is read at most this often.
@@ -61,10 +76,12 @@ class StudySearcher(Searcher):
         self.failed = 0
         self.stop_reason: str | None = None
         self.target_reached: str | None = None
+        self.exhausted: str | None = None
         self._renewed = 0.0
         self._waited_at = -1e9
         self._reaped_at = time.monotonic()
         self._ended_since_wait = True
+        self._rng = random.Random(sweep.spec.seed)
 
     # --- the study's counts, leases and zombies
 
@@ -149,7 +166,7 @@ class StudySearcher(Searcher):
         now = time.monotonic()
         if not self._ended_since_wait and now - self._waited_at < self.POLL_S:
             return None
-        if self.stop_reason is not None or self.target_reached is not None:
+        if self.stop_reason is not None or self.target_reached is not None or self.exhausted is not None:
             return Searcher.FINISHED if not self.running else None
         with study_lock(self.storage, self.sweep.spec.storage, self.sweep.name):
             if now - self._reaped_at >= self.REAP_S:
@@ -160,7 +177,9 @@ class StudySearcher(Searcher):
                 return None
             if decision is not None:
                 return decision
-            return self._ask(trial_id, grid_id)
+            if self.grid is not None:
+                return self._ask(trial_id, grid_id)
+            return self._ask_new(trial_id)
 
     def _decide(self) -> tuple[str | None, int | None]:
         """(``FINISHED`` | ``WAIT`` | ``None``, the grid point to run); under the study lock.
@@ -181,8 +200,47 @@ class StudySearcher(Searcher):
         self._waited_at, self._ended_since_wait = time.monotonic(), False
         return Searcher.FINISHED if budget_met and not self.running else WAIT
 
+    def _ask_new(self, trial_id: str) -> dict[str, Any] | str | None:
+        """Ask a trial whose configuration has not run (see the module docstring); under the lock."""
+        study, space = self.study, self.sweep.space
+        seen = {_key(space.values(t.params)): t.number for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))}
+        size = space.size()
+        for draw in range(MAX_DRAWS):
+            if draw == DUPLICATES_IN_A_ROW and size is not None:
+                unseen = [p for p in space.grid() or [] if _key(space.values(p)) not in seen]
+                if not unseen:
+                    break
+                point = unseen[self._rng.randrange(len(unseen))]
+                study.enqueue_trial(point, skip_if_exists=False)
+            trial = self._new_trial()
+            key = _key(space.values(trial.params))
+            twin = seen.get(key)
+            if twin is None or twin == trial.number:  # a queued retry is its own twin
+                return self._asked(trial_id, trial)
+            record.write_failure(trial, f"duplicate draw: the configuration of trial {twin}", "duplicate")
+            self.study.tell(trial, state=TrialState.FAIL)
+            record.count_duplicate_draw(study)
+        self.exhausted = (f"every one of the search space's {size} configurations has run or runs" if size is not None
+                          else f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)")
+        return Searcher.FINISHED if not self.running else None
+
+    def _new_trial(self) -> optuna.Trial:
+        space = self.sweep.space
+        if space.conditional:
+            trial = self.study.ask()  # define-by-run: only the parameters whose conditions hold
+            space.suggest(trial)
+            return trial
+        return self.study.ask(fixed_distributions=space.distributions)
+
+    def _asked(self, trial_id: str, trial: optuna.Trial) -> dict[str, Any]:
+        config = self.sweep.trial_config(trial.params, trial.number)
+        record.write_asked(trial, config, self.lease.driver_id, trial_id)
+        self.running[trial_id] = trial
+        return {"sweeper": config, "trial_number": trial.number}
+
     def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
-        study, sweep = self.study, self.sweep
+        study = self.study
         if self.grid is not None and grid_id is not None:
             # Under the study lock a queued grid point is asked at once; one still WAITING was
             # queued by a driver that stopped in between. Optuna's ask() would pop it instead of
@@ -192,15 +250,7 @@ class StudySearcher(Searcher):
                                         "queued by a driver that stopped before running it")
                 self.storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             record.queue_grid_point(study, self.grid[grid_id], grid_id)
-        if sweep.space.conditional:
-            trial = study.ask()  # define-by-run: only the parameters whose conditions hold
-            sweep.space.suggest(trial)
-        else:
-            trial = study.ask(fixed_distributions=sweep.space.distributions)
-        config = sweep.trial_config(trial.params, trial.number)
-        record.write_asked(trial, config, self.lease.driver_id, trial_id)
-        self.running[trial_id] = trial
-        return {"sweeper": config, "trial_number": trial.number}
+        return self._asked(trial_id, self._new_trial())
 
     # --- tell
 
@@ -279,3 +329,9 @@ class StudySearcher(Searcher):
         # the live study connection stays behind.
         return {k: v for k, v in self.__dict__.items()
                 if k not in ("study", "sweep", "storage", "lease", "running", "grid")}
+
+
+def _key(values: dict[str, Any]) -> str:
+    """A configuration's identity: its trainer values as canonical JSON (lists and nested values
+    compared as values)."""
+    return json.dumps(values, sort_keys=True, default=str)
