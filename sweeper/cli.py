@@ -124,23 +124,36 @@ def launch(
         help="Folder for checkpoints and Ray Tune's files (overrides `artifacts`).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the study if it exists; its stored spec must match this file's.")] = False,
+    warm_start: Annotated[str | None, typer.Option(
+        "--warm-start", help="Start a new study with the finished trials of this earlier study that fit the "
+        "space.", show_default=False)] = None,
+    warm_storage: Annotated[str | None, typer.Option(
+        "--warm-storage", help="The earlier study's storage URL (default: this sweep's).", show_default=False)] = None,
 ) -> None:
     """Run a sweep: validate the spec, create the study, run the trials on Ray Tune, print the best."""
     from sweeper.ray_runtime import client_address
     from sweeper.spec import raw_spec, validate
     from sweeper.studies import continues_study
+    from sweeper.warm_start import WarmStart, check
 
     raw = raw_spec(spec, set_ or [], storage=storage, study=study, n_trials=n_trials, artifacts=artifacts)
+    if warm_storage is not None and warm_start is None:
+        raise InputError(f"--warm-storage: {warm_storage!r} names where --warm-start's study is; give --warm-start")
     if client_address(address):
+        if warm_start is not None:
+            raise InputError("--warm-start: not yet through Ray Client; run the launch on the head (--address auto)")
         from sweeper.client import DriverJob
 
         # Ray Client: the spec's paths are the cluster's, so the driver validates it there.
         _run_on_cluster(DriverJob(raw=raw, resume=resume), address)
         return
     sweep = validate(raw)
+    warm = WarmStart(warm_start, warm_storage) if warm_start is not None else None
+    if warm is not None:
+        check(sweep, warm)
     for line in sweep.warnings:
         err.print(f"warning: {line}")
-    _run(sweep, address, resume=continues_study(sweep, resume))
+    _run(sweep, address, resume=continues_study(sweep, resume), warm=warm)
 
 
 @app.command()
@@ -163,7 +176,7 @@ def resume(
     _run(validate_spec(stored_spec(storage, study)), address, resume=True)
 
 
-def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
+def _run(sweep: Any, address: str | None, *, resume: bool, warm: Any = None) -> None:
     """Run (or continue) the sweep here with live progress, then print the best trials."""
     from sweeper.launch import launch
     from sweeper.progress import SweepProgress
@@ -175,7 +188,8 @@ def _run(sweep: Any, address: str | None, *, resume: bool) -> None:
         out.print(table)
 
     try:
-        launch(sweep, show, address=address, resume=resume, on_start=progress.start, on_end=progress.trial_ended)
+        launch(sweep, show, address=address, resume=resume, on_start=progress.start, on_end=progress.trial_ended,
+               warm_start=warm)
     finally:
         progress.stop()
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sweeper.progress import TrialEnd
     from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
+    from sweeper.warm_start import WarmStart
 
 
 @dataclass
@@ -70,6 +71,8 @@ def run_sweep(
     resume: bool = False,
     on_start: Callable[[StudySearcher, int], None] | None = None,
     on_end: Callable[[TrialEnd], None] | None = None,
+    warm_start: WarmStart | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run a sweep on Ray Tune to its budget: create the study, or continue it (``resume``).
 
@@ -85,6 +88,10 @@ def run_sweep(
         on_start: called with the searcher (the study and the running trials) and the
             concurrency once trials can start.
         on_end: called in the driver as each trial ends.
+        warm_start: an earlier study whose fitting trials a new study starts with (checked
+            already by :func:`sweeper.warm_start.check`; ignored when the study is continued).
+        notice: called with one line each for what the user should know before trials start
+            (the warm start's counts).
 
     Raises:
         InputError: the study exists already (or, with ``resume``, does not), or the storage
@@ -110,6 +117,13 @@ def run_sweep(
     concurrency = concurrency_for(sweep)
     storage = open_storage(sweep.spec.storage, pool_size=concurrency)
     study = (load_study_to_resume if resume else create_study)(sweep, concurrency, storage)
+    if warm_start is not None and not resume:
+        from sweeper.warm_start import add_warm_trials
+
+        added, skipped = add_warm_trials(study, sweep, warm_start)
+        if notice is not None:
+            notice(f"warm start: {added} finished trial(s) of study {warm_start.study!r} added"
+                   + (f"; {skipped} outside this search space skipped" if skipped else ""))
     searcher = StudySearcher(study, sweep, storage, take_lease(study),
                              grid=sweep.space.grid() if sweep.spec.method == "grid" else None)
     scheduler = make_scheduler(sweep)
@@ -118,6 +132,7 @@ def run_sweep(
         with study_lock(storage, sweep.spec.storage, sweep.name):
             searcher.reap_zombies()
         searcher.count_failures()
+    if resume or warm_start is not None:  # the rungs start from the curves the study holds
         if isinstance(scheduler, MultiObjectiveASHA):
             scheduler.replay({f"study-trial-{t.number}": curve for t in study.get_trials(deepcopy=False)
                               if (curve := record.objective_curve_of(t))})
@@ -181,8 +196,10 @@ def launch(
     resume: bool = False,
     on_start: Callable[[StudySearcher, int], None] | None = None,
     on_end: Callable[[TrialEnd], None] | None = None,
+    warm_start: WarmStart | None = None,
 ) -> SweepOutcome:
-    """Run (or continue) the sweep (:func:`run_sweep`), ``show`` its closing summary (the counts,
+    """Run (or continue) the sweep (:func:`run_sweep`, starting a new study from ``warm_start``'s
+    trials when given), ``show`` its closing summary (the counts,
     the best trials, and that ``metric.target`` was reached when it was), and end as the command ends.
 
     Raises:
@@ -192,10 +209,14 @@ def launch(
             trial of the study completed.
         InputError: as :func:`run_sweep`.
     """
+    from rich.console import Group
+    from rich.text import Text
+
     from sweeper.progress import summary
     from sweeper.results import ranked_trials
 
-    outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end)
+    outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end,
+                        warm_start=warm_start, notice=lambda line: show(Group(Text(line))))
     show(summary(outcome.study, sweep, outcome.wall_s, reached=outcome.target_reached, exhausted=outcome.exhausted))
     if outcome.interrupted:
         raise KeyboardInterrupt

@@ -13,7 +13,8 @@ configurations that had run already and were drawn again) and one ``lease:<drive
 Trial attributes: ``config`` (the full training config), ``history`` (every metric, every
 epoch), ``epochs_run``, ``wall_s``, ``ray_trial_id``, ``node``, ``node_id``, ``worker``,
 ``device``, ``fail_reason``, ``fail_kind``, ``driver_id``, ``worker_retries``, ``retry_of``,
-for grid search ``grid_id`` and, in a multi-objective study, ``objective_curve``: every
+for grid search ``grid_id``, for a warm-start copy ``warm_start_from`` and, in a
+multi-objective study, ``objective_curve``: every
 objective at every epoch so far, written as the trial runs. Optuna's intermediate values hold
 one number per step, and a multi-objective study must hold none (Optuna's TPE reads a PRUNED
 trial's last one through ``study.direction``, which raises there; ``trial.report`` raises too).
@@ -51,6 +52,10 @@ WORKER_RETRIES = "worker_retries"
 RETRY_OF = "retry_of"
 GRID_ID = "grid_id"
 OBJECTIVE_CURVE = "objective_curve"
+# A trial copied from an earlier study by warm start: "OLD_STUDY#number" (see sweeper.warm_start).
+WARM_START_FROM = "warm_start_from"
+# What a warm-start copy keeps of the earlier trial's attributes.
+CARRIED_OVER = (CONFIG, HISTORY, EPOCHS_RUN, WALL_S, OBJECTIVE_CURVE)
 # Where a trial ran, as its worker reports it with every epoch.
 WHERE = ("node", "node_id", "worker", "device")
 
@@ -262,6 +267,12 @@ def fail_kind_of(trial: FrozenTrial) -> FailKind:
     for a draw of a configuration that had run (never run itself), else ``trial``."""
     kind = trial.user_attrs.get(FAIL_KIND)
     return "driver" if kind == "driver" else "duplicate" if kind == "duplicate" else "trial"
+
+
+def warm_start_of(trial: FrozenTrial) -> str | None:
+    """``OLD_STUDY#number`` for a trial copied from an earlier study by warm start, else ``None``."""
+    value = trial.user_attrs.get(WARM_START_FROM)
+    return str(value) if value is not None else None
 
 
 def is_duplicate_draw(trial: FrozenTrial) -> bool:

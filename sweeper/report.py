@@ -31,7 +31,7 @@ from sweeper.results import ranked_trials
 IMPORTANCE_TRIALS = 1000
 IMPORTANCE_TREES = 32
 STATE_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4",
-                 "WAITING": "#7f7f7f"}
+                 "WAITING": "#7f7f7f", "WARM START": "#9467bd"}
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,8 @@ class ReportData:
 def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
     """The values of COMPLETE trials in trial order and the running best (of the first
     objective, with several)."""
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values), key=lambda t: t.number)
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values
+                   and record.warm_start_of(t) is None), key=lambda t: t.number)
     values = [float(t.values[0]) for t in done]
     best: list[float] = []
     for v in values:
@@ -151,7 +152,8 @@ def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
     for t in trials:
         curve = dict(t.intermediate_values) or {e: v[0] for e, v in record.objective_curve_of(t).items()}
         if curve:
-            out.append(Curve(t.number, t.state.name, sorted(curve), [curve[e] for e in sorted(curve)]))
+            state = "WARM START" if record.warm_start_of(t) else t.state.name
+            out.append(Curve(t.number, state, sorted(curve), [curve[e] for e in sorted(curve)]))
     return out
 
 
@@ -178,6 +180,8 @@ def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accou
     """Epochs run against epochs without early stopping; wall time and worker busy fraction."""
     run = planned = 0
     for t in trials:
+        if record.warm_start_of(t) is not None:
+            continue  # trained in an earlier study
         epochs_run = record.epochs_run_of(t)
         configured = record.configured_epochs(t, epochs_run)
         run += epochs_run
@@ -218,8 +222,9 @@ def compute(study: optuna.Study) -> ReportData:
         metric=metric,
         goal=goal,
         objectives=objectives,
-        # A duplicate draw is a FAIL trial that never ran: counted apart (sweeper.searcher).
-        counts=dict(Counter("DUPLICATE DRAW" if record.is_duplicate_draw(t) else t.state.name for t in trials)),
+        # A duplicate draw (a FAIL that never ran) and a warm-start copy are counted apart.
+        counts=dict(Counter("DUPLICATE DRAW" if record.is_duplicate_draw(t) else f"WARM START ({t.state.name})"
+                            if record.warm_start_of(t) else t.state.name for t in trials)),
         history=history_of(trials, maximize),
         curves=curves_of(trials),
         timeline=spans,

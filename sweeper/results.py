@@ -25,11 +25,14 @@ from sweeper.storage import open_storage, redact, study_names
 
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
-    """COMPLETE trials, best first (by the study's direction); ties keep trial order. In a
+    """COMPLETE trials (warm-start copies left out), best first (by the study's direction); ties
+    keep trial order. In a
     multi-objective study: the Pareto front of the COMPLETE trials, best first by the first
     objective, then by trial number."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    # A warm-start copy ran in another study: never this one's best (sweeper.warm_start).
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+                and record.warm_start_of(t) is None]
     goals = [d.name.lower() for d in study.directions]
     points = [minimised(t.values, goals) for t in complete]
     if len(goals) > 1:

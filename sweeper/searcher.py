@@ -87,12 +87,15 @@ class StudySearcher(Searcher):
 
     def counts(self) -> tuple[int, int, set[int], set[int]]:
         """One read of the study: (finished, running) trials of every driver (COMPLETE + PRUNED,
-        and RUNNING), and the grid ids among them that finished and that run now."""
+        and RUNNING; warm-start copies left out), and the grid ids among them that finished and
+        that run now."""
         finished = running = 0
         done: set[int] = set()
         running_points: set[int] = set()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                TrialState.RUNNING)):
+            if record.warm_start_of(t) is not None:
+                continue  # an earlier study's trial: not this sweep's budget
             gid = record.grid_id_of(t)
             if t.state == TrialState.RUNNING:
                 running += 1
@@ -142,7 +145,8 @@ class StudySearcher(Searcher):
         maximize = metric.goal == "maximize"
         candidates = [(number, value)] if number is not None else [
             (t.number, t.values[0] if t.values else None)
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if record.warm_start_of(t) is None]
         for n, v in candidates:
             if v is not None and (v >= metric.target if maximize else v <= metric.target):
                 self.target_reached = (f"trial {n} reached metric.target: {metric.name} {v:.4f} "

@@ -164,6 +164,23 @@ class SearchSpace:
                 raw = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
             values[name] = d.decode(raw)
 
+    def existing(self, params: Mapping[str, Any]) -> set[str]:
+        """The dimensions that exist in a trial with Optuna params ``params``: those whose
+        conditions hold on the values of the parameters it has (all, without conditions)."""
+        dims = {d.name: d for d in self.dimensions}
+        values: dict[str, Any] = {}
+        out: set[str] = set()
+        for name in self._ordered():
+            if not self._holds(name, values):
+                continue
+            if name in self.constants:
+                values[name] = self.constants[name]
+            else:
+                out.add(name)
+                if name in params:
+                    values[name] = dims[name].decode(params[name])
+        return out
+
     def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Constants and decoded values by dotted name, for Optuna's ``trial.params`` (a
         conditional parameter that does not exist in the trial is left out)."""
