@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -62,14 +63,16 @@ def make_sampler(sweep: Sweep, concurrency: int) -> BaseSampler:
     """The Optuna sampler for the sweep's method (see the module docstring)."""
     seed = sweep.spec.seed
     if sweep.spec.method == "bayes":
-        return TPESampler(
-            multivariate=True,
-            # Optuna's answer to a conditional (define-by-run) space: the multivariate TPE on each
-            # subspace of parameters that occur together (TPESampler's `group`, Optuna >= 2.8).
-            group=sweep.space.conditional,
-            constant_liar=concurrency > 1,
-            n_startup_trials=max(2, min(10, sweep.budget // 3)),
-            seed=seed,
-        )
+        with warnings.catch_warnings():  # `group` is marked experimental by Optuna; the user cannot act on it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return TPESampler(
+                multivariate=True,
+                # Optuna's answer to a conditional (define-by-run) space: the multivariate TPE on each
+                # subspace of parameters that occur together (TPESampler's `group`, Optuna >= 2.8).
+                group=sweep.space.conditional,
+                constant_liar=concurrency > 1,
+                n_startup_trials=max(2, min(10, sweep.budget // 3)),
+                seed=seed,
+            )
     probabilities = {d.name: d.probabilities for d in sweep.space.dimensions if d.probabilities is not None}
     return WeightedRandomSampler(probabilities, seed=seed)

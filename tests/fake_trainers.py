@@ -72,6 +72,30 @@ MULTI = Trainer(
 )
 
 
+def conditional_fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """``val_accuracy`` as :func:`curve_fit`'s, plus ``momentum / 10`` with ``optimizer: sgd``: a
+    trainer whose ``momentum`` means something for SGD only."""
+    p: Mapping[str, Any] = {**CONDITIONAL.defaults(), **config.params}
+    bonus = float(p["momentum"]) / 10 if p["optimizer"] == "sgd" else 0.0
+    metrics: dict[str, float] = {}
+    for epoch in range(1, config.epochs + 1):
+        acc = min(1.0, 1.0 - math.exp(-epoch * float(p["lr"]) * 100) + bonus)
+        metrics = {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
+        report(epoch, metrics)
+    return metrics
+
+
+CONDITIONAL = Trainer(
+    name="tests.fake_trainers:CONDITIONAL",
+    fit=conditional_fit,
+    params={
+        "lr": Param("float", 0.01, "learning rate", low=0.0, high=1.0),
+        "optimizer": Param("str", "adam", "optimizer", choices=("adam", "sgd")),
+        "momentum": Param("float", 0.9, "SGD's momentum", low=0.0, high=1.0),
+    },
+)
+
+
 def plain_fit(config: TrainConfig, report: Report) -> dict[str, float]:
     """An undeclared user trainer: a bare function."""
     report(1, {"score": 1.0})
