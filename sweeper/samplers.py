@@ -67,8 +67,8 @@ def make_sampler(sweep: Sweep, concurrency: int) -> BaseSampler:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return TPESampler(
                 multivariate=True,
-                # Optuna's answer to a conditional (define-by-run) space: the multivariate TPE on each
-                # subspace of parameters that occur together (TPESampler's `group`, Optuna >= 2.8).
+                # For a conditional (define-by-run) space: the multivariate TPE on each group of
+                # parameters that occur together (TPESampler's `group`, Optuna >= 2.8).
                 group=sweep.space.conditional,
                 constant_liar=concurrency > 1,
                 n_startup_trials=max(2, min(10, sweep.budget // 3)),
