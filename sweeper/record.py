@@ -275,6 +275,19 @@ def warm_start_of(trial: FrozenTrial) -> str | None:
     return str(value) if value is not None else None
 
 
+def warm_start_copy(trial: FrozenTrial, distributions: Mapping[str, Any], origin: str) -> FrozenTrial:
+    """A finished ``trial`` of study ``origin`` as a trial to add to another study (Optuna's
+    ``create_trial``): its state, parameters (with the new study's ``distributions``), values,
+    intermediate values and :data:`CARRIED_OVER` attributes, marked ``warm_start_from``."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_OVER}
+    attrs[WARM_START_FROM] = f"{origin}#{trial.number}"
+    # Optuna keeps no values for a PRUNED trial of a multi-objective study.
+    values = trial.values if trial.state == TrialState.COMPLETE or len(trial.values or []) == 1 else None
+    return optuna.trial.create_trial(state=trial.state, params=dict(trial.params), distributions=dict(distributions),
+                                     values=values, intermediate_values=dict(trial.intermediate_values),
+                                     user_attrs=attrs)
+
+
 def is_duplicate_draw(trial: FrozenTrial) -> bool:
     """A FAIL trial that only records a duplicate draw (never run)."""
     return trial.state == TrialState.FAIL and fail_kind_of(trial) == "duplicate"

@@ -42,6 +42,8 @@ WAIT = "WAIT"
 DUPLICATES_IN_A_ROW = 10
 # Duplicate draws in a row after which a continuous space counts as exhausted (never seen).
 MAX_DRAWS = 200
+# Above this many configurations a finite space is not enumerated: it is drawn from, as a continuous one.
+ENUMERATED = 100_000
 
 
 class StudySearcher(Searcher):
@@ -82,6 +84,7 @@ class StudySearcher(Searcher):
         self._reaped_at = time.monotonic()
         self._ended_since_wait = True
         self._rng = random.Random(sweep.spec.seed)
+        self._size = sweep.space.size() if grid is None else None  # once: a conditional space enumerates to count
 
     # --- the study's counts, leases and zombies
 
@@ -209,9 +212,9 @@ class StudySearcher(Searcher):
         study, space = self.study, self.sweep.space
         seen = {_key(space.values(t.params)): t.number for t in study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))}
-        size = space.size()
+        size = self._size
         for draw in range(MAX_DRAWS):
-            if draw == DUPLICATES_IN_A_ROW and size is not None:
+            if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
                 unseen = [p for p in space.grid() or [] if _key(space.values(p)) not in seen]
                 if not unseen:
                     break
@@ -225,7 +228,8 @@ class StudySearcher(Searcher):
             record.write_failure(trial, f"duplicate draw: the configuration of trial {twin}", "duplicate")
             self.study.tell(trial, state=TrialState.FAIL)
             record.count_duplicate_draw(study)
-        self.exhausted = (f"every one of the search space's {size} configurations has run or runs" if size is not None
+        self.exhausted = (f"every one of the search space's {size} configurations has run or runs"
+                          if size is not None and size <= ENUMERATED
                           else f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)")
         return Searcher.FINISHED if not self.running else None
 

@@ -88,13 +88,7 @@ def _copy(trial: FrozenTrial, sweep: Sweep, origin: str) -> FrozenTrial | None:
         return None
     if set(trial.params) != space.existing(trial.params):
         return None  # a parameter missing, or one whose conditions do not hold here
-    attrs: dict[str, Any] = {k: v for k, v in trial.user_attrs.items() if k in record.CARRIED_OVER}
-    attrs[record.WARM_START_FROM] = f"{origin}#{trial.number}"
-    distributions = {n: dims[n].distribution for n in trial.params}
-    values = trial.values if trial.state == TrialState.COMPLETE or len(trial.values or []) == 1 else None
-    return optuna.trial.create_trial(state=trial.state, params=dict(trial.params), distributions=distributions,
-                                     values=values, intermediate_values=dict(trial.intermediate_values),
-                                     user_attrs=attrs)
+    return record.warm_start_copy(trial, {n: dims[n].distribution for n in trial.params}, origin)
 
 
 def _fits(distribution: BaseDistribution, value: Any) -> bool:
