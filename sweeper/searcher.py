@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 WAIT = "WAIT"
 # Duplicate draws in a row before a finite space's unseen configurations are enumerated.
-DUPLICATES_IN_A_ROW = 10
+DUPLICATES_IN_A_ROW = 3
 # Duplicate draws in a row after which a continuous space counts as exhausted (never seen).
 MAX_DRAWS = 200
 # Above this many configurations a finite space is not enumerated: it is drawn from, as a continuous one.

@@ -333,14 +333,19 @@ def test_cut_postgres_connections_lose_no_result(tmp_path: Path, study_name: str
 @pytest.mark.slow
 @pytest.mark.postgres
 @POSTGRES
-@pytest.mark.parametrize("objectives", [1, 2], ids=["one-objective", "two-objectives"])
-def test_two_drivers_share_one_postgres_grid_study(tmp_path: Path, study_name: str, objectives: int) -> None:
+@pytest.mark.parametrize("variant", ["grid", "grid-two-objectives", "random-no-duplicates"])
+def test_two_drivers_share_one_postgres_grid_study(tmp_path: Path, study_name: str, variant: str) -> None:
+    """Two drivers of one study share its budget: a grid runs each point once; a random search
+    of an all-categorical space of 10 configurations with run_cap 10 runs each once (the
+    duplicate check is decided under the study's lock)."""
     url = postgres_url()
     assert url is not None
     spec = {**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts"),
             "max_concurrent_trials": 1, "scheduler": {"type": "none"}, "epochs": 3,
             "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016, 0.03]}, "sleep_s": {"values": [0.5, 0.6]}}}
-    if objectives == 2:
+    if variant == "random-no-duplicates":
+        spec = {**spec, "method": "random", "run_cap": 10}
+    if variant == "grid-two-objectives":
         spec = {**spec, "trainer": "tests.fake_trainers:MULTI", "metrics": [
             {"name": "val_accuracy", "goal": "maximize"}, {"name": "model_ms", "goal": "minimize"}]}
     path = write_spec(tmp_path / "spec.yaml", spec)
@@ -358,9 +363,14 @@ def test_two_drivers_share_one_postgres_grid_study(tmp_path: Path, study_name: s
                 kill(proc)
     trials = trials_of(url, study_name)
     finished = [t for t in trials if t.state in FINISHED]
-    counts = collections.Counter(t.user_attrs["grid_id"] for t in finished)
-    assert sorted(counts) == list(range(10)) and set(counts.values()) == {1}
-    assert len(finished) == 10 and all(t.state in FINISHED for t in trials)
+    if variant == "random-no-duplicates":
+        assert len({(t.params["lr"], t.params["sleep_s"]) for t in finished}) == 10
+        assert all(t.state in FINISHED or record.is_duplicate_draw(t) for t in trials)
+    else:
+        counts = collections.Counter(t.user_attrs["grid_id"] for t in finished)
+        assert sorted(counts) == list(range(10)) and set(counts.values()) == {1}
+        assert all(t.state in FINISHED for t in trials)
+    assert len(finished) == 10
     assert len({t.user_attrs["driver_id"] for t in finished}) == 2
 
 
