@@ -10,8 +10,10 @@ No configuration runs twice (``random`` and ``bayes``): a draw whose configurati
 trainer's values, after decoding and quantisation) equals that of a trial finished, running or
 queued is recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the
 study counts them) and drawn again; after :data:`DUPLICATES_IN_A_ROW` such draws in a finite
-space, an unseen configuration is queued instead, and when none is left the sweep ends with
-what it has (:attr:`StudySearcher.exhausted`). A FAIL trial's configuration may run again.
+space, an unseen configuration is queued instead. When every configuration of a finite space
+has finished or runs, nothing is drawn: the searcher waits for the running trials (one may
+FAIL, freeing its configuration), and once all have finished the sweep ends with what it has
+(:attr:`StudySearcher.exhausted`). A FAIL trial's configuration may run again.
 
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
 driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 WAIT = "WAIT"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Duplicate draws in a row before a finite space's unseen configurations are enumerated.
 DUPLICATES_IN_A_ROW = 3
 # Duplicate draws in a row after which a continuous space counts as exhausted (never seen).
@@ -60,8 +63,8 @@ class StudySearcher(Searcher):
         stop_reason: set when the sweep must stop early (no new trials are asked).
         target_reached: set when a finished trial reached ``metric.target`` (W&B's meaning: the
             sweep asks no new trials, lets the running ones end, and ends successfully).
-        exhausted: set when every configuration of a finite space has finished or runs: no new
-            trial is asked; the sweep ends successfully with what it has.
+        exhausted: set when every configuration of a finite space has finished: no new trial is
+            asked; the sweep ends successfully with what it has.
     """
 
     # While waiting, Tune asks again at every step; the study is read at most this often.
@@ -210,9 +213,18 @@ class StudySearcher(Searcher):
     def _ask_new(self, trial_id: str) -> dict[str, Any] | str | None:
         """Ask a trial whose configuration has not run (see the module docstring); under the lock."""
         study, space = self.study, self.sweep.space
-        seen = {_key(space.values(t.params)): t.number for t in study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))}
+        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                                        TrialState.WAITING))
+        seen = {_key(space.values(t.params)): t.number for t in live}
         size = self._size
+        if size is not None and size <= ENUMERATED and len(seen) >= size:
+            # Nothing new to draw. A running trial may yet FAIL and free its configuration: wait
+            # for the running ones; the space is exhausted once every configuration has finished.
+            if len({_key(space.values(t.params)) for t in live if t.state in FINISHED}) < size:
+                self._waited_at, self._ended_since_wait = time.monotonic(), False
+                return None
+            self.exhausted = f"every one of the search space's {size} configurations has run"
+            return Searcher.FINISHED if not self.running else None
         for draw in range(MAX_DRAWS):
             if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
                 unseen = [p for p in space.grid() or [] if _key(space.values(p)) not in seen]
@@ -228,9 +240,10 @@ class StudySearcher(Searcher):
             record.write_failure(trial, f"duplicate draw: the configuration of trial {twin}", "duplicate")
             self.study.tell(trial, state=TrialState.FAIL)
             record.count_duplicate_draw(study)
-        self.exhausted = (f"every one of the search space's {size} configurations has run or runs"
-                          if size is not None and size <= ENUMERATED
-                          else f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)")
+        if size is not None and size <= ENUMERATED:  # the unseen ones were queued meanwhile (another driver)
+            self._waited_at, self._ended_since_wait = time.monotonic(), False
+            return None
+        self.exhausted = f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)"
         return Searcher.FINISHED if not self.running else None
 
     def _new_trial(self) -> optuna.Trial:

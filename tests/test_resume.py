@@ -96,11 +96,13 @@ def wait_until(what: Callable[[], bool], timeout_s: float, proc: subprocess.Pope
 
 def curve_spec(path: Path, name: str, url: str, *, run_cap: int, epochs: int, lrs: list[float],
                sleep_s: float) -> Path:
-    """A random-search spec of the fake CURVE trainer, 2 trials at a time: each epoch sleeps ``sleep_s``."""
+    """A random-search spec of the fake CURVE trainer, 2 trials at a time: each epoch sleeps ``sleep_s``;
+    ``lr`` uniform between the smallest and the largest of ``lrs`` (a continuous range: no draw is a
+    duplicate, so the sweep runs its whole ``run_cap``)."""
     return write_spec(path, {
         "name": name, "method": "random", "run_cap": run_cap, "trainer": "tests.fake_trainers:CURVE",
         "epochs": epochs, "storage": url, "artifacts": str(path.parent / "artifacts"), "max_concurrent_trials": 2,
-        "parameters": {"lr": {"values": lrs}, "sleep_s": {"value": sleep_s}}})
+        "parameters": {"lr": {"min": min(lrs), "max": max(lrs)}, "sleep_s": {"value": sleep_s}}})
 
 
 def mid_sweep(url: str, name: str, complete: int) -> Callable[[], bool]:
