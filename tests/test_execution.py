@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from sweeper.launch import run_sweep
 from sweeper.record import GRID_ID as GRID_ID_ATTR
+from sweeper.record import is_duplicate_draw
 from sweeper.spec import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -35,13 +36,16 @@ def test_cnn_sweep_with_asha_records_complete_and_pruned_trials(tmp_path: Path, 
         data={"dataset": "digits", "image_size": 32},
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
         parameters={"filters": {"value": [4, 8, 8, 8, 8]}, "dense_units": {"value": 16},
-                    "batch_size": {"value": 64}, "lr": {"values": [0.00001, 0.003]}},
+                    "batch_size": {"value": 64}, "lr": {"values": [0.00001, 0.003]},
+                    # 8 configurations for the 8 trials: no configuration runs twice.
+                    "dropout": {"values": [0.0, 0.01, 0.02, 0.03]}},
     )
     outcome = run_sweep(sweep)
     study = load(tmp_path, study_name)  # read back as any Optuna user would
-    trials = study.get_trials()
+    trials = [t for t in study.get_trials() if not is_duplicate_draw(t)]
     states = [t.state for t in trials]
     assert outcome.finished == 8 and len(trials) == 8
+    assert len({(t.params["lr"], t.params["dropout"]) for t in trials}) == 8
     assert states.count(TrialState.COMPLETE) >= 1 and states.count(TrialState.PRUNED) >= 1, states
     assert study.user_attrs["sweeper_spec"]["name"] == study_name
     assert "sweeper" in study.user_attrs["code_version"]
@@ -130,7 +134,7 @@ def test_fractional_gpu_trials_run_on_the_assigned_device(tmp_path: Path, study_
     sweep = sweep_of(
         tmp_path, study_name, method="random", run_cap=4, trainer="cnn", epochs=2,
         data={"dataset": "digits", "image_size": 32}, resources_per_trial={"cpu": 1, "gpu": 0.5},
-        parameters={"filters": {"value": [8, 8, 8, 8, 8]}, "lr": {"values": [0.001, 0.003]}},
+        parameters={"filters": {"value": [8, 8, 8, 8, 8]}, "lr": {"min": 0.001, "max": 0.003}},
     )
     run_sweep(sweep)
     trials = load(tmp_path, study_name).get_trials()
@@ -147,8 +151,9 @@ def test_imagefolder_sweep_skips_bad_files(tmp_path: Path, study_name: str, mnis
                     "augment": {"values": [True, False]}, "batch_size": {"value": 16}},
     )
     run_sweep(sweep)
-    trials = load(tmp_path, study_name).get_trials()
+    trials = [t for t in load(tmp_path, study_name).get_trials() if not is_duplicate_draw(t)]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert {t.params["augment"] for t in trials} == {True, False}  # each configuration once
     assert all(len(t.intermediate_values) == 2 for t in trials)
 
 

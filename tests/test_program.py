@@ -137,7 +137,7 @@ def test_failing_and_stdout_programs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     url = f"sqlite:///{tmp_path / 's.db'}"
     base = {"method": "random", "metric": {"name": "score", "goal": "maximize"}, "storage": url,
             "artifacts": str(tmp_path / "art"), "max_concurrent_trials": 2,
-            "parameters": {"lr": {"values": [0.1, 0.2]}, "epochs": {"value": 4}}}
+            "parameters": {"lr": {"min": 0.1, "max": 0.2}, "epochs": {"value": 4}}}
     result = runner.invoke(app, ["launch", str(write_spec(tmp_path / "f.yaml", {
         **base, "name": "fails", "program": "fails.py", "run_cap": 1, "max_failed_trials": 0}))])
     assert result.exit_code == 1, result.output
