@@ -60,8 +60,8 @@ class TrialEnd:
 @dataclass(frozen=True)
 class SweepStart:
     """What the progress display starts from: the concurrency, and the study's counts, best
-    trial ``(value, number)`` and, in a multi-objective study, its Pareto front's size (a resumed
-    study has some)."""
+    trial ``(value, number)`` and, in a multi-objective study, its Pareto front's minimised
+    values (a resumed study has some)."""
 
     concurrency: int
     counts: dict[TrialState, int]
@@ -285,12 +285,13 @@ def front_table(study: str, front: list[dict[str, Any]]) -> Table | Text:
     if not front:
         return Text(f"study {study!r} has no COMPLETE trial: its Pareto front is empty")
     table = Table(title=f"Pareto front of {study}: {len(front)} trial(s); export one with --trial N")
-    metrics, params = list(front[0]["values"]), list(front[0]["params"])
+    metrics = list(front[0]["values"])
+    params = list(dict.fromkeys(k for row in front for k in row["params"]))  # a conditional one may be absent
     for col in ("trial", *metrics, "epochs", *params):
         table.add_column(col, justify="left" if col == "trial" else "right")
     for row in front:
         table.add_row(str(row["trial"]), *(_metric(row["values"][m]) for m in metrics), str(row["epochs_run"]),
-                      *(_fmt(row["params"][k]) for k in params))
+                      *(_fmt(row["params"][k]) if k in row["params"] else "-" for k in params))
     return table
 
 

@@ -4,8 +4,8 @@ A study holds everything these need (the spec and each trial's full training con
 nothing but the storage URL is required; they read it through :mod:`sweeper.record` and
 import no Ray. Only COMPLETE trials are ever "best": a PRUNED trial's value is that of an
 unfinished run, a FAIL trial has none. In a multi-objective study "best" is the Pareto front of
-the COMPLETE trials (Optuna's ``study.best_trials``): those that no other COMPLETE trial matches
-or beats in every objective while beating in one.
+the COMPLETE trials (as Optuna's ``study.best_trials``): those that no other COMPLETE trial
+matches or beats in every objective while beating in one.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from sweeper.storage import open_storage, redact, study_names
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
     """COMPLETE trials (warm-start copies left out), best first (by the study's direction); ties
-    keep trial order. In a
-    multi-objective study: the Pareto front of the COMPLETE trials, best first by the first
+    keep trial order. In a multi-objective study: the Pareto front of the COMPLETE trials (the set
+    Optuna's ``study.best_trials`` gives, less warm-start copies), best first by the first
     objective, then by trial number."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
     # A warm-start copy ran in another study: never this one's best (sweeper.warm_start).
