@@ -52,7 +52,7 @@ def test_report_data_matches_the_study(swept: optuna.Study) -> None:
     fail_epochs = sum(t.user_attrs["epochs_run"] for t in trials if t.state == TrialState.FAIL)
     assert a.epochs_without_stopping == finished * 4 + fail_epochs
     assert 0 < a.saved_fraction < 1 and 0 < a.busy_fraction <= 1 and a.workers <= 2
-    assert [r.value for r in data.top] == sorted((t.value for t in complete), reverse=True)
+    assert [r.values for r in data.top] == sorted(((t.value,) for t in complete), reverse=True)
     assert data.top[0].number == swept.best_trial.number
     assert {"Optimisation history", "Learning curves", "Timeline", "Parallel coordinates", "Slices",
             "Parameter importances (fANOVA)"} <= set(figures(data))
