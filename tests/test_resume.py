@@ -273,7 +273,8 @@ def test_a_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path: Path, s
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     spec = {"name": study_name, "method": "random", "run_cap": 2, "trainer": "tests.fake_trainers:CURVE",
             "epochs": 5, "max_concurrent_trials": 1, "storage": url,
-            "parameters": {"lr": {"values": [0.01]}, "sleep_s": {"value": 1.0}, "log_to": {"value": str(pids)}}}
+            # Two configurations for the two trials: no configuration runs twice.
+            "parameters": {"lr": {"values": [0.01, 0.02]}, "sleep_s": {"value": 1.0}, "log_to": {"value": str(pids)}}}
     path = write_spec(tmp_path / "spec.yaml", spec)
     log = tmp_path / "driver.log"
     driver = start(["launch", str(path)], tmp_path, log)
