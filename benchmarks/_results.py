@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 from pathlib import Path
@@ -18,6 +19,23 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.platform()}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, ray {ray.__version__}, optuna {optuna.__version__}")
+
+
+def start(description: str, data: Path | None = None) -> argparse.Namespace:
+    """A sweep benchmark's start: parse ``--seeds`` (default 0 1 2) and, given a default ``data``
+    folder, ``--data``; quiet Optuna's log; start local Ray as ``sweeper launch`` does."""
+    import optuna
+
+    from sweeper.ray_runtime import init_ray
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    if data is not None:
+        parser.add_argument("--data", type=Path, default=data)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    init_ray(None)
+    return args
 
 
 def write_section(title: str, body: list[str]) -> None:

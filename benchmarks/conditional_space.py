@@ -21,7 +21,6 @@ section of ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import statistics
@@ -31,7 +30,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks._results import machine, write_section
+from benchmarks._results import machine, start, write_section
 from benchmarks.search_efficiency import epochs_to_reach
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-5k" / "train"
@@ -85,15 +84,9 @@ def run(raw: dict[str, Any]) -> tuple[list[tuple[int, float | None]], int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--data", type=Path, default=DATA)
-    args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from sweeper.ray_runtime import init_ray
     from sweeper.spec import validate
 
-    init_ray(None)
+    args = start(__doc__.splitlines()[0], DATA)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)

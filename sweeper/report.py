@@ -157,10 +157,9 @@ def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
     return out
 
 
-def points_of(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[ObjectivePoint]:
-    """Every trial with objective values (:func:`sweeper.record.objective_values`), marked when on
-    the Pareto front of the COMPLETE trials."""
-    front = {t.number for t in ranked_trials(study, list(trials))}
+def points_of(trials: Sequence[FrozenTrial], front: set[int]) -> list[ObjectivePoint]:
+    """Every trial with objective values (:func:`sweeper.record.objective_values`), marked when its
+    number is in ``front`` (the Pareto front of the COMPLETE trials)."""
     return [ObjectivePoint(t.number, t.state.name, tuple(values), t.number in front) for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
             and (values := record.objective_values(t)) is not None]
@@ -197,12 +196,11 @@ def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accou
                       busy / (wall * workers) if wall > 0 and workers else 0.0)
 
 
-def top_of(study: optuna.Study, trials: list[FrozenTrial], k: int = 10) -> list[TopRow]:
+def top_of(ranked: list[FrozenTrial], multi_objective: bool, k: int = 10) -> list[TopRow]:
     """The ``k`` best COMPLETE trials (all the Pareto front, with several objectives) with the
-    parameters their trainer got."""
-    ranked = ranked_trials(study, trials)
+    parameters their trainer got; ``ranked`` is :func:`sweeper.results.ranked_trials`."""
     rows = []
-    for rank, t in enumerate(ranked if len(study.directions) > 1 else ranked[:k], start=1):
+    for rank, t in enumerate(ranked if multi_objective else ranked[:k], start=1):
         rows.append(TopRow(rank, t.number, tuple(float(v) for v in t.values), record.epochs_run_of(t, 0),
                            record.trained_params(t)))
     return rows
@@ -217,6 +215,8 @@ def compute(study: optuna.Study) -> ReportData:
     metric, goal = objectives[0]
     maximize = goal == "maximize"
     spans = timeline_of(trials)
+    ranked = ranked_trials(study, trials)  # the best first; with several objectives, the front
+    multi = len(objectives) > 1
     data = ReportData(
         study=study.study_name,
         metric=metric,
@@ -229,15 +229,15 @@ def compute(study: optuna.Study) -> ReportData:
         curves=curves_of(trials),
         timeline=spans,
         accounting=accounting_of(trials, spans),
-        top=top_of(study, trials),
-        points=points_of(study, trials) if len(objectives) > 1 else [],
+        top=top_of(ranked, multi),
+        points=points_of(trials, {t.number for t in ranked}) if multi else [],
     )
-    data.figures = _optuna_figures(study, trials, objectives)
+    data.figures = _optuna_figures(study, trials, objectives, data.points)
     return data
 
 
-def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial],
-                    objectives: list[tuple[str, str]]) -> dict[str, go.Figure]:
+def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial], objectives: list[tuple[str, str]],
+                    points: list[ObjectivePoint]) -> dict[str, go.Figure]:
     """Optuna's Pareto front (several objectives), parallel coordinates, fANOVA importances and
     slices, on an in-memory copy; with several objectives the last three show the first."""
     import optuna.visualization as vis
@@ -250,7 +250,7 @@ def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial],
     target = (lambda t: t.values[0]) if len(objectives) > 1 else None
     if len(objectives) in (2, 3) and complete:
         figures["Pareto front plot"] = _pareto_figure(vis.plot_pareto_front(
-            memory, target_names=[name for name, _ in objectives]), study, trials, len(objectives))
+            memory, target_names=[name for name, _ in objectives]), points, len(objectives))
     if len(complete) < 2 or not complete[0].params:
         return figures
     figures["Parallel coordinates"] = vis.plot_parallel_coordinate(memory, target=target, target_name=metric)
@@ -270,27 +270,24 @@ def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial],
     return figures
 
 
-def _pareto_figure(figure: go.Figure, study: optuna.Study, trials: Sequence[FrozenTrial],
-                   dims: int) -> go.Figure:
+def _pareto_figure(figure: go.Figure, points: list[ObjectivePoint], dims: int) -> go.Figure:
     """Optuna's Pareto-front plot of the COMPLETE trials, recoloured by state (Optuna colours by
     trial number: the front in the COMPLETE colour, the dominated lighter), plus the PRUNED and
-    FAIL trials at their last recorded epoch's values, one trace per state."""
-    front = {tuple(t.values[:dims]) for t in ranked_trials(study, list(trials))}
+    FAIL trials of ``points`` (:func:`points_of`) at their last epoch's values, one trace per state."""
+    front = {p.values[:dims] for p in points if p.on_front}
     for trace in figure.data:  # Optuna's traces are unnamed: the front is the one whose points all lie on it
-        points = zip(*(trace[axis] for axis in "xyz"[:dims]), strict=True)
-        on_front = all(tuple(point) in front for point in points)
+        on_front = all(tuple(xyz) in front for xyz in zip(*(trace[axis] for axis in "xyz"[:dims]), strict=True))
         trace.update(name="COMPLETE, on the front" if on_front else "COMPLETE, dominated", showlegend=True,
                      marker={"color": STATE_COLOURS["COMPLETE"] if on_front else "#98df8a", "showscale": False,
                              "size": 10 if on_front else 7})
-    for state in (TrialState.PRUNED, TrialState.FAIL):
-        shown = [(t.number, values) for t in trials if t.state == state
-                 and (values := record.objective_values(t)) is not None]
+    for state in ("PRUNED", "FAIL"):
+        shown = [p for p in points if p.state == state]
         if not shown:
             continue
-        axes = {"xyz"[i]: [v[i] for _, v in shown] for i in range(dims)}
-        kwargs = {"mode": "markers", "name": f"{state.name} (last epoch)", "opacity": 0.6,
-                  "hovertext": [f"trial {n}" for n, _ in shown],
-                  "marker": {"color": STATE_COLOURS[state.name], "symbol": "x"}}
+        axes = {"xyz"[i]: [p.values[i] for p in shown] for i in range(dims)}
+        kwargs = {"mode": "markers", "name": f"{state} (last epoch)", "opacity": 0.6,
+                  "hovertext": [f"trial {p.number}" for p in shown],
+                  "marker": {"color": STATE_COLOURS[state], "symbol": "x"}}
         figure.add_trace(go.Scatter3d(**axes, **kwargs) if dims == 3 else go.Scatter(**axes, **kwargs))
     figure.update_layout(title="Pareto front (COMPLETE trials; PRUNED and FAIL at their last epoch)")
     return figure

@@ -32,6 +32,11 @@ def multi_fit(config: TrainConfig, report: Report) -> dict[str, float]:
     return _curve({**MULTI.defaults(), **config.params}, config, report)
 
 
+def _from_accuracy(acc: float) -> dict[str, float]:
+    """The four epoch metrics of a fake trainer whose validation accuracy is ``acc`` (losses ``1 - acc``)."""
+    return {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
+
+
 def _curve(p: Mapping[str, Any], config: TrainConfig, report: Report) -> dict[str, float]:
     metrics: dict[str, float] = {}
     first = int(config.resume_state["epoch"]) + 1 if config.resume_state else 1
@@ -45,7 +50,7 @@ def _curve(p: Mapping[str, Any], config: TrainConfig, report: Report) -> dict[st
         acc = 1.0 - math.exp(-epoch * float(p["lr"]) * 100)
         if "width" in p:
             acc *= int(p["width"]) / (int(p["width"]) + 8)
-        metrics = {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
+        metrics = _from_accuracy(acc)
         if "width" in p:
             metrics["model_ms"] = int(p["width"]) / 10
         report(epoch, metrics, {"epoch": epoch})
@@ -79,8 +84,7 @@ def conditional_fit(config: TrainConfig, report: Report) -> dict[str, float]:
     bonus = float(p["momentum"]) / 10 if p["optimizer"] == "sgd" else 0.0
     metrics: dict[str, float] = {}
     for epoch in range(1, config.epochs + 1):
-        acc = min(1.0, 1.0 - math.exp(-epoch * float(p["lr"]) * 100) + bonus)
-        metrics = {"val_accuracy": acc, "val_loss": 1.0 - acc, "train_loss": 1.0 - acc, "train_accuracy": acc}
+        metrics = _from_accuracy(min(1.0, 1.0 - math.exp(-epoch * float(p["lr"]) * 100) + bonus))
         report(epoch, metrics)
     return metrics
 
@@ -89,7 +93,7 @@ CONDITIONAL = Trainer(
     name="tests.fake_trainers:CONDITIONAL",
     fit=conditional_fit,
     params={
-        "lr": Param("float", 0.01, "learning rate", low=0.0, high=1.0),
+        "lr": CURVE.params["lr"],
         "optimizer": Param("str", "adam", "optimizer", choices=("adam", "sgd")),
         "momentum": Param("float", 0.9, "SGD's momentum", low=0.0, high=1.0),
     },

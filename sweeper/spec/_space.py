@@ -15,6 +15,7 @@ the conditional structure; its grid holds only the combinations that exist.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -125,9 +126,10 @@ class SearchSpace:
         return all(other in values and values[other] in allowed
                    for other, allowed in self.conditions.get(name, {}).items())
 
-    def _ordered(self) -> list[str]:
+    @functools.cached_property
+    def _order(self) -> list[str]:
         """Every parameter name (constants first, then dimensions in spec order), each after
-        the parameters its conditions name."""
+        the parameters its conditions name (computed once: every config and duplicate check uses it)."""
         names = [*self.constants, *(d.name for d in self.dimensions)]
         done: list[str] = []
 
@@ -147,7 +149,7 @@ class SearchSpace:
         when its conditions hold; a queued trial's fixed parameters are taken as Optuna takes them."""
         dims = {d.name: d for d in self.dimensions}
         values: dict[str, Any] = {}
-        for name in self._ordered():
+        for name in self._order:
             if not self._holds(name, values):
                 continue
             if name in self.constants:
@@ -170,7 +172,7 @@ class SearchSpace:
         dims = {d.name: d for d in self.dimensions}
         values: dict[str, Any] = {}
         out: set[str] = set()
-        for name in self._ordered():
+        for name in self._order:
             if not self._holds(name, values):
                 continue
             if name in self.constants:
@@ -186,7 +188,7 @@ class SearchSpace:
         conditional parameter that does not exist in the trial is left out)."""
         decoded = {d.name: d.decode(params[d.name]) for d in self.dimensions if d.name in params}
         values: dict[str, Any] = {}
-        for name in self._ordered():
+        for name in self._order:
             if name in self.constants and self._holds(name, values):
                 values[name] = self.constants[name]
             elif name in decoded:
@@ -224,7 +226,7 @@ class SearchSpace:
             return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]  # type: ignore[arg-type]
         dims = {d.name: d for d in self.dimensions}
         points: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]  # (Optuna params, trainer values)
-        for name in self._ordered():
+        for name in self._order:
             grown = []
             for params, values in points:
                 if not self._holds(name, values):
