@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
@@ -21,9 +22,11 @@ def machine() -> str:
             f"torch {torch.__version__}, ray {ray.__version__}, optuna {optuna.__version__}")
 
 
-def start(description: str, data: Path | None = None) -> argparse.Namespace:
-    """A sweep benchmark's start: parse ``--seeds`` (default 0 1 2) and, given a default ``data``
-    folder, ``--data``; quiet Optuna's log; start local Ray as ``sweeper launch`` does."""
+def start(description: str, data: Path | None = None,
+          extra: Callable[[argparse.ArgumentParser], object] | None = None) -> argparse.Namespace:
+    """A sweep benchmark's start: parse ``--seeds`` (default 0 1 2), given a default ``data``
+    folder ``--data``, and what ``extra`` adds to the parser; quiet Optuna's log; start local Ray
+    as ``sweeper launch`` does."""
     import optuna
 
     from sweeper.ray_runtime import init_ray
@@ -32,6 +35,8 @@ def start(description: str, data: Path | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     if data is not None:
         parser.add_argument("--data", type=Path, default=data)
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(None)

@@ -1,0 +1,390 @@
+"""Time to accuracy: sweeper against the tools its users would pick instead, on real photos.
+
+The same training function (:mod:`benchmarks.logged_cnn`: sweeper's ``cnn`` trainer, logging
+each epoch) runs inside every runner, on ``../shared/data/cifar10-5k`` (real CIFAR-10 photos,
+32 px; 10% of train held out, stratified, for validation; the test split only for the retrain),
+over the same search space, with the same trial budget, two trials at a time, one CPU thread each:
+
+- ``sweeper``: ``run_sweep`` (what ``sweeper launch`` runs): TPE (``method: bayes``) + ASHA
+  (grace period 1, reduction factor 3), SQLite study, reused actors;
+- ``random (sweeper, no ES)``: ``method: random``, ``scheduler: none``: every trial to the end;
+- ``Ray Tune``: ``tune.Tuner`` with ``OptunaSearch`` (its default TPE) and ``ASHAScheduler``
+  (grace period 1, reduction factor 3, ``max_t`` = epochs), ``reuse_actors=True``;
+- ``Optuna``: ``study.optimize(n_jobs=2)`` (threads) with ``TPESampler`` and ``HyperbandPruner``
+  (min resource 1, reduction factor 3, max resource = epochs).
+
+Figures, per runner, median and range over seeds: best ``val_accuracy`` reported so far (any
+epoch of any trial) against wall seconds from the runner's call (Ray already started) and
+against epochs trained; then each runner's best config (its own tool's notion of best) retrained
+by :func:`sweeper.retrain.retrain` (train + validation, tested on the test split), the procedure
+of ``sweeper retrain``. Targets (issue 15): sweeper reaches random search's final best with at
+most a third of the epochs random search needed for it (median over seeds), and at every
+wall-clock point sweeper's median best is at least each peer's median best.
+
+Usage: ``python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--trials 16] [--epochs 12]``
+from the repository root (``pip install -e ".[bench]"`` for matplotlib). Writes its section of
+``benchmarks/RESULTS.md`` and ``benchmarks/time_to_accuracy.png``; the raw logs go to
+``benchmarks/time_to_accuracy.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._results import machine, start, write_section
+from benchmarks.logged_cnn import cnn_params
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data" / "cifar10-5k"
+CONCURRENCY = 2
+FILTERS = ["8-16-32-64-64", "16-16-16-16-16", "32-32-32-32-32", "16-32-64-128-128"]
+ACTIVATIONS = ["relu", "gelu", "silu", "mish"]
+DENSE = [64, 128, 256]
+BATCH = [32, 64, 128]
+LR = (1e-4, 1e-2)
+DROPOUT = (0.0, 0.5)
+RUNNERS = ("sweeper", "random (sweeper, no ES)", "Ray Tune", "Optuna")
+
+
+def data_config(root: Path) -> dict[str, Any]:
+    return {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1}
+
+
+def sweeper_parameters(log: Path) -> dict[str, Any]:
+    """The search space in the spec's (W&B's) format."""
+    return {
+        "filters": {"values": FILTERS},
+        "activation": {"values": ACTIVATIONS},
+        "batch_norm": {"values": [True, False]},
+        "dropout": {"min": DROPOUT[0], "max": DROPOUT[1]},
+        "dense_units": {"values": DENSE},
+        "lr": {"min": LR[0], "max": LR[1], "distribution": "log_uniform_values"},
+        "batch_size": {"values": BATCH},
+        "augment": {"values": [True, False]},
+        "log": {"value": str(log)},
+    }
+
+
+def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path, *,
+                early_stopping: bool) -> dict[str, Any]:
+    """A sweep through ``run_sweep``; its best config in ``sweeper export``'s format."""
+    from sweeper.launch import run_sweep
+    from sweeper.results import export_config
+    from sweeper.spec import validate
+
+    name = f"tta-{'asha' if early_stopping else 'random'}-{seed}"
+    storage = f"sqlite:///{tmp / 'studies.db'}"
+    raw: dict[str, Any] = {
+        "name": name, "method": "bayes" if early_stopping else "random", "run_cap": trials, "epochs": epochs,
+        "metric": {"name": "val_accuracy", "goal": "maximize"}, "seed": seed,
+        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": data_config(root),
+        "max_concurrent_trials": CONCURRENCY, "resources_per_trial": {"cpu": 1, "gpu": 0},
+        "storage": storage, "artifacts": str(tmp / "artifacts"),
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3} if early_stopping else {"type": "none"},
+        "parameters": sweeper_parameters(log),
+    }
+    outcome = run_sweep(validate(raw))
+    return export_config(outcome.study, storage)
+
+
+def run_ray_tune(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path) -> dict[str, Any]:
+    """Ray Tune's documented API: ``Tuner`` + ``OptunaSearch`` + ``ASHAScheduler``, reused actors."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    data = data_config(root)
+
+    def trainable(config: dict[str, Any]) -> None:
+        from benchmarks.logged_cnn import LOGGED_CNN
+        from trainers.base import DataConfig, TrainConfig
+
+        params = {**LOGGED_CNN.defaults(), **config}
+        LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=epochs, seed=seed, threads=1),
+                       lambda epoch, metrics, checkpoint=None: tune.report(dict(metrics)))
+
+    space = {
+        "filters": tune.choice(FILTERS), "activation": tune.choice(ACTIVATIONS),
+        "batch_norm": tune.choice([True, False]), "dropout": tune.uniform(*DROPOUT),
+        "dense_units": tune.choice(DENSE), "lr": tune.loguniform(*LR), "batch_size": tune.choice(BATCH),
+        "augment": tune.choice([True, False]), "log": str(log),
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(metric="val_accuracy", mode="max", seed=seed),
+            scheduler=ASHAScheduler(metric="val_accuracy", mode="max", max_t=epochs, grace_period=1,
+                                    reduction_factor=3),
+            num_samples=trials, max_concurrent_trials=CONCURRENCY, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp / "tune"), name=f"tta-tune-{seed}", verbose=0),
+    )
+    best = tuner.fit().get_best_result(metric="val_accuracy", mode="max", scope="all")
+    return _config("Ray Tune", dict(best.config or {}), data, epochs, seed)
+
+
+def run_optuna(seed: int, trials: int, epochs: int, root: Path, log: Path) -> dict[str, Any]:
+    """Optuna's documented API: ``TPESampler`` + ``HyperbandPruner``, ``optimize(n_jobs=2)`` (threads)."""
+    import optuna
+
+    from benchmarks.logged_cnn import LOGGED_CNN
+    from trainers.base import DataConfig, TrainConfig
+
+    data = data_config(root)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {
+            **LOGGED_CNN.defaults(),
+            "filters": trial.suggest_categorical("filters", FILTERS),
+            "activation": trial.suggest_categorical("activation", ACTIVATIONS),
+            "batch_norm": trial.suggest_categorical("batch_norm", [True, False]),
+            "dropout": trial.suggest_float("dropout", *DROPOUT),
+            "dense_units": trial.suggest_categorical("dense_units", DENSE),
+            "lr": trial.suggest_float("lr", *LR, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", BATCH),
+            "augment": trial.suggest_categorical("augment", [True, False]),
+            "log": str(log),
+        }
+        best = 0.0
+
+        def report(epoch: int, metrics: Any, checkpoint: Any = None) -> None:
+            nonlocal best
+            best = max(best, float(metrics["val_accuracy"]))
+            trial.report(float(metrics["val_accuracy"]), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=epochs, seed=seed + trial.number,
+                                   threads=1), report)
+        return best
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                                                      reduction_factor=3))
+    study.optimize(objective, n_trials=trials, n_jobs=CONCURRENCY)
+    return _config("Optuna", study.best_trial.params, data, epochs, seed)
+
+
+def run_runner(runner: str, seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path) -> dict[str, Any]:
+    """Run one of :data:`RUNNERS`; its best config in ``sweeper export``'s format."""
+    if runner == "sweeper":
+        return run_sweeper(seed, trials, epochs, root, tmp, log, early_stopping=True)
+    if runner == "random (sweeper, no ES)":
+        return run_sweeper(seed, trials, epochs, root, tmp, log, early_stopping=False)
+    if runner == "Ray Tune":
+        return run_ray_tune(seed, trials, epochs, root, tmp, log)
+    return run_optuna(seed, trials, epochs, root, log)
+
+
+def _config(runner: str, params: dict[str, Any], data: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
+    """A peer's best params in ``sweeper export``'s format, for the same retrain."""
+    return {"trainer": "benchmarks.logged_cnn:LOGGED_CNN", "params": dict(params), "data": data, "epochs": epochs,
+            "seed": seed, "provenance": {"runner": runner}}
+
+
+def retrain_test_accuracy(config: dict[str, Any], out: Path) -> float:
+    """``sweeper retrain``'s procedure on ``config`` (train + validation, one seed, two threads):
+    the test split's accuracy."""
+    from sweeper.retrain import retrain
+
+    plain = {**config, "trainer": "cnn", "params": cnn_params(config["params"]), "threads": CONCURRENCY}
+    return float(retrain(plain, out, log=lambda line: None)["accuracy_mean"])
+
+
+def read_log(log: Path, started: float) -> list[tuple[float, float]]:
+    """The log's reports as ``(seconds since started, val_accuracy)``, in time order."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sorted((row["t"] - started, row["val_accuracy"]) for row in lines)
+
+
+def best_curve(reports: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(seconds, epochs trained, best so far)`` after each report, shape ``(R,)`` each."""
+    t = np.array([r[0] for r in reports])
+    best = np.maximum.accumulate(np.array([r[1] for r in reports]))
+    return t, np.arange(1, len(reports) + 1), best
+
+
+def best_at(xs: np.ndarray, best: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Best so far at each ``grid`` point (0 before the first report), shape ``grid.shape``."""
+    idx = np.searchsorted(xs, grid, side="right") - 1
+    return np.where(idx >= 0, best[np.clip(idx, 0, None)], 0.0)
+
+
+def epochs_to(epochs: np.ndarray, best: np.ndarray, target: float) -> int | None:
+    """Epochs trained when the best first reached ``target`` (``None``: never)."""
+    hit = np.flatnonzero(best >= target - 1e-12)
+    return int(epochs[hit[0]]) if len(hit) else None
+
+
+def main() -> None:
+    args = start(__doc__.splitlines()[0], data=DATA, extra=lambda p: (
+        p.add_argument("--trials", type=int, default=16), p.add_argument("--epochs", type=int, default=12),
+        p.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS),
+        p.add_argument("--write-only", action="store_true", help="redo the table and picture from the raw logs")))
+    from trainers.base import DataConfig
+    from trainers.data import load_data
+
+    raw_path = HERE / "time_to_accuracy.json"
+    raw: dict[str, Any] = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    if args.write_only:
+        write(raw, args)
+        return
+    root = args.data.resolve()
+    load_data(DataConfig(**data_config(root)))  # decode into the node cache once, before any runner
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for seed in args.seeds:
+            for runner in args.runners:
+                log = tmp / f"{runner.split()[0]}-{seed}.jsonl"
+                log.unlink(missing_ok=True)
+                started = time.time()
+                config = run_runner(runner, seed, args.trials, args.epochs, root, tmp, log)
+                wall = time.time() - started
+                test_acc = retrain_test_accuracy(config, tmp / f"retrain-{runner.split()[0]}-{seed}")
+                raw[f"{runner}|{seed}"] = {"reports": read_log(log, started), "wall_s": wall, "test_accuracy": test_acc,
+                                           "best_params": config["params"]}
+                print(f"seed {seed} {runner:<24} wall {wall:6.1f} s  epochs {len(raw[f'{runner}|{seed}']['reports'])}"
+                      f"  best val {max(a for _, a in raw[f'{runner}|{seed}']['reports']):.4f}  test {test_acc:.4f}",
+                      flush=True)
+                raw["_meta"] = {"trials": args.trials, "epochs": args.epochs, "machine": machine(),
+                                "date": dt.date.today().isoformat()}
+                raw_path.write_text(json.dumps(raw))
+    write(raw, args)
+
+
+def write(raw: dict[str, Any], args: Any) -> None:
+    """The figure, the table and the reading of the targets from the raw logs."""
+    seeds = sorted({int(k.split("|")[1]) for k in raw if "|" in k})
+    runners = [r for r in RUNNERS if all(f"{r}|{s}" in raw for s in seeds)]
+    curves = {(r, s): best_curve([tuple(x) for x in raw[f"{r}|{s}"]["reports"]]) for r in runners for s in seeds}
+    end = max(c[0][-1] for c in curves.values())
+    t_grid = np.linspace(0, end, 400)
+    e_grid = np.arange(1, max(len(c[1]) for c in curves.values()) + 1)
+    by_time = {r: np.array([best_at(curves[r, s][0], curves[r, s][2], t_grid) for s in seeds]) for r in runners}
+    by_epoch = {r: np.array([best_at(curves[r, s][1].astype(float), curves[r, s][2], e_grid) for s in seeds])
+                for r in runners}
+    _plot(t_grid, e_grid, by_time, by_epoch, curves, seeds)
+
+    rows = []
+    for r in runners:
+        finals = [float(curves[r, s][2][-1]) for s in seeds]
+        walls = [raw[f"{r}|{s}"]["wall_s"] for s in seeds]
+        epochs = [int(curves[r, s][1][-1]) for s in seeds]
+        tests = [raw[f"{r}|{s}"]["test_accuracy"] for s in seeds]
+        marks = {}
+        for frac in (0.9, 0.95, 1.0):  # seconds to reach a share of the best any runner reached, per seed
+            need = []
+            for s in seeds:
+                top = max(float(curves[q, s][2][-1]) for q in runners)
+                hit = np.flatnonzero(curves[r, s][2] >= frac * top - 1e-12)
+                need.append(float(curves[r, s][0][hit[0]]) if len(hit) else float("inf"))
+            marks[frac] = statistics.median(need)
+        rows.append((r, finals, walls, epochs, tests, marks))
+
+    ratio_lines, ratios = [], []
+    if "sweeper" in runners and "random (sweeper, no ES)" in runners:
+        for s in seeds:
+            _, e_r, b_r = curves["random (sweeper, no ES)", s]
+            target = float(b_r[-1])
+            need_random = epochs_to(e_r, b_r, target)
+            need_sweeper = epochs_to(curves["sweeper", s][1], curves["sweeper", s][2], target)
+            ratio = (need_sweeper / need_random) if need_sweeper and need_random else float("inf")
+            ratios.append(ratio)
+            ratio_lines.append(f"| {s} | {target:.4f} | {need_random} of {int(e_r[-1])} | "
+                               f"{need_sweeper if need_sweeper else 'not reached'} | {ratio:.2f} |")
+    wins = []
+    if "sweeper" in runners:
+        ours = np.median(by_time["sweeper"], axis=0)
+        for r in runners:
+            if r == "sweeper":
+                continue
+            theirs = np.median(by_time[r], axis=0)
+            behind = np.flatnonzero(ours < theirs - 1e-12)
+            wins.append(f"- against {r}: sweeper's median best >= theirs at {400 - len(behind)} of 400 time points"
+                        + (f"; behind from {t_grid[behind[0]]:.0f} s to {t_grid[behind[-1]]:.0f} s, by at most "
+                           f"{float(np.max(theirs[behind] - ours[behind])):.4f}" if len(behind) else "") + ".")
+
+    def rng(xs: list[float], fmt: str) -> str:
+        return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}-{max(xs):{fmt}})"
+
+    meta = raw.get("_meta", {})
+    write_section(f"Time to accuracy against the peers on CIFAR-10 photos ({meta.get('date')})", [
+        f"Machine: {meta.get('machine', machine())}. Command: `python -m benchmarks.time_to_accuracy --seeds "
+        f"{' '.join(map(str, seeds))} --trials {meta.get('trials')} --epochs {meta.get('epochs')}`. "
+        f"Data: `cifar10-5k` (5,000 train photos, 10% held out for validation; 1,000 test photos), 32 px. "
+        f"Each runner: {meta.get('trials')} trials of up to {meta.get('epochs')} epochs, {CONCURRENCY} at a time, "
+        "1 CPU thread each, the same training function and search space (filters, activation, batch norm, "
+        "dropout, dense units, lr, batch size, augment). Wall seconds from the runner's call, Ray already "
+        "started. Median (min-max) over seeds. Picture: `benchmarks/time_to_accuracy.png`.",
+        "",
+        "| runner | best val_accuracy | wall s | epochs trained | s to 90% / 95% / 100% of the seed's top | "
+        "test accuracy, best config retrained |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {r} | {rng(f, '.4f')} | {rng(w, '.0f')} | {rng([float(e) for e in ep], '.0f')} | "
+          f"{' / '.join(_seconds(m[k]) for k in (0.9, 0.95, 1.0))} | {rng(t, '.4f')} |" for r, f, w, ep, t, m in rows],
+        "",
+        "Epochs sweeper needed to reach random search's final best (target: at most a third of random "
+        "search's epochs to it, median over seeds):",
+        "",
+        "| seed | random search's final best | random's epochs to it (of all) | sweeper's epochs to it | ratio |",
+        "| --- | --- | --- | --- | --- |",
+        *ratio_lines,
+        "",
+        f"Median ratio: {statistics.median(ratios):.2f}." if ratios else "",
+        "",
+        "Best so far at each wall-clock point (median over seeds, 400 points from 0 to the longest run):",
+        "",
+        *wins,
+    ])
+
+
+def _seconds(value: float) -> str:
+    return "not reached" if value == float("inf") else f"{value:.0f}"
+
+
+def _plot(t_grid: np.ndarray, e_grid: np.ndarray, by_time: dict[str, np.ndarray], by_epoch: dict[str, np.ndarray],
+          curves: dict[tuple[str, int], Any], seeds: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    colors = dict(zip(RUNNERS, ("#d62728", "#7f7f7f", "#1f77b4", "#2ca02c"), strict=True))
+    for r, values in by_time.items():
+        ends = [curves[r, s][0][-1] for s in seeds]
+        keep = t_grid <= max(ends)
+        axes[0].plot(t_grid[keep], np.median(values, axis=0)[keep], color=colors[r], label=r, lw=2.2 if r == "sweeper"
+                     else 1.5)
+        axes[0].fill_between(t_grid[keep], values.min(axis=0)[keep], values.max(axis=0)[keep], color=colors[r],
+                             alpha=0.12)
+    for r, values in by_epoch.items():
+        last = max(int(curves[r, s][1][-1]) for s in seeds)
+        keep = e_grid <= last
+        axes[1].plot(e_grid[keep], np.median(values, axis=0)[keep], color=colors[r], label=r, lw=2.2 if r == "sweeper"
+                     else 1.5)
+        axes[1].fill_between(e_grid[keep], values.min(axis=0)[keep], values.max(axis=0)[keep], color=colors[r],
+                             alpha=0.12)
+    axes[0].set(xlabel="wall seconds since the sweep started", ylabel="best val_accuracy so far",
+                title="Best model so far against time")
+    axes[1].set(xlabel="epochs trained (all trials)", title="... against epochs trained")
+    low = min(float(np.median(v, axis=0)[np.median(v, axis=0) > 0].min()) for v in by_time.values())
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=max(0.0, low - 0.02))
+    axes[1].legend(loc="lower right")
+    fig.suptitle(f"CIFAR-10 photos (cifar10-5k, 32 px): median and range over {len(seeds)} seeds", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(HERE / "time_to_accuracy.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
