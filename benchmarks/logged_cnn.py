@@ -2,7 +2,7 @@
 benchmark, run unchanged inside every runner (sweeper, Ray Tune, Optuna alone).
 
 Each report appends one JSON line ``{"t": unix seconds, "run": id of this training run, "epoch",
-"val_accuracy"}`` to the file named by the ``log`` parameter, so that every runner's progress is
+"val_accuracy", "epoch_s", "pid"}`` to the file named by the ``log`` parameter, so that every runner's progress is
 read the same way: best ``val_accuracy`` so far against wall seconds and against epochs trained.
 ``filters`` may also be given as a string such as ``"16-32-64-128-128"`` (Optuna's categorical
 choices must be plain values).
@@ -44,7 +44,8 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     def logged(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
         if log_path:
             line = json.dumps({"t": time.time(), "run": run, "epoch": int(epoch),
-                               "val_accuracy": float(metrics.get("val_accuracy", float("nan"))), "pid": os.getpid()})
+                               "val_accuracy": float(metrics.get("val_accuracy", float("nan"))),
+                               "epoch_s": float(metrics.get("epoch_s", float("nan"))), "pid": os.getpid()})
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
         report(epoch, metrics, checkpoint)

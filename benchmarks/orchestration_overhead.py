@@ -7,7 +7,8 @@ splits the excess over the ideal into a cost per trial (the slope) and a cost pa
 sweep (the intercept: starting the worker processes, which import torch, and tearing down).
 
 - sweeper: ``run_sweep`` (what ``sweeper launch`` runs), SQLite study, reused actors;
-- Ray Tune + ``OptunaSearch`` with Tune's defaults, and with ``reuse_actors=True``;
+- Ray Tune + ``OptunaSearch`` with Tune's defaults, and with ``reuse_actors=True``, the latter
+  also with a trainable that imports torch as sweeper's does (the fair anchor);
 - Optuna alone, ``study.optimize(n_jobs=concurrency)`` in threads (no Ray).
 
 Usage: ``python -m benchmarks.orchestration_overhead [--trials 20] [--epoch-s 0.1 1.0]``
@@ -52,16 +53,23 @@ def _tune_trainable(config: dict) -> None:
         tune.report({"val_accuracy": config["x"] * epoch / EPOCHS, "epoch": epoch})
 
 
-def run_tune_optuna(n: int, epoch_s: float, workdir: Path, reuse: bool) -> float:
+def _tune_trainable_torch(config: dict) -> None:
+    import torch  # noqa: F401  (what a real trainable imports, as sweeper's does)
+
+    _tune_trainable(config)
+
+
+def run_tune_optuna(n: int, epoch_s: float, workdir: Path, reuse: bool, torch: bool = False) -> float:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     tuner = tune.Tuner(
-        _tune_trainable,
+        _tune_trainable_torch if torch else _tune_trainable,
         param_space={"x": tune.uniform(0.0, 1.0), "epoch_s": epoch_s},
         tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric="val_accuracy", mode="max"),
                                     num_samples=n, max_concurrent_trials=CONCURRENCY, reuse_actors=reuse),
-        run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name=f"tune-{epoch_s}-{reuse}-{n}", verbose=0),
+        run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name=f"tune-{epoch_s}-{reuse}-{torch}-{n}",
+                                  verbose=0),
     )
     started = time.perf_counter()
     tuner.fit()
@@ -109,6 +117,8 @@ def main() -> None:
                     n, e, Path(tmp), False)
                 runners["Ray Tune + OptunaSearch, reuse_actors"] = lambda n, e=epoch_s: run_tune_optuna(
                     n, e, Path(tmp), True)
+                runners["Ray Tune + OptunaSearch, reuse_actors, trainable imports torch"] = (
+                    lambda n, e=epoch_s: run_tune_optuna(n, e, Path(tmp), True, torch=True))
                 runners["Optuna alone, threads (no Ray)"] = lambda n, e=epoch_s: run_optuna_threads(n, e)
             for name, run in runners.items():
                 ideal_small, ideal = (k * EPOCHS * epoch_s / CONCURRENCY for k in (small, large))

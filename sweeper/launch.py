@@ -103,7 +103,7 @@ def run_sweep(
     from ray.tune.schedulers import FIFOScheduler
 
     from sweeper import record
-    from sweeper.cluster import check_nodes
+    from sweeper.cluster import check_nodes, warm_data_cache
     from sweeper.coordination import renew_lease, study_lock, take_lease
     from sweeper.recorder import StudyRecorder
     from sweeper.scheduler import MultiObjectiveASHA, make_scheduler
@@ -115,6 +115,7 @@ def run_sweep(
     check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
     started = time.time()
     concurrency = concurrency_for(sweep)
+    warm_data_cache(sweep, concurrency)  # nodes decode the data while the study opens and Tune starts trials
     storage = open_storage(sweep.spec.storage, pool_size=concurrency)
     study = (load_study_to_resume if resume else create_study)(sweep, concurrency, storage)
     if warm_start is not None and not resume:

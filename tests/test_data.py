@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -148,3 +149,26 @@ def test_trials_starting_together_decode_once(mnist_pngs: Path, tmp_path: Path) 
     assert sorted(o[0] for o in outputs) == ["False", "False", "False", "True"]
     assert {o[1] for o in outputs} == {"90"}
     assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 1
+
+
+def test_the_split_is_kept_in_the_cache_and_read_without_scikit_learn(mnist_pngs: Path, tmp_path: Path) -> None:
+    """The first load of a folder without val/ computes its stratified split and keeps it in the
+    cache entry; a new process (a trial's worker) reads the same indices without importing
+    scikit-learn (SciPy and pandas: about 1.3 s of a worker's start)."""
+    import subprocess
+    import sys
+
+    cfg = DataConfig("imagefolder", root=str(mnist_pngs), image_size=32, val_fraction=0.2, seed=5,
+                     cache_dir=str(tmp_path / "cache"))
+    data = load_data(cfg)
+    [kept] = list((tmp_path / "cache").glob("*/split-v1-0.2-5.npz"))
+    with np.load(kept) as saved:
+        assert np.array_equal(saved["train"], data.train_idx.numpy())
+        assert np.array_equal(saved["val"], data.val_idx.numpy())
+    script = ("import sys, json; from trainers.base import DataConfig; from trainers.data import load_data; "
+              "d = load_data(DataConfig('imagefolder', root=sys.argv[1], image_size=32, val_fraction=0.2, seed=5, "
+              "cache_dir=sys.argv[2])); print(json.dumps([d.val_idx.tolist(), 'sklearn' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", script, str(mnist_pngs), str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    val, imported_sklearn = json.loads(out.strip().splitlines()[-1])
+    assert val == data.val_idx.tolist() and not imported_sklearn

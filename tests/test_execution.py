@@ -157,6 +157,40 @@ def test_imagefolder_sweep_skips_bad_files(tmp_path: Path, study_name: str, mnis
     assert all(len(t.intermediate_values) == 2 for t in trials)
 
 
+def test_each_node_decodes_the_image_folder_while_the_driver_prepares(tmp_path: Path, study_name: str,
+                                                                      mnist_pngs: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """sweeper.cluster.warm_data_cache: a Ray task fills the data cache of a node with a CPU to
+    spare before the first trial needs it (so a trial maps the folder and reads its split instead
+    of decoding and splitting); nothing to warm for a bundled dataset, or with SWEEPER_WARM_CACHE=0."""
+    import ray
+
+    from sweeper.cluster import warm_data_cache
+    from trainers.cache import cached_image_folder
+
+    cache = tmp_path / "cache"
+    sweep = sweep_of(tmp_path, study_name, method="random", run_cap=1, trainer="cnn", epochs=1,
+                     data={"dataset": "imagefolder", "root": str(mnist_pngs), "image_size": 32,
+                           "cache_dir": str(cache)},
+                     parameters={"filters": {"value": [4, 8, 8, 8, 8]}})
+    assert not cache.exists()
+    assert warm_data_cache(sweep, concurrency=2) == []  # 2 one-CPU trials leave this 2-CPU node no CPU to spare
+    [ref] = warm_data_cache(sweep, concurrency=1)  # one alive node, one CPU to spare
+    folder = Path(ray.get(ref, timeout=120))
+    assert folder.parent == cache and (folder / "meta.json").is_file()
+    served = cached_image_folder(str(mnist_pngs), 32, cache)  # what the first trial then gets
+    assert not served.built and served.folder == folder and served.images.shape == (90, 3, 32, 32)
+    assert (folder / "split-v1-0.2-0.npz").is_file()  # the train/validation split, kept for every trial
+    monkeypatch.setenv("SWEEPER_WARM_CACHE", "1")
+    assert len(warm_data_cache(sweep, concurrency=2)) == 1
+    monkeypatch.setenv("SWEEPER_WARM_CACHE", "0")
+    assert warm_data_cache(sweep, concurrency=1) == []
+    monkeypatch.delenv("SWEEPER_WARM_CACHE")
+    bundled = sweep_of(tmp_path, study_name + "-b", method="random", run_cap=1, trainer="cnn", epochs=1,
+                       data={"dataset": "digits", "image_size": 32}, parameters={"filters": {"value": [4, 8, 8, 8, 8]}})
+    assert warm_data_cache(bundled, concurrency=1) == []
+
+
 def test_a_data_root_that_vanishes_fails_trials_clearly(tmp_path: Path, study_name: str, mnist_pngs: Path) -> None:
     """Validated, then deleted before the trials load it: each trial FAILs saying so, and the
     failure budget ends the sweep (no hang)."""

@@ -1,0 +1,173 @@
+"""Command start to first epoch: how long a user waits, from pressing Enter, for training to begin.
+
+Each tool runs as a new process, as a user runs it, on real photos (``../shared/data/cifar10-5k``,
+32 px, 10% held out for validation): two trials of one epoch of the same training function
+(:mod:`benchmarks.logged_cnn`, the ``cnn`` trainer with ``[16]x5`` filters), ``--concurrency``
+at a time (2: this machine's two CPUs are the trials'; 1: one CPU to spare), one CPU thread
+each. The first epoch's start is read from the training function's log (the first report's
+time less that epoch's ``epoch_s``), so the figure holds the interpreter's start, the imports,
+Ray's start, the study, the trial processes and loading the data, whatever each tool does:
+
+- ``sweeper launch SPEC`` (the CLI, local Ray, SQLite study), as it decides on its node-cache
+  warm-up (:func:`sweeper.cluster.warm_data_cache`: only with a CPU to spare), and with the
+  warm-up off (``SWEEPER_WARM_CACHE=0``);
+- Ray Tune: ``ray.init()`` then ``Tuner`` + ``OptunaSearch``, ``reuse_actors=True``;
+- Optuna alone: ``study.optimize(n_jobs=concurrency)`` in threads (no Ray).
+
+Twice for each: with a cold data cache (a new, empty cache folder: the photos are decoded, as in
+a node's first sweep) and a warm one (a later sweep on the node).
+
+Usage: ``python -m benchmarks.first_epoch [--repeats 3] [--concurrency 2]`` from the repository
+root; writes its section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks._results import machine, write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "cifar10-5k"
+TOOLS = ("sweeper launch", "sweeper launch, SWEEPER_WARM_CACHE=0", "Ray Tune, reuse_actors", "Optuna, threads")
+PARAMS = {"filters": "16-16-16-16-16", "batch_size": 128}
+
+
+def data_config(root: Path) -> dict[str, Any]:
+    return {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1}
+
+
+def write_spec(tmp: Path, log: Path, root: Path, concurrency: int) -> Path:
+    """The sweep spec of the sweeper runs: 2 trials of 1 epoch, no early stopping."""
+    spec = {
+        "name": "first-epoch", "method": "random", "run_cap": 2, "epochs": 1,
+        "metric": {"name": "val_accuracy", "goal": "maximize"},
+        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": data_config(root),
+        "max_concurrent_trials": concurrency, "resources_per_trial": {"cpu": 1, "gpu": 0},
+        "storage": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "artifacts"),
+        "scheduler": {"type": "none"},
+        "parameters": {**{k: {"value": v} for k, v in PARAMS.items()}, "lr": {"values": [0.001, 0.003]},
+                       "log": {"value": str(log)}},
+    }
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def child_ray_tune(log: Path, root: Path, concurrency: int) -> None:
+    """Ray Tune's documented start: ``ray.init()``, ``Tuner`` with ``OptunaSearch``, reused actors."""
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    data = data_config(root)
+
+    def trainable(config: dict[str, Any]) -> None:
+        from benchmarks.logged_cnn import LOGGED_CNN
+        from trainers.base import DataConfig, TrainConfig
+
+        params = {**LOGGED_CNN.defaults(), **PARAMS, **config, "log": str(log)}
+        LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=1, threads=1),
+                       lambda epoch, metrics, checkpoint=None: tune.report(dict(metrics)))
+
+    tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"lr": tune.choice([0.001, 0.003])},
+               tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric="val_accuracy", mode="max"), num_samples=2,
+                                           max_concurrent_trials=concurrency, reuse_actors=True),
+               run_config=tune.RunConfig(storage_path=str(log.parent / "tune"), verbose=0)).fit()
+
+
+def child_optuna(log: Path, root: Path, concurrency: int) -> None:
+    """Optuna's documented start: ``create_study`` and ``optimize(n_jobs=concurrency)``."""
+    import optuna
+
+    from benchmarks.logged_cnn import LOGGED_CNN
+    from trainers.base import DataConfig, TrainConfig
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**LOGGED_CNN.defaults(), **PARAMS, "lr": trial.suggest_categorical("lr", [0.001, 0.003]),
+                  "log": str(log)}
+        out = LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data_config(root)), epochs=1, threads=1),
+                             lambda epoch, metrics, checkpoint=None: None)
+        return float(out["val_accuracy"])
+
+    optuna.create_study(direction="maximize").optimize(objective, n_trials=2, n_jobs=concurrency)
+
+
+def first_epoch_s(tool: str, root: Path, cold: bool, concurrency: int) -> float:
+    """Seconds from starting ``tool``'s command to the start of its first epoch."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        log = tmp / "log.jsonl"
+        cache = tmp / "cache" if cold else Path(os.environ.get("SWEEPER_CACHE_DIR") or "~/.cache/sweeper").expanduser()
+        env = {**os.environ, "SWEEPER_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+        if tool.startswith("sweeper"):
+            command = [sys.executable, "-m", "sweeper", "launch", str(write_spec(tmp, log, root, concurrency))]
+            if tool.endswith("=0"):
+                env["SWEEPER_WARM_CACHE"] = "0"
+        else:
+            command = [sys.executable, "-m", "benchmarks.first_epoch", "--child", tool, "--log", str(log),
+                       "--data", str(root), "--concurrency", str(concurrency)]
+        started = time.time()
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} exited {done.returncode}: {done.stderr[-2000:]}")
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        return min(row["t"] - row["epoch_s"] for row in rows) - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--child", choices=TOOLS[2:], help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    root = args.data.resolve()
+    if args.child:
+        (child_ray_tune if args.child.startswith("Ray") else child_optuna)(args.log, root, args.concurrency)
+        return
+    from trainers.base import DataConfig
+    from trainers.data import load_data
+
+    load_data(DataConfig(**data_config(root)))  # the warm runs' cache
+    times: dict[tuple[str, bool], list[float]] = {}
+    for _ in range(args.repeats):
+        for cold in (True, False):
+            for tool in TOOLS:
+                times.setdefault((tool, cold), []).append(first_epoch_s(tool, root, cold, args.concurrency))
+                print(f"{tool:<30} {'cold' if cold else 'warm'} cache  {times[tool, cold][-1]:6.2f} s", flush=True)
+    title = f"Command start to first epoch, {args.concurrency} trial(s) at a time ({dt.date.today().isoformat()})"
+    write_section(title, [
+        f"Machine: {machine()}. Command: `python -m benchmarks.first_epoch --repeats {args.repeats} --concurrency "
+        f"{args.concurrency}`. Each tool as a new process: 2 trials of 1 epoch of the `cnn` trainer ([16]x5 "
+        f"filters) on cifar10-5k at 32 px, {args.concurrency} at a time, 1 CPU thread each; seconds from the "
+        "command's start to the first epoch's start, median "
+        f"(min-max) of {args.repeats} runs. Cold cache: a new cache folder (the 5,000 photos are decoded); warm: "
+        "decoded by an earlier run.",
+        "",
+        "| tool | cold data cache (s) | warm data cache (s) |",
+        "| --- | --- | --- |",
+        *[f"| {tool} | {_fmt(times[tool, True])} | {_fmt(times[tool, False])} |" for tool in TOOLS],
+    ])
+
+
+def _fmt(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+if __name__ == "__main__":
+    main()
