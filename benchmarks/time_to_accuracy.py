@@ -302,15 +302,21 @@ def write(raw: dict[str, Any], args: Any) -> None:
                                f"{need_sweeper if need_sweeper else 'not reached'} | {ratio:.2f} |")
     wins = []
     if "sweeper" in runners:
-        ours = np.median(by_time["sweeper"], axis=0)
-        for r in runners:
-            if r == "sweeper":
-                continue
-            theirs = np.median(by_time[r], axis=0)
-            behind = np.flatnonzero(ours < theirs - 1e-12)
-            wins.append(f"- against {r}: sweeper's median best >= theirs at {400 - len(behind)} of 400 time points"
-                        + (f"; behind from {t_grid[behind[0]]:.0f} s to {t_grid[behind[-1]]:.0f} s, by at most "
-                           f"{float(np.max(theirs[behind] - ours[behind])):.4f}" if len(behind) else "") + ".")
+        for axis, grid, values, unit in (("time", t_grid, by_time, "s"), ("epochs", e_grid, by_epoch, "epochs")):
+            # Up to where the longer of the two ended: a sweep that ended keeps its best (the user has that model).
+            for r in runners:
+                if r == "sweeper":
+                    continue
+                last = max(max(float((curves[q, s][0] if axis == "time" else curves[q, s][1])[-1]) for s in seeds)
+                           for q in ("sweeper", r))
+                keep = grid <= last
+                ours, theirs = np.median(values["sweeper"], axis=0)[keep], np.median(values[r], axis=0)[keep]
+                behind = np.flatnonzero(ours < theirs - 1e-12)
+                wins.append(f"- {axis}, against {r}: sweeper's median best >= theirs at {len(ours) - len(behind)} "
+                            f"of {len(ours)} points up to {last:.0f} {unit}"
+                            + (f"; behind between {grid[keep][behind[0]]:.0f} and {grid[keep][behind[-1]]:.0f} {unit}, "
+                               f"by at most {float(np.max(theirs[behind] - ours[behind])):.4f}" if len(behind) else "")
+                            + ".")
 
     def rng(xs: list[float], fmt: str) -> str:
         return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}-{max(xs):{fmt}})"
@@ -340,7 +346,8 @@ def write(raw: dict[str, Any], args: Any) -> None:
         "",
         f"Median ratio: {statistics.median(ratios):.2f}." if ratios else "",
         "",
-        "Best so far at each wall-clock point (median over seeds, 400 points from 0 to the longest run):",
+        "Best so far, median over seeds, at each point of time (400 points) and of epochs trained (each epoch), "
+        "up to where the longer of the two runners (its longest seed) ended; a runner that ended keeps its best:",
         "",
         *wins,
     ])
