@@ -7,8 +7,18 @@ import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
+# Real CIFAR-10 photos beside the repository (../shared/data/cifar10-5k: train/<class>/ 500 each,
+# test/<class>/ 100 each, 32x32 JPEG); see that folder's README.
+CIFAR_5K = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-5k"
+
+
+def cifar_data(root: Path) -> dict[str, Any]:
+    """The ``data`` settings of the benchmarks that compare runners on ``root`` (cifar10-5k):
+    an image folder at 32 px, 10% of train held out (stratified) for validation."""
+    return {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1}
 
 
 def machine() -> str:

@@ -30,10 +30,10 @@ from typing import Any
 
 import optuna
 
-from benchmarks._results import machine, start, write_section
+from benchmarks._results import CIFAR_5K, machine, start, write_section
 from benchmarks.search_efficiency import epochs_to_reach
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-5k" / "train"
+DATA = CIFAR_5K / "train"
 CONDITIONAL = {
     "optimizer": {"values": ["adam", "sgd"]},
     "momentum": {"values": [0.8, 0.9, 0.95], "when": {"optimizer": "sgd"}},

@@ -37,16 +37,12 @@ from typing import Any
 
 import yaml
 
-from benchmarks._results import machine, write_section
+from benchmarks._results import CIFAR_5K, cifar_data, machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cifar10-5k"
 TOOLS = ("sweeper launch", "sweeper launch, SWEEPER_WARM_CACHE=0", "Ray Tune, reuse_actors", "Optuna, threads")
 PARAMS = {"filters": "16-16-16-16-16", "batch_size": 128}
 
-
-def data_config(root: Path) -> dict[str, Any]:
-    return {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1}
 
 
 def write_spec(tmp: Path, log: Path, root: Path, concurrency: int) -> Path:
@@ -54,7 +50,7 @@ def write_spec(tmp: Path, log: Path, root: Path, concurrency: int) -> Path:
     spec = {
         "name": "first-epoch", "method": "random", "run_cap": 2, "epochs": 1,
         "metric": {"name": "val_accuracy", "goal": "maximize"},
-        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": data_config(root),
+        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": cifar_data(root),
         "max_concurrent_trials": concurrency, "resources_per_trial": {"cpu": 1, "gpu": 0},
         "storage": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "artifacts"),
         "scheduler": {"type": "none"},
@@ -73,7 +69,7 @@ def child_ray_tune(log: Path, root: Path, concurrency: int) -> None:
     from ray.tune.search.optuna import OptunaSearch
 
     ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    data = data_config(root)
+    data = cifar_data(root)
 
     def trainable(config: dict[str, Any]) -> None:
         from benchmarks.logged_cnn import LOGGED_CNN
@@ -99,7 +95,7 @@ def child_optuna(log: Path, root: Path, concurrency: int) -> None:
     def objective(trial: optuna.Trial) -> float:
         params = {**LOGGED_CNN.defaults(), **PARAMS, "lr": trial.suggest_categorical("lr", [0.001, 0.003]),
                   "log": str(log)}
-        out = LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data_config(root)), epochs=1, threads=1),
+        out = LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**cifar_data(root)), epochs=1, threads=1),
                              lambda epoch, metrics, checkpoint=None: None)
         return float(out["val_accuracy"])
 
@@ -132,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2, choices=(1, 2))
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=CIFAR_5K)
     parser.add_argument("--child", choices=TOOLS[2:], help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,7 +139,7 @@ def main() -> None:
     from trainers.base import DataConfig
     from trainers.data import load_data
 
-    load_data(DataConfig(**data_config(root)))  # the warm runs' cache
+    load_data(DataConfig(**cifar_data(root)))  # the warm runs' cache
     times: dict[tuple[str, bool], list[float]] = {}
     for _ in range(args.repeats):
         for cold in (True, False):

@@ -30,10 +30,10 @@ from typing import Any
 
 import optuna
 
-from benchmarks._results import machine, start, write_section
+from benchmarks._results import CIFAR_5K, machine, start, write_section
 from sweeper.pareto import hypervolume_2d, non_dominated_fronts
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-5k" / "train"
+DATA = CIFAR_5K / "train"
 BUDGETS = (15, 30, 45)
 EPOCHS = 6
 

@@ -39,11 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._results import machine, start, write_section
+from benchmarks._results import CIFAR_5K, cifar_data, machine, start, write_section
 from benchmarks.logged_cnn import cnn_params
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "cifar10-5k"
 CONCURRENCY = 2
 FILTERS = ["8-16-32-64-64", "16-16-16-16-16", "32-32-32-32-32", "16-32-64-128-128"]
 ACTIVATIONS = ["relu", "gelu", "silu", "mish"]
@@ -53,9 +52,6 @@ LR = (1e-4, 1e-2)
 DROPOUT = (0.0, 0.5)
 RUNNERS = ("sweeper", "random (sweeper, no ES)", "Ray Tune", "Optuna")
 
-
-def data_config(root: Path) -> dict[str, Any]:
-    return {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1}
 
 
 def sweeper_parameters(log: Path) -> dict[str, Any]:
@@ -85,7 +81,7 @@ def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log:
     raw: dict[str, Any] = {
         "name": name, "method": "bayes" if early_stopping else "random", "run_cap": trials, "epochs": epochs,
         "metric": {"name": "val_accuracy", "goal": "maximize"}, "seed": seed,
-        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": data_config(root),
+        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": cifar_data(root),
         "max_concurrent_trials": CONCURRENCY, "resources_per_trial": {"cpu": 1, "gpu": 0},
         "storage": storage, "artifacts": str(tmp / "artifacts"),
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3} if early_stopping else {"type": "none"},
@@ -101,7 +97,7 @@ def run_ray_tune(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    data = data_config(root)
+    data = cifar_data(root)
 
     def trainable(config: dict[str, Any]) -> None:
         from benchmarks.logged_cnn import LOGGED_CNN
@@ -138,7 +134,7 @@ def run_optuna(seed: int, trials: int, epochs: int, root: Path, log: Path) -> di
     from benchmarks.logged_cnn import LOGGED_CNN
     from trainers.base import DataConfig, TrainConfig
 
-    data = data_config(root)
+    data = cifar_data(root)
 
     def objective(trial: optuna.Trial) -> float:
         params = {
@@ -225,7 +221,7 @@ def epochs_to(epochs: np.ndarray, best: np.ndarray, target: float) -> int | None
 
 
 def main() -> None:
-    args = start(__doc__.splitlines()[0], data=DATA, extra=lambda p: (
+    args = start(__doc__.splitlines()[0], data=CIFAR_5K, extra=lambda p: (
         p.add_argument("--trials", type=int, default=16), p.add_argument("--epochs", type=int, default=12),
         p.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS),
         p.add_argument("--write-only", action="store_true", help="redo the table and picture from the raw logs")))
@@ -235,10 +231,10 @@ def main() -> None:
     raw_path = HERE / "time_to_accuracy.json"
     raw: dict[str, Any] = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     if args.write_only:
-        write(raw, args)
+        write(raw)
         return
     root = args.data.resolve()
-    load_data(DataConfig(**data_config(root)))  # decode into the node cache once, before any runner
+    load_data(DataConfig(**cifar_data(root)))  # decode into the node cache once, before any runner
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for seed in args.seeds:
@@ -257,10 +253,10 @@ def main() -> None:
                 raw["_meta"] = {"trials": args.trials, "epochs": args.epochs, "machine": machine(),
                                 "date": dt.date.today().isoformat()}
                 raw_path.write_text(json.dumps(raw))
-    write(raw, args)
+    write(raw)
 
 
-def write(raw: dict[str, Any], args: Any) -> None:
+def write(raw: dict[str, Any]) -> None:
     """The figure, the table and the reading of the targets from the raw logs."""
     seeds = sorted({int(k.split("|")[1]) for k in raw if "|" in k})
     runners = [r for r in RUNNERS if all(f"{r}|{s}" in raw for s in seeds)]

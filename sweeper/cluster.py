@@ -83,6 +83,15 @@ def needed_paths(sweep: Sweep, marker: str) -> list[NeededPath]:
     return needed
 
 
+def alive_nodes(min_cpus: float = 0.0) -> list[dict[str, Any]]:
+    """The connected Ray cluster's alive nodes that have CPUs, at least ``min_cpus`` of them
+    (``ray.nodes()`` entries; the head of a cluster whose trials run elsewhere may have none)."""
+    import ray
+
+    return [n for n in ray.nodes()
+            if n.get("Alive") and (cpus := n.get("Resources", {}).get("CPU", 0)) > 0 and cpus >= min_cpus]
+
+
 def check_nodes(sweep: Sweep, timeout_s: float = 300.0) -> int:
     """Ask every alive node of the connected Ray cluster whether it sees the sweep's paths.
 
@@ -99,7 +108,7 @@ def check_nodes(sweep: Sweep, timeout_s: float = 300.0) -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    nodes = alive_nodes()
     if len(nodes) < 2:
         return len(nodes)
     marker = f"{MARKER_PREFIX}{uuid.uuid4().hex}"
@@ -123,18 +132,14 @@ def check_nodes(sweep: Sweep, timeout_s: float = 300.0) -> int:
     return len(nodes)
 
 
-def fill_cache(data: dict[str, Any]) -> str:
+def fill_cache(data: dict[str, Any]) -> None:
     """Run on one node: decode the image folder of ``data`` (a :class:`trainers.base.DataConfig`
     as a dict) into the node's cache and keep its train/validation split there, unless they are
-    there already (:func:`trainers.data.load_data`); the cache entry's folder."""
+    there already (:func:`trainers.data.load_data`)."""
     from trainers.base import DataConfig
-    from trainers.cache import cache_root, cached_image_folder
     from trainers.data import load_data
 
-    cfg = DataConfig(**data)
-    assert cfg.root is not None
-    load_data(cfg)
-    return str(cached_image_folder(cfg.root, cfg.image_size, cache_root(cfg)).folder)
+    load_data(DataConfig(**data))
 
 
 def warm_data_cache(sweep: Sweep, concurrency: int) -> list[Any]:
@@ -165,8 +170,7 @@ def warm_data_cache(sweep: Sweep, concurrency: int) -> list[Any]:
     if sweep.program is not None or sweep.data.dataset != "imagefolder" or not sweep.data.root or setting == "0":
         return []
     taken = concurrency * sweep.spec.resources_per_trial.cpu
-    nodes = [n for n in ray.nodes() if n.get("Alive")
-             and n.get("Resources", {}).get("CPU", 0) >= (1 if setting == "1" else taken + 1)]
+    nodes = alive_nodes(1 if setting == "1" else taken + 1)
     task = ray.remote(num_cpus=0, max_retries=0)(fill_cache)
     data = dataclasses.asdict(sweep.data)
     return [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),

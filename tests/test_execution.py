@@ -176,7 +176,8 @@ def test_each_node_decodes_the_image_folder_while_the_driver_prepares(tmp_path: 
     assert not cache.exists()
     assert warm_data_cache(sweep, concurrency=2) == []  # 2 one-CPU trials leave this 2-CPU node no CPU to spare
     [ref] = warm_data_cache(sweep, concurrency=1)  # one alive node, one CPU to spare
-    folder = Path(ray.get(ref, timeout=120))
+    ray.get(ref, timeout=120)
+    [folder] = [meta.parent for meta in cache.glob("*/meta.json")]
     assert folder.parent == cache and (folder / "meta.json").is_file()
     served = cached_image_folder(str(mnist_pngs), 32, cache)  # what the first trial then gets
     assert not served.built and served.folder == folder and served.images.shape == (90, 3, 32, 32)
