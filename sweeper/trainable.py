@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -19,6 +20,20 @@ CHECKPOINT_FILE = "trainer_state.pt"
 TRAIN_S_KEY = "sweeper_train_s"
 # A result carrying this key ends the trial as FAIL with its value as the reason.
 ERROR_KEY = "sweeper_error"
+
+
+def _quiet_exit_in_callbacks(unraisable: Any, default: Any = sys.__unraisablehook__) -> None:
+    """``sys.unraisablehook`` of a trial worker: a ``SystemExit`` raised where Python cannot raise
+    it is the worker being stopped, not an error, so it is not printed; anything else is.
+
+    When Ray Tune ends a sweep (its budget, Ctrl-C) it SIGTERMs the trial workers, and Ray's
+    SIGTERM handler raises ``SystemExit``; when that lands inside a weakref callback, Python
+    prints "Exception ignored in ..." with a traceback, which Ray streams to the user's terminal
+    (seen in CI through Ray Client, at a sweep's normal end as after Ctrl-C).
+    """
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    default(unraisable)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -45,6 +60,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     # Ray logs every persisted checkpoint at INFO level; the study records the trial instead.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    sys.unraisablehook = _quiet_exit_in_callbacks
     cfg = config["sweeper"]
     assigned = ray.get_runtime_context().get_assigned_resources()
     cpus = assigned.get("CPU", 1.0)

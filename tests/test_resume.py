@@ -489,3 +489,26 @@ def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, s
     assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
     [stale] = [t for t in trials if t.state == TrialState.FAIL]
     assert stale.user_attrs["fail_reason"].startswith("driver lost")
+
+
+def test_a_worker_stopped_by_ray_prints_no_traceback_but_real_errors_still_show() -> None:
+    """sweeper.trainable's unraisable hook, in a real interpreter: the SystemExit that Ray's
+    SIGTERM handler raises inside a weakref callback when a sweep ends is not printed; any
+    other exception ignored there still is."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, weakref\n"
+        "from sweeper.trainable import _quiet_exit_in_callbacks\n"
+        "sys.unraisablehook = _quiet_exit_in_callbacks\n"
+        "class O: pass\n"
+        "def stop(_): raise SystemExit(1)\n"
+        "def broken(_): raise ValueError('a real problem')\n"
+        "o = O(); r = weakref.ref(o, stop); del o\n"
+        "o = O(); r2 = weakref.ref(o, broken); del o\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "SystemExit" not in done.stderr and "ValueError: a real problem" in done.stderr
+    assert done.stderr.count("Traceback") == 1
