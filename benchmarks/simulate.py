@@ -1,0 +1,680 @@
+"""Replay the curve table on a simulated clock: which search reaches a good model first?
+
+    python -m benchmarks.simulate [--seeds 0-29] [--workers 4 16] [--trials 32 64 96]
+                                  [--runners sweeper optuna-tpe-hyperband ...] [--json OUT]
+
+The tabular-benchmark method of NAS-Bench-201 (Dong & Yang 2020), LCBench (Zimmer et al. 2021) and
+Syne Tune's simulator backend (Salinas et al. 2022): a trial does not train; its epochs are read
+from ``benchmarks/curves/cnn_cifar10.csv.gz``. ``W`` workers share a simulated clock. A trial's
+epoch ``e`` takes the table's ``epoch_s`` of that epoch; starting a trial (and resuming a paused
+one) costs the tool's measured per-trial start, and the sweep its once-per-sweep start
+(:data:`COSTS`). Every runner makes its own decisions with its own code, called as its tool calls
+it:
+
+- ``sweeper`` (its default search: ``method: bayes`` with ``scheduler: {type: asha}``) and
+  ``random`` (sweeper's random search, no early stopping): sweeper's own
+  :class:`~sweeper.searcher.StudySearcher`, scheduler and :class:`~sweeper.recorder.StudyRecorder`
+  on a real SQLite study, driven through the calls Ray Tune's controller makes
+  (``ray/tune/execution/tune_controller.py``: ``suggest``; per result the scheduler's
+  ``on_trial_result``, then the callbacks'; at a stop the scheduler's ``on_trial_complete``, then
+  the callbacks'), without Ray processes;
+- ``optuna-*``: Optuna's samplers and pruners through ask/tell, ``report`` and ``should_prune``;
+- ``ray-asha``: Ray Tune's ``OptunaSearch`` and ``ASHAScheduler`` through their ``Searcher`` and
+  ``TrialScheduler`` methods, as the controller calls them;
+- ``syne-*``: Syne Tune's schedulers through their ``TrialScheduler`` methods (``suggest``,
+  ``on_trial_add``, ``on_trial_result``, ``on_trial_complete``), the calls its ``Tuner`` makes
+  with its simulator backend, here on the one clock that every runner shares.
+
+A runner's incumbent is the best ``val_accuracy`` it has seen in any epoch of any trial, the
+quantity Syne Tune's and HPOBench's benchmarking plots. The targets are the table's top 1% and
+top 5% of configurations by that same best-over-epochs value; regret is the table's best minus
+the incumbent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import itertools
+import json
+import math
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.curves.table import TABLE, Run, load
+
+CONTINUE, STOP, PAUSE = "CONTINUE", "STOP", "PAUSE"
+METRIC = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Costs:
+    """A tool's simulated overheads, in seconds.
+
+    Attributes:
+        sweep_s: once per sweep, before the first epoch (command start to first epoch, less
+            the epoch itself; ``benchmarks.first_epoch``, 2026-11-23, warm cache).
+        trial_s: each time a trial starts or resumes (``benchmarks.orchestration_overhead``'s
+            per-trial cost, 2026-11-23).
+    """
+
+    sweep_s: float
+    trial_s: float
+
+
+# Measured on this project's 2-core machine (benchmarks/RESULTS.md, 2026-11-23). Syne Tune's own
+# start was not measured; it is given Optuna's (the cheapest), which can only favour it.
+COSTS: dict[str, Costs] = {
+    "sweeper": Costs(sweep_s=12.2, trial_s=0.11),
+    "ray": Costs(sweep_s=11.0, trial_s=0.15),
+    "optuna": Costs(sweep_s=3.2, trial_s=0.006),
+    "syne": Costs(sweep_s=3.2, trial_s=0.006),
+}
+
+
+class Table:
+    """The curve table as a replayable benchmark: the grid of each hyperparameter's values and
+    each configuration's first-seed run.
+
+    Args:
+        runs: the table's runs by ``(config_id, seed)`` (:func:`benchmarks.curves.table.load`).
+        seed: which seed's curves are replayed.
+
+    Raises:
+        ValueError: the table holds no run of ``seed``.
+    """
+
+    def __init__(self, runs: Mapping[tuple[int, int], Run], seed: int = 0):
+        chosen = [run for (_, s), run in sorted(runs.items()) if s == seed]
+        if not chosen:
+            raise ValueError(f"the table has no run with seed {seed}")
+        self.keys = list(chosen[0].config)
+        self.grid: dict[str, list[Any]] = {k: sorted({r.config[k] for r in chosen}, key=_order) for k in self.keys}
+        self.runs: dict[tuple[Any, ...], Run] = {self.key(r.config): r for r in chosen}
+        self.max_epochs = max(len(r.val_accuracy) for r in chosen)
+
+    @classmethod
+    def read(cls, path: Path = TABLE, seed: int = 0) -> Table:
+        """The table in ``path`` (see :mod:`benchmarks.curves.table`)."""
+        return cls(load(path), seed)
+
+    def key(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The grid values of ``config`` in column order (the lookup key of its run)."""
+        return tuple(config[k] for k in self.keys)
+
+    def run(self, config: Mapping[str, Any]) -> Run:
+        """The recorded run of ``config``.
+
+        Raises:
+            KeyError: the configuration is not in the table (a table still being recorded).
+        """
+        return self.runs[self.key(config)]
+
+    def best_values(self) -> list[float]:
+        """Each configuration's best ``val_accuracy`` over its epochs (NaN epochs left out)."""
+        return [max((v for v in r.val_accuracy if not math.isnan(v)), default=0.0) for r in self.runs.values()]
+
+    def threshold(self, top: float) -> float:
+        """The smallest best-over-epochs ``val_accuracy`` among the top ``top`` share of configurations
+        (``top`` = 0.01: the top 1%, at least one configuration)."""
+        values = sorted(self.best_values(), reverse=True)
+        return values[max(1, math.ceil(top * len(values))) - 1]
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+
+
+# --- runners
+
+
+class Runner:
+    """One tool's decisions: which configuration next, and what to do with each epoch's result.
+
+    The simulator calls :meth:`suggest` when a worker is free (after :meth:`resume` offered no
+    paused trial), :meth:`result` after each epoch, and :meth:`end` once per trial when it stops
+    (all epochs, stopped, or failed: ``value`` NaN).
+    """
+
+    costs: Costs
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        """The configuration of new trial ``trial`` (numbered from 0), or ``None``: none now."""
+        raise NotImplementedError
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        """``CONTINUE``, ``STOP`` or ``PAUSE`` after ``trial``'s ``epoch`` scored ``value``."""
+        raise NotImplementedError
+
+    def end(self, trial: int, epoch: int, value: float) -> None:
+        """``trial`` stopped after ``epoch`` (``value`` its last score; NaN when it failed)."""
+
+    def resume(self) -> int | None:
+        """A paused trial to continue now, or ``None``."""
+        return None
+
+    def close(self) -> None:
+        """Release what the runner holds (a study's storage)."""
+
+
+@dataclass
+class Outcome:
+    """One simulated sweep.
+
+    Attributes:
+        trace: ``(simulated seconds, epochs trained so far, incumbent)`` after each epoch that
+            raised the incumbent.
+        seconds: simulated seconds until the last trial stopped.
+        epochs: epochs trained by all trials.
+        trials: trials started.
+        epochs_run: the epochs each trial trained, by trial number.
+    """
+
+    trace: list[tuple[float, int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    epochs: int = 0
+    trials: int = 0
+    epochs_run: dict[int, int] = field(default_factory=dict)
+
+    def time_to(self, target: float) -> float:
+        """Simulated seconds until the incumbent reached ``target`` (``inf`` if never)."""
+        return next((t for t, _, best in self.trace if best >= target), math.inf)
+
+    def best(self) -> float:
+        """The final incumbent (0 when no epoch ran)."""
+        return self.trace[-1][2] if self.trace else 0.0
+
+    def best_at(self, seconds: float) -> float:
+        """The incumbent at simulated time ``seconds``."""
+        best = 0.0
+        for t, _, value in self.trace:
+            if t > seconds:
+                break
+            best = value
+        return best
+
+
+def simulate(table: Table, runner: Runner, workers: int, trials: int) -> Outcome:
+    """Replay ``runner`` on ``table`` with ``workers`` workers until ``trials`` trials have been
+    started and every trial has stopped (or the runner suggests nothing more and none runs).
+
+    Time: the sweep starts at ``runner.costs.sweep_s``; a trial started or resumed at ``t``
+    ends its next epoch ``e`` at ``t + trial_s + epoch_s[e]``, and each further epoch adds its
+    ``epoch_s``. Events at the same time are handled in the order they were scheduled. A run
+    whose epoch is NaN in the table fails there (after that epoch's seconds).
+    """
+    out = Outcome()
+    clock = runner.costs.sweep_s
+    events: list[tuple[float, int, int, int]] = []  # (time, order, trial, epoch)
+    order = itertools.count()
+    runs: dict[int, Run] = {}
+    done_epochs = out.epochs_run
+    free = workers
+
+    def start(trial: int, now: float) -> None:
+        epoch = done_epochs[trial] + 1
+        heapq.heappush(events, (now + runner.costs.trial_s + runs[trial].epoch_s[epoch - 1], next(order), trial, epoch))
+
+    def fill(now: float) -> None:
+        nonlocal free
+        while free > 0:
+            paused = runner.resume()
+            if paused is not None:
+                free -= 1
+                start(paused, now)
+                continue
+            if out.trials >= trials:
+                return
+            config = runner.suggest(out.trials)
+            if config is None:
+                return
+            trial = out.trials
+            runs[trial], done_epochs[trial] = table.run(config), 0
+            out.trials += 1
+            free -= 1
+            start(trial, now)
+
+    fill(clock)
+    while events:
+        clock, _, trial, epoch = heapq.heappop(events)
+        run = runs[trial]
+        value = run.val_accuracy[epoch - 1]
+        done_epochs[trial] = epoch
+        out.epochs += 1
+        if math.isnan(value):
+            runner.end(trial, epoch, value)
+            free += 1
+        else:
+            if value > out.best():
+                out.trace.append((clock, out.epochs, value))
+            decision = runner.result(trial, epoch, value)
+            if epoch >= len(run.val_accuracy) or decision == STOP:
+                runner.end(trial, epoch, value)
+                free += 1
+            elif decision == PAUSE:
+                free += 1
+            else:
+                heapq.heappush(events, (clock + run.epoch_s[epoch], next(order), trial, epoch + 1))
+        fill(clock)
+        out.seconds = clock
+    return out
+
+
+class SweeperRunner(Runner):
+    """sweeper's searcher, scheduler and recorder on a SQLite study, called as Ray Tune calls them.
+
+    Args:
+        table: the benchmark (its grid is the search space: one ``values`` list per hyperparameter).
+        seed: the sweep's ``seed``.
+        workers: ``max_concurrent_trials``.
+        trials: ``run_cap``.
+        method: ``bayes`` or ``random``.
+        scheduler: the spec's ``scheduler`` (``None``: no early stopping).
+        folder: where the study's SQLite file goes.
+    """
+
+    costs = COSTS["sweeper"]
+
+    def __init__(self, table: Table, seed: int, workers: int, trials: int, method: str,
+                 scheduler: Mapping[str, Any] | None, folder: Path):
+        import optuna
+
+        from sweeper.coordination import take_lease
+        from sweeper.recorder import StudyRecorder
+        from sweeper.scheduler import make_scheduler
+        from sweeper.searcher import StudySearcher
+        from sweeper.spec import validate
+        from sweeper.storage import open_storage
+        from sweeper.studies import create_study
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._table = table
+        url = f"sqlite:///{folder / f'sim-{seed}.db'}"
+        spec: dict[str, Any] = {
+            "name": f"sim-{seed}", "method": method, "metric": {"name": METRIC, "goal": "maximize"},
+            "run_cap": trials, "trainer": "cnn", "epochs": table.max_epochs, "max_concurrent_trials": workers,
+            "storage": url, "seed": seed, "data": {"dataset": "digits", "image_size": 32},
+            "parameters": {k: {"values": [_to_spec(k, v) for v in vs]} for k, vs in table.grid.items()},
+        }
+        if scheduler is not None:
+            spec["scheduler"] = dict(scheduler)
+        self.sweep = validate(spec)
+        self.storage = open_storage(url, pool_size=1)
+        study = create_study(self.sweep, workers, self.storage)
+        self.searcher = StudySearcher(study, self.sweep, self.storage, take_lease(study))
+        self.searcher.POLL_S = 0.0  # simulated time: read the study at every request
+        self.scheduler = make_scheduler(self.sweep)
+        self.recorder = StudyRecorder(self.searcher, self.scheduler)
+        self._trials: dict[int, _RayTrial] = {}
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        from ray.tune.search import Searcher
+
+        trial_id = f"t{trial}"
+        config = self.searcher.suggest(trial_id)
+        if config is None or config == Searcher.FINISHED or not isinstance(config, dict):
+            return None
+        stub = self._trials[trial] = _RayTrial(trial_id, config)
+        if self.scheduler is not None:
+            self.scheduler.on_trial_add(None, stub)  # type: ignore[arg-type]
+        self.recorder.on_trial_start(0, [], stub)  # type: ignore[arg-type]
+        params = config["sweeper"]["params"]
+        return {k: _from_spec(k, params[k]) for k in self._table.keys}
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        stub = self._trials[trial]
+        result = {"epoch": epoch, METRIC: value}
+        stub.last_result = result
+        decision = CONTINUE
+        if self.scheduler is not None:
+            decision = self.scheduler.on_trial_result(None, stub, result)  # type: ignore[arg-type]
+        self.recorder.on_trial_result(0, [], stub, result)  # type: ignore[arg-type]
+        return STOP if decision == "STOP" else CONTINUE
+
+    def end(self, trial: int, epoch: int, value: float) -> None:
+        from sweeper.trainable import ERROR_KEY
+
+        stub = self._trials.pop(trial)
+        if math.isnan(value):
+            stub.last_result = {ERROR_KEY: f"FloatingPointError: loss became NaN at epoch {epoch}"}
+            if self.scheduler is not None:
+                self.scheduler.on_trial_error(None, stub)  # type: ignore[arg-type]
+        elif self.scheduler is not None:
+            self.scheduler.on_trial_complete(None, stub, stub.last_result)  # type: ignore[arg-type]
+        self.recorder.on_trial_complete(0, [], stub)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.storage.engine.dispose()
+
+
+@dataclass
+class _RayTrial:
+    """What Ray Tune's controller hands schedulers and callbacks of a trial, as far as sweeper's read it."""
+
+    trial_id: str
+    config: dict[str, Any]
+    last_result: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+
+def _to_spec(key: str, value: Any) -> Any:
+    return [int(v) for v in value.split("-")] if key == "filters" else value
+
+
+def _from_spec(key: str, value: Any) -> Any:
+    return "-".join(str(v) for v in value) if key == "filters" else value
+
+
+class OptunaRunner(Runner):
+    """Optuna alone: ``sampler`` and ``pruner`` through ask/tell, ``report`` and ``should_prune``
+    (the loop ``Study.optimize(n_jobs=W)`` runs, with every parameter ``suggest_categorical``
+    over the grid's values).
+
+    Args:
+        table: the benchmark.
+        sampler: an Optuna sampler.
+        pruner: an Optuna pruner (``NopPruner`` for none).
+    """
+
+    costs = COSTS["optuna"]
+
+    def __init__(self, table: Table, sampler: Any, pruner: Any):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._table = table
+        self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+        self._trials: dict[int, Any] = {}
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = self._trials[trial] = self.study.ask()
+            return {k: t.suggest_categorical(k, vs) for k, vs in self._table.grid.items()}
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        t = self._trials[trial]
+        t.report(value, epoch)
+        return STOP if t.should_prune() else CONTINUE
+
+    def end(self, trial: int, epoch: int, value: float) -> None:
+        from optuna.trial import TrialState
+
+        t = self._trials.pop(trial)
+        if math.isnan(value):
+            self.study.tell(t, state=TrialState.FAIL)
+        elif epoch >= self._table.max_epochs:
+            self.study.tell(t, value)
+        else:
+            self.study.tell(t, state=TrialState.PRUNED)
+
+
+class RayRunner(Runner):
+    """A Ray Tune searcher and scheduler, called as Tune's controller calls them
+    (``tune_controller.py``: ``suggest``; per result the scheduler's ``on_trial_result``, then the
+    searcher's unless stopped; at the end the scheduler's and the searcher's ``on_trial_complete``;
+    on an error ``on_trial_error``).
+
+    Args:
+        table: the benchmark.
+        seed: OptunaSearch's ``seed`` (the default searcher).
+        grace_period, reduction_factor: the default scheduler's (``ASHAScheduler``; ``max_t`` is the
+            table's epochs).
+        searcher: a Ray ``Searcher`` in place of ``OptunaSearch`` (its default TPE) over the grid.
+        scheduler: a Ray ``TrialScheduler`` in place of ``ASHAScheduler``.
+    """
+
+    costs = COSTS["ray"]
+
+    def __init__(self, table: Table, seed: int, grace_period: int = 1, reduction_factor: float = 3,
+                 searcher: Any = None, scheduler: Any = None):
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        self._table = table
+        if searcher is None:
+            space = {k: tune.choice(vs) for k, vs in table.grid.items()}
+            searcher = OptunaSearch(seed=seed)
+            # What Tuner(param_space=...) does with the space (tune/search/search_generator.py).
+            searcher.set_search_properties(METRIC, "max", space)
+        self.searcher = searcher
+        self.scheduler = scheduler or ASHAScheduler(
+            time_attr="epoch", metric=METRIC, mode="max", max_t=table.max_epochs, grace_period=grace_period,
+            reduction_factor=reduction_factor)
+        self._trials: dict[int, _RayTrial] = {}
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        trial_id = f"t{trial}"
+        config = self.searcher.suggest(trial_id)
+        if not isinstance(config, dict):
+            return None
+        stub = self._trials[trial] = _RayTrial(trial_id, config)
+        self.scheduler.on_trial_add(None, stub)  # type: ignore[arg-type]
+        return {k: config[k] for k in self._table.keys}
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        stub = self._trials[trial]
+        stub.last_result = {"epoch": epoch, METRIC: value, "training_iteration": epoch}
+        decision = self.scheduler.on_trial_result(None, stub, stub.last_result)  # type: ignore[arg-type]
+        if decision != "STOP":
+            self.searcher.on_trial_result(stub.trial_id, stub.last_result)
+        return STOP if decision == "STOP" else CONTINUE
+
+    def end(self, trial: int, epoch: int, value: float) -> None:
+        stub = self._trials.pop(trial)
+        if math.isnan(value):
+            self.scheduler.on_trial_error(None, stub)  # type: ignore[arg-type]
+            self.searcher.on_trial_complete(stub.trial_id, error=True)
+            return
+        self.scheduler.on_trial_complete(None, stub, stub.last_result)  # type: ignore[arg-type]
+        self.searcher.on_trial_complete(stub.trial_id, result=stub.last_result)
+
+
+class SyneRunner(Runner):
+    """A Syne Tune scheduler through its ``TrialScheduler`` methods, as its ``Tuner`` calls them.
+
+    Args:
+        table: the benchmark.
+        make: ``make(config_space, seed) -> TrialScheduler``.
+        seed: the scheduler's ``random_seed``.
+    """
+
+    costs = COSTS["syne"]
+
+    def __init__(self, table: Table, make: Callable[[dict[str, Any], int], Any], seed: int):
+        from syne_tune.config_space import choice
+
+        self._table = table
+        space: dict[str, Any] = {k: choice(vs) for k, vs in table.grid.items()}
+        space["epochs"] = table.max_epochs
+        self.scheduler = make(space, seed)
+        self._trials: dict[int, Any] = {}
+        self._paused: list[int] = []
+
+    def _new(self, trial: int, config: dict[str, Any]) -> None:
+        import datetime
+
+        from syne_tune.backend.trial_status import Trial
+
+        t = self._trials[trial] = Trial(trial_id=trial, config=config, creation_time=datetime.datetime.now())
+        self.scheduler.on_trial_add(t)
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        suggestion = self.scheduler.suggest()
+        if suggestion is None or suggestion.config is None:
+            return None
+        if not suggestion.spawn_new_trial_id:
+            raise NotImplementedError("resuming a paused trial through suggest()")
+        self._new(trial, dict(suggestion.config))
+        return {k: suggestion.config[k] for k in self._table.keys}
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        t = self._trials[trial]
+        decision = self.scheduler.on_trial_result(t, {"epoch": epoch, METRIC: value})
+        return {"STOP": STOP, "PAUSE": PAUSE}.get(decision, CONTINUE)
+
+    def end(self, trial: int, epoch: int, value: float) -> None:
+        t = self._trials.pop(trial)
+        if math.isnan(value):
+            self.scheduler.on_trial_error(t)
+        else:
+            self.scheduler.on_trial_complete(t, {"epoch": epoch, METRIC: value})
+
+
+# --- the runners by name
+
+
+def _optuna(sampler: str, pruner: str) -> Callable[[Table, int, int, int, Path], Runner]:
+    def make(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
+        import optuna
+
+        samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+                    "gp": lambda: optuna.samplers.GPSampler(seed=seed)}
+        pruners = {"hyperband": lambda: optuna.pruners.HyperbandPruner(1, table.max_epochs, 3),
+                   "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+                   "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)}
+        return OptunaRunner(table, samplers[sampler](), pruners[pruner]())
+    return make
+
+
+def _syne(name: str) -> Callable[[Table, int, int, int, Path], Runner]:
+    def make(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
+        from syne_tune.optimizer import baselines
+        from syne_tune.optimizer.schedulers.median_stopping_rule import MedianStoppingRule
+
+        common = {"metric": METRIC, "do_minimize": False, "time_attr": "epoch", "max_t": table.max_epochs}
+
+        def build(space: dict[str, Any], s: int) -> Any:
+            if name == "asha":
+                return baselines.ASHA(space, random_seed=s, **common)
+            if name == "hyperband":  # asynchronous Hyperband: ASHA with several brackets
+                return baselines.ASHA(space, random_seed=s, brackets=3, **common)
+            if name == "bohb":
+                return baselines.BOHB(space, random_seed=s, **common)
+            if name == "asha-bore":
+                return baselines.ASHABORE(space, random_seed=s, **common)
+            if name == "asha-cqr":
+                return baselines.ASHACQR(space, random_seed=s, **common)
+            if name == "median":
+                inner = baselines.RandomSearch(space, metrics=[METRIC], do_minimize=False, random_seed=s)
+                return MedianStoppingRule(inner, time_attr="epoch", metric=METRIC, do_minimize=False, random_seed=s)
+            raise KeyError(name)
+        return SyneRunner(table, build, seed)
+    return make
+
+
+def _sweeper(method: str, scheduler: Mapping[str, Any] | None) -> Callable[[Table, int, int, int, Path], Runner]:
+    def make(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
+        return SweeperRunner(table, seed, workers, trials, method, scheduler, folder)
+    return make
+
+
+def _ray(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
+    return RayRunner(table, seed)
+
+
+RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
+    "sweeper": _sweeper("bayes", {"type": "asha"}),
+    "random": _sweeper("random", None),
+    "optuna-tpe-hyperband": _optuna("tpe", "hyperband"),
+    "optuna-tpe-sha": _optuna("tpe", "sha"),
+    "optuna-tpe-median": _optuna("tpe", "median"),
+    "optuna-gp-hyperband": _optuna("gp", "hyperband"),
+    "ray-asha": _ray,
+    "syne-asha": _syne("asha"),
+    "syne-hyperband": _syne("hyperband"),
+    "syne-bohb": _syne("bohb"),
+    "syne-asha-bore": _syne("asha-bore"),
+    "syne-asha-cqr": _syne("asha-cqr"),
+    "syne-median": _syne("median"),
+}
+# Not run, and why: Ray Tune's HyperBandScheduler (synchronous Hyperband) and its BOHB
+# (HyperBandForBOHB) make their decisions through the TuneController (pause_trial, stop_trial,
+# choose_trial_to_run over the controller's trial statuses), so they cannot be driven without
+# Ray's controller, and TuneBOHB needs hpbandster and ConfigSpace. Syne Tune 0.16 no longer ships
+# promotion-type ASHA, PASHA, DEHB or MOBSTER/Hyper-Tune; its ASHA with brackets > 1 is its
+# asynchronous Hyperband.
+
+
+def run_one(table: Table, name: str, seed: int, workers: int, trials: int) -> Outcome:
+    """Simulate runner ``name`` once (its own seed ``seed``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        runner = RUNNERS[name](table, seed, workers, trials, Path(folder))
+        try:
+            return simulate(table, runner, workers, trials)
+        finally:
+            runner.close()
+
+
+def quartiles(values: Sequence[float]) -> dict[str, float]:
+    """Median and interquartile range (``q25``, ``median``, ``q75``; ``inf`` counts as the largest)."""
+    xs = sorted(values)
+    if len(xs) == 1:
+        return {"q25": xs[0], "median": xs[0], "q75": xs[0]}
+    q = statistics.quantiles(xs, n=4, method="inclusive") if all(math.isfinite(x) for x in xs) else [
+        _rank(xs, 0.25), _rank(xs, 0.5), _rank(xs, 0.75)]
+    return {"q25": q[0], "median": q[1], "q75": q[2]}
+
+
+def _rank(xs: Sequence[float], p: float) -> float:
+    return xs[min(len(xs) - 1, round(p * (len(xs) - 1)))]
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(text)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=_seeds, default=_seeds("0-29"), help="a range such as 0-29, or one seed")
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--trials", type=int, nargs="+", default=[32, 64, 96])
+    parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures (and every seed's) here")
+    args = parser.parse_args()
+    table = Table.read(args.table)
+    if len(table.runs) < math.prod(len(v) for v in table.grid.values()):
+        raise SystemExit(f"{args.table}: {len(table.runs)} of {math.prod(len(v) for v in table.grid.values())} "
+                         "configurations recorded; run python -m benchmarks.curves.record to finish it")
+    targets = {"top1": table.threshold(0.01), "top5": table.threshold(0.05)}
+    best = max(table.best_values())
+    print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
+          f"best {best:.4f}", flush=True)
+    figures: dict[str, Any] = {"targets": targets, "best": best, "results": {}}
+    for workers, trials, name in itertools.product(args.workers, args.trials, args.runners):
+        started = time.time()
+        outcomes = [run_one(table, name, seed, workers, trials) for seed in args.seeds]
+        row = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
+        row["final_regret"] = quartiles([best - o.best() for o in outcomes])
+        row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
+        row["seconds"] = quartiles([o.seconds for o in outcomes])
+        row["per_seed"] = [{"seed": s, "top1_s": o.time_to(targets["top1"]), "top5_s": o.time_to(targets["top5"]),
+                            "best": o.best(), "seconds": o.seconds, "epochs": o.epochs, "trace": o.trace}
+                           for s, o in zip(args.seeds, outcomes, strict=True)]
+        figures["results"].setdefault(f"W{workers}", {}).setdefault(f"T{trials}", {})[name] = row
+        print(f"W={workers:2d} T={trials:3d} {name:22s} top-1% {row['top1']['median']:8.0f} s "
+              f"(IQR {row['top1']['q25']:.0f}-{row['top1']['q75']:.0f}), top-5% {row['top5']['median']:8.0f} s, "
+              f"regret {row['final_regret']['median']:.4f}, {time.time() - started:.0f} s real", flush=True)
+        if args.json is not None:
+            with contextlib.suppress(OSError):
+                args.json.write_text(json.dumps(figures, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
+
+
+if __name__ == "__main__":
+    main()

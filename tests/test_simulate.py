@@ -1,0 +1,212 @@
+"""The curve table's reader and the simulator that replays it (benchmarks.curves, benchmarks.simulate):
+the simulated clock's bookkeeping worked by hand, ASHA's decisions in the simulator equal to the
+same scheduler run by Ray Tune on the same curves, and sweeper's own searcher and scheduler
+driven without Ray processes on a real SQLite study."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.curves.table import Run, append, complete_members, config_id, configs, load
+from benchmarks.simulate import CONTINUE, PAUSE, STOP, Costs, RayRunner, Runner, SweeperRunner, Table, simulate
+
+
+def _run(cid: int, config: dict[str, Any], values: list[float], seconds: list[float]) -> Run:
+    return Run(cid, 0, config, 100.0, tuple(values), tuple(values), tuple(values), tuple(seconds))
+
+
+class Scripted(Runner):
+    """Suggests the table's configurations in a fixed order; stops or pauses where told."""
+
+    costs = Costs(sweep_s=10.0, trial_s=1.0)
+
+    def __init__(self, order: list[dict[str, Any]], stop: dict[int, int] | None = None,
+                 pause: dict[int, int] | None = None):
+        self.order, self.stop, self.pause = order, stop or {}, pause or {}
+        self.ended: list[tuple[int, int, float]] = []
+        self.paused: list[int] = []
+        self.resumed: list[int] = []
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        return self.order[trial] if trial < len(self.order) else None
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        if self.stop.get(trial) == epoch:
+            return STOP
+        if self.pause.get(trial) == epoch and trial not in self.resumed:
+            self.paused.append(trial)
+            return PAUSE
+        return CONTINUE
+
+    def end(self, trial: int, epoch: int, value: float) -> None:
+        self.ended.append((trial, epoch, value))
+
+    def resume(self) -> int | None:
+        if self.paused and len(self.ended) >= 1:
+            trial = self.paused.pop()
+            self.resumed.append(trial)
+            return trial
+        return None
+
+
+def _three() -> Table:
+    return Table({
+        (0, 0): _run(0, {"a": 0}, [0.1, 0.2, 0.3], [1, 2, 3]),
+        (1, 0): _run(1, {"a": 1}, [0.5, 0.6, 0.7], [1, 1, 1]),
+        (2, 0): _run(2, {"a": 2}, [0.4, 0.8, 0.9], [5, 5, 5]),
+        (3, 0): _run(3, {"a": 3}, [0.2, math.nan], [1, 0.5]),
+    })
+
+
+def test_the_clock_adds_the_sweep_start_each_trial_start_and_the_tables_epoch_seconds() -> None:
+    table = _three()
+    runner = Scripted([{"a": 0}, {"a": 1}, {"a": 2}], stop={1: 2})
+    out = simulate(table, runner, workers=2, trials=3)
+    # t=10: trials 0 and 1 start (+1 s each); trial 1 stops after epoch 2 at 13 and trial 2 takes its
+    # worker (13 + 1 + 5 = 19, then 24, 29); trial 0 runs 12, 14, 17.
+    assert out.trace == [(12.0, 1, 0.1), (12.0, 2, 0.5), (13.0, 3, 0.6), (24.0, 7, 0.8), (29.0, 8, 0.9)]
+    assert (out.seconds, out.epochs, out.trials) == (29.0, 8, 3)
+    assert out.epochs_run == {0: 3, 1: 2, 2: 3}
+    assert runner.ended == [(1, 2, 0.6), (0, 3, 0.3), (2, 3, 0.9)]
+    assert out.time_to(0.7) == 24.0 and out.time_to(0.95) == math.inf
+    assert out.best_at(23.9) == 0.6 and out.best() == 0.9
+    assert table.threshold(0.01) == 0.9 and table.threshold(0.5) == 0.7
+
+
+def test_a_diverged_run_fails_at_its_nan_epoch_and_frees_its_worker() -> None:
+    runner = Scripted([{"a": 3}, {"a": 1}])
+    out = simulate(_three(), runner, workers=1, trials=2)
+    assert runner.ended[0][:2] == (0, 2) and math.isnan(runner.ended[0][2])
+    # 10 + 1 + 1 + 0.5 = 12.5 when trial 0 fails; trial 1: 12.5 + 1 + 1 + 1 + 1 = 16.5
+    assert out.seconds == 16.5 and out.epochs_run == {0: 2, 1: 3}
+
+
+def test_a_paused_trial_resumes_where_it_stopped_and_pays_the_start_again() -> None:
+    runner = Scripted([{"a": 1}, {"a": 0}], pause={0: 1})
+    out = simulate(_three(), runner, workers=1, trials=2)
+    # trial 0 pauses at 12; trial 1 runs 12 + 1 + 1, +2, +3 = 19; trial 0 resumes: 19 + 1 + 1 + 1 = 22
+    assert runner.resumed == [0]
+    assert out.seconds == 22.0 and out.epochs_run == {0: 3, 1: 3}
+
+
+def test_the_table_file_reads_back_exactly_and_a_cut_member_is_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    grid = configs()
+    rows = [[7, 0, e, *grid[7].values(), 1234.0, 0.1 * e, 1.0 / e, 2.0 / e, 1.5] for e in (1, 2)]
+    append(path, rows)
+    append(path, [[8, 1, 1, *grid[8].values(), 99.0, math.nan, math.nan, math.nan, 0.25]])
+    whole = path.stat().st_size
+    import pandas as pd
+
+    frame = pd.read_csv(path)  # readable without our code
+    assert list(frame["epoch"]) == [1, 2, 1] and frame["val_accuracy"].isna().tolist() == [False, False, True]
+    with open(path, "ab") as f:
+        f.write(gzip.compress(b"9,0,1,half")[:10])  # a writer killed mid-member
+    assert complete_members(path.read_bytes())[1] == whole
+    runs = load(path)
+    assert set(runs) == {(7, 0), (8, 1)}
+    assert runs[(7, 0)].val_accuracy == (0.1, 0.2) and runs[(7, 0)].config == grid[7]
+    assert runs[(7, 0)].param_count == 1234.0 and not runs[(7, 0)].diverged
+    assert runs[(8, 1)].diverged and runs[(8, 1)].epoch_s == (0.25,)
+    assert [config_id(c) for c in grid] == list(range(len(grid)))
+
+
+def _curves(n: int, epochs: int) -> Table:
+    import random
+
+    rng = random.Random(5)
+    runs = {}
+    for i in range(n):
+        top, speed = rng.uniform(0.3, 0.9), rng.uniform(0.5, 6)
+        values = [round(top * (1 - math.exp(-e / speed)) + rng.uniform(-0.03, 0.03), 4) for e in range(1, epochs + 1)]
+        runs[(i, 0)] = _run(i, {"i": i}, values, [1.0] * epochs)
+    return Table(runs)
+
+
+def _fixed_searcher(table: Table) -> Any:
+    from ray.tune.search import Searcher
+
+    class Fixed(Searcher):  # the table's configurations in order, each with its curve
+        def __init__(self) -> None:
+            super().__init__(metric="val_accuracy", mode="max")
+            self.left = [{"i": r.config["i"], "curve": list(r.val_accuracy)} for r in table.runs.values()]
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            return self.left.pop(0) if self.left else Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+            return None
+
+    return Fixed()
+
+
+def _asha(kind: str) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from sweeper.scheduler import RecordingASHA
+
+    cls = RecordingASHA if kind == "sweeper" else ASHAScheduler
+    return cls(time_attr="epoch", metric="val_accuracy", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+
+
+def _replay(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    for epoch, value in enumerate(config["curve"], start=1):
+        tune.report({"epoch": epoch, "val_accuracy": value})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ray", "sweeper"])
+def test_asha_stops_the_same_trials_at_the_same_epochs_in_the_simulator_as_in_ray_tune(
+        ray_local: None, tmp_path: Path, kind: str) -> None:
+    from ray import tune
+
+    table = _curves(12, 9)
+    tuner = tune.Tuner(_replay, tune_config=tune.TuneConfig(
+        search_alg=_fixed_searcher(table), scheduler=_asha(kind), num_samples=len(table.runs),
+        max_concurrent_trials=1, reuse_actors=True), run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    through_ray = {int(r.config["i"]): int(r.metrics["epoch"]) for r in results}  # the last epoch reported
+    out = simulate(table, RayRunner(table, 0, searcher=_fixed_searcher(table), scheduler=_asha(kind)),
+                   workers=1, trials=len(table.runs))
+    simulated = dict(out.epochs_run)  # trial numbers follow the table's order, as the searcher's
+    assert simulated == through_ray
+    assert sorted(set(simulated.values())) == [1, 3, 9]  # the curves reach every rung's decision
+
+
+def test_sweepers_searcher_and_asha_run_without_ray_processes_on_a_real_study(tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    grid = {"lr": [1e-3, 1e-2], "batch_size": [32, 64], "dropout": [0.0, 0.4], "augment": [False, True]}
+    import itertools
+    import random
+
+    rng = random.Random(1)
+    runs = {}
+    for i, values in enumerate(itertools.product(*grid.values())):
+        top = rng.uniform(0.3, 0.9)
+        runs[(i, 0)] = _run(i, dict(zip(grid, values, strict=True)),
+                            [round(top * (1 - math.exp(-e / 2)), 4) for e in range(1, 10)], [1.0] * 9)
+    table = Table(runs)
+    runner = SweeperRunner(table, seed=0, workers=2, trials=10, method="bayes", scheduler={"type": "asha"},
+                           folder=tmp_path)
+    out = simulate(table, runner, workers=2, trials=10)
+    runner.close()
+    study = optuna.load_study(study_name="sim-0", storage=f"sqlite:///{tmp_path / 'sim-0.db'}")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == out.trials == 10
+    pruned = [t for t in finished if t.state == TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) in (1, 3) for t in pruned)
+    for t in finished:  # each trial's curve in the study is the table's, as far as it ran
+        curve = table.run({k: t.params[k] for k in grid}).val_accuracy
+        reported = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
+        assert reported == list(curve[:len(reported)])
+    keys = [tuple(t.params[k] for k in grid) for t in finished]
+    assert len(set(keys)) == len(keys)  # sweeper's duplicate check holds in the simulator too
