@@ -34,7 +34,6 @@ the incumbent.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import heapq
 import itertools
 import json
@@ -193,12 +192,7 @@ class Outcome:
 
     def best_at(self, seconds: float) -> float:
         """The incumbent at simulated time ``seconds``."""
-        best = 0.0
-        for t, _, value in self.trace:
-            if t > seconds:
-                break
-            best = value
-        return best
+        return _best_at(self.trace, seconds)
 
 
 def simulate(table: Table, runner: Runner, workers: int, trials: int) -> Outcome:
@@ -278,12 +272,14 @@ class SweeperRunner(Runner):
         method: ``bayes`` or ``random``.
         scheduler: the spec's ``scheduler`` (``None``: no early stopping).
         folder: where the study's SQLite file goes.
+        brackets: ASHA's brackets (Ray's ``ASHAScheduler(brackets=...)``, asynchronous Hyperband,
+            Li et al. 2020), a candidate the spec does not offer yet; 1 is the spec's ASHA.
     """
 
     costs = COSTS["sweeper"]
 
     def __init__(self, table: Table, seed: int, workers: int, trials: int, method: str,
-                 scheduler: Mapping[str, Any] | None, folder: Path):
+                 scheduler: Mapping[str, Any] | None, folder: Path, brackets: int = 1):
         import optuna
 
         from sweeper.coordination import take_lease
@@ -311,6 +307,12 @@ class SweeperRunner(Runner):
         self.searcher = StudySearcher(study, self.sweep, self.storage, take_lease(study))
         self.searcher.POLL_S = 0.0  # simulated time: read the study at every request
         self.scheduler = make_scheduler(self.sweep)
+        if brackets > 1 and self.sweep.asha is not None:
+            from sweeper.scheduler import RecordingASHA
+
+            self.scheduler = RecordingASHA(time_attr="epoch", metric=METRIC, mode="max", max_t=self.sweep.max_epochs,
+                                           grace_period=self.sweep.asha.grace_period,
+                                           reduction_factor=self.sweep.asha.reduction_factor, brackets=brackets)
         self.recorder = StudyRecorder(self.searcher, self.scheduler)
         self._trials: dict[int, _RayTrial] = {}
 
@@ -571,9 +573,10 @@ def _syne(name: str) -> Callable[[Table, int, int, int, Path], Runner]:
     return make
 
 
-def _sweeper(method: str, scheduler: Mapping[str, Any] | None) -> Callable[[Table, int, int, int, Path], Runner]:
+def _sweeper(method: str, scheduler: Mapping[str, Any] | None,
+             brackets: int = 1) -> Callable[[Table, int, int, int, Path], Runner]:
     def make(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
-        return SweeperRunner(table, seed, workers, trials, method, scheduler, folder)
+        return SweeperRunner(table, seed, workers, trials, method, scheduler, folder, brackets)
     return make
 
 
@@ -584,6 +587,12 @@ def _ray(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Ru
 RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
     "sweeper": _sweeper("bayes", {"type": "asha"}),
     "random": _sweeper("random", None),
+    # Candidates for sweeper's default (issue 19, part 3): each changes one thing of "sweeper".
+    "sweeper-random-asha": _sweeper("random", {"type": "asha"}),
+    "sweeper-grace3": _sweeper("bayes", {"type": "asha", "grace_period": 3}),
+    "sweeper-rf2": _sweeper("bayes", {"type": "asha", "reduction_factor": 2}),
+    "sweeper-hyperband": _sweeper("bayes", {"type": "asha"}, brackets=3),
+    "sweeper-no-stopping": _sweeper("bayes", None),
     "optuna-tpe-hyperband": _optuna("tpe", "hyperband"),
     "optuna-tpe-sha": _optuna("tpe", "sha"),
     "optuna-tpe-median": _optuna("tpe", "median"),
@@ -643,6 +652,7 @@ def main() -> None:
     parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--json", type=Path, default=None, help="write the figures (and every seed's) here")
+    parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png")
     args = parser.parse_args()
     table = Table.read(args.table)
     if len(table.runs) < math.prod(len(v) for v in table.grid.values()):
@@ -667,13 +677,76 @@ def main() -> None:
         print(f"W={workers:2d} T={trials:3d} {name:22s} top-1% {row['top1']['median']:8.0f} s "
               f"(IQR {row['top1']['q25']:.0f}-{row['top1']['q75']:.0f}), top-5% {row['top5']['median']:8.0f} s, "
               f"regret {row['final_regret']['median']:.4f}, {time.time() - started:.0f} s real", flush=True)
-        if args.json is not None:
-            with contextlib.suppress(OSError):
-                args.json.write_text(json.dumps(figures, default=_json_default))
+        if args.json is not None:  # after each row, so a long run leaves what it has
+            args.json.write_text(json.dumps(_finite(figures)))
+    if args.write:
+        write_results(figures, args)
 
 
-def _json_default(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
+def _finite(value: Any) -> Any:
+    """``value`` with every infinite or NaN float as ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _seconds(value: float) -> str:
+    return "never" if not math.isfinite(value) else f"{value:,.0f}"
+
+
+def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
+    """The section of ``benchmarks/RESULTS.md`` (a table of medians and interquartile ranges) and
+    ``benchmarks/simulate.png`` (median regret against simulated time, one panel per workers x trials)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks._results import machine, write_section
+
+    results = figures["results"]
+    panels = [(w, t) for w in results for t in results[w]]
+    fig, axes = plt.subplots(len(args.workers), len(args.trials), figsize=(5 * len(args.trials),
+                                                                          3.6 * len(args.workers)), squeeze=False)
+    lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
+             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}`; targets: the table's "
+             f"top-1% ({figures['targets']['top1']:.4f}) and top-5% ({figures['targets']['top5']:.4f}) best "
+             f"val_accuracy; best {figures['best']:.4f}. Simulated seconds, median (q25-q75) over "
+             f"{len(args.seeds)} seeds; 'never' when more than that share of seeds never reached it.", "",
+             "| workers | trials | runner | to top-1% | to top-5% | final regret | epochs |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for ax, (w, t) in zip(axes.flat, panels, strict=False):
+        rows = sorted(results[w][t].items(), key=lambda kv: (kv[1]["top1"]["median"], kv[1]["top5"]["median"]))
+        for name, row in rows:
+            q1, q5, r = row["top1"], row["top5"], row["final_regret"]
+            lines.append(f"| {w[1:]} | {t[1:]} | {name} | {_seconds(q1['median'])} ({_seconds(q1['q25'])}-"
+                         f"{_seconds(q1['q75'])}) | {_seconds(q5['median'])} | {r['median']:.4f} | "
+                         f"{row['epochs']['median']:.0f} |")
+            horizon = max(s["seconds"] for s in row["per_seed"])
+            grid = [horizon * i / 200 for i in range(201)]
+            regret = [statistics.median(figures["best"] - _best_at(s["trace"], x) for s in row["per_seed"])
+                      for x in grid]
+            ax.plot(grid, regret, label=name, lw=2.2 if name == "sweeper" else 1.0)
+        ax.set(title=f"{w[1:]} workers, {t[1:]} trials", xlabel="simulated seconds", ylabel="median regret",
+               yscale="log")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(Path(__file__).with_name("simulate.png"), dpi=110)
+    write_section(f"Simulated search on the curve table ({time.strftime('%Y-%m-%d')})",
+                  [*lines, "", "![median regret against simulated time](simulate.png)"])
+
+
+def _best_at(trace: Sequence[Sequence[float]], seconds: float) -> float:
+    best = 0.0
+    for t, _, value in trace:
+        if t > seconds:
+            break
+        best = value
+    return best
 
 
 if __name__ == "__main__":

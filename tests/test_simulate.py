@@ -210,3 +210,35 @@ def test_sweepers_searcher_and_asha_run_without_ray_processes_on_a_real_study(tm
         assert reported == list(curve[:len(reported)])
     keys = [tuple(t.params[k] for k in grid) for t in finished]
     assert len(set(keys)) == len(keys)  # sweeper's duplicate check holds in the simulator too
+
+
+def test_the_command_replays_a_table_file_and_writes_medians_and_quartiles(tmp_path: Path) -> None:
+    import json
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(3)
+    path = tmp_path / "small.csv.gz"
+    chosen = [(i, c) for i, c in enumerate(configs()) if c["filters"] == "8-16-32-64-64"
+              and c["activation"] == "relu" and c["batch_norm"] and c["dropout"] == 0.0]
+    for cid, config in chosen:  # 16 configurations: lr x batch_size x augment
+        top = rng.uniform(0.3, 0.9)
+        append(path, [[cid, 0, e, *config.values(), 1000.0, round(top * (1 - math.exp(-e / 3)), 4), 1.0, 1.0, 2.0]
+                      for e in range(1, 10)])
+    out = tmp_path / "figures.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.simulate", "--seeds", "0-2", "--workers", "2",
+                           "--trials", "8", "--runners", "sweeper", "random", "optuna-tpe-hyperband", "ray-asha",
+                           "--table", str(path), "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    rows = figures["results"]["W2"]["T8"]
+    assert set(rows) == {"sweeper", "random", "optuna-tpe-hyperband", "ray-asha"}
+    for row in rows.values():
+        assert len(row["per_seed"]) == 3
+        times = sorted(s["top5_s"] if s["top5_s"] is not None else math.inf for s in row["per_seed"])
+        assert row["top5"]["median"] in (times[1], None)
+        assert row["top5"]["q25"] is None or row["top5"]["q25"] <= (row["top5"]["median"] or math.inf)
+    # random search without early stopping trains every one of its 8 trials for all 9 epochs
+    assert all(s["epochs"] == 72 for s in rows["random"]["per_seed"])
