@@ -356,6 +356,61 @@ class SweeperRunner(Runner):
         self.storage.engine.dispose()
 
 
+class PromotionRunner(SweeperRunner):
+    """A candidate, not in sweeper yet: promotion-type ASHA (Li et al. 2020, Algorithm 2; Syne Tune's
+    former ``HyperbandScheduler(type="promotion")``) on sweeper's searcher and recorder. A trial
+    pauses at each rung (grace period x reduction factor^k epochs); a free worker first resumes the
+    best paused trial that ranks in the top 1/reduction factor of its rung and has not been promoted
+    from it, from the highest rung down, and only then starts a new configuration. A late bloomer
+    is paused, not stopped, and can still be promoted when the rung fills.
+
+    Args:
+        table, seed, workers, trials, folder: as :class:`SweeperRunner` (``method: bayes``, no scheduler
+            of its own: this class decides).
+        grace_period, reduction_factor: as ASHA's.
+    """
+
+    def __init__(self, table: Table, seed: int, workers: int, trials: int, folder: Path, grace_period: int = 1,
+                 reduction_factor: int = 3):
+        super().__init__(table, seed, workers, trials, "bayes", None, folder)
+        self._rf, self._budget = reduction_factor, trials
+        self._milestones: list[int] = []
+        level = grace_period
+        while level < self._table.max_epochs:
+            self._milestones.append(level)
+            level *= reduction_factor
+        self._rungs: list[dict[int, float]] = [{} for _ in self._milestones]
+        self._promoted: list[set[int]] = [set() for _ in self._milestones]
+        self._paused: set[int] = set()
+
+    def result(self, trial: int, epoch: int, value: float) -> str:
+        super().result(trial, epoch, value)
+        if epoch in self._milestones:
+            self._rungs[self._milestones.index(epoch)][trial] = value
+            self._paused.add(trial)
+            return PAUSE
+        return CONTINUE
+
+    def suggest(self, trial: int) -> dict[str, Any] | None:
+        self._started = trial + 1
+        return super().suggest(trial)
+
+    def resume(self) -> int | None:
+        # Once every new trial has started, a rung's quota rounds up rather than down, so the
+        # sweep ends by finishing its best trials instead of leaving them paused.
+        spent = getattr(self, "_started", 0) >= self._budget
+        for k in reversed(range(len(self._milestones))):
+            rung = self._rungs[k]
+            quota = -(-len(rung) // self._rf) if spent else len(rung) // self._rf
+            ranked = sorted(rung, key=lambda t: -rung[t])[:quota]
+            for trial in ranked:
+                if trial not in self._promoted[k] and trial in self._paused:
+                    self._promoted[k].add(trial)
+                    self._paused.discard(trial)
+                    return trial
+        return None
+
+
 @dataclass
 class _RayTrial:
     """What Ray Tune's controller hands schedulers and callbacks of a trial, as far as sweeper's read it."""
@@ -593,6 +648,7 @@ RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
     "sweeper-rf2": _sweeper("bayes", {"type": "asha", "reduction_factor": 2}),
     "sweeper-hyperband": _sweeper("bayes", {"type": "asha"}, brackets=3),
     "sweeper-no-stopping": _sweeper("bayes", None),
+    "sweeper-promotion": PromotionRunner,
     "optuna-tpe-hyperband": _optuna("tpe", "hyperband"),
     "optuna-tpe-sha": _optuna("tpe", "sha"),
     "optuna-tpe-median": _optuna("tpe", "median"),
