@@ -87,7 +87,7 @@ class StudySearcher(Searcher):
         self._reaped_at = time.monotonic()
         self._ended_since_wait = True
         self._rng = random.Random(sweep.spec.seed)
-        self._size = sweep.space.size() if grid is None else None  # once: a conditional space enumerates to count
+        self._size = sweep.space.size() if grid is None else None  # once: counted, not listed
 
     # --- the study's counts, leases and zombies
 
@@ -227,7 +227,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED if not self.running else None
         for draw in range(MAX_DRAWS):
             if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
-                unseen = [p for p in space.grid() or [] if _key(space.values(p)) not in seen]
+                unseen = [p for p in space.iter_grid() or () if _key(space.values(p)) not in seen]
                 if not unseen:
                     break
                 point = unseen[self._rng.randrange(len(unseen))]

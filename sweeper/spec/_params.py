@@ -87,6 +87,13 @@ def translate(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimens
     path = f"parameters.{name}"
     given = spec.model_fields_set
     dist = spec.distribution
+    for key in ("min", "max", "q", "mu", "sigma", "a", "b", "value", "values", "probabilities"):
+        if key in given and not _finite(getattr(spec, key)):
+            problems.append(Problem(f"{path}.{key}", getattr(spec, key),
+                                    "must be a finite number (not NaN or infinity, at most 1.8e308 in size)"
+                                    if key not in ("value", "values", "probabilities")
+                                    else "must hold finite numbers only (not NaN or infinity)"))
+            return None
     if dist is not None and dist not in DISTRIBUTIONS:
         problems.append(Problem(f"{path}.distribution", dist, "must be one of " + ", ".join(DISTRIBUTIONS)))
         return None
@@ -123,6 +130,20 @@ def translate(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimens
             return None
         return _categorical(name, spec, problems)
     return _range(name, spec, problems)
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (a number, or lists and mappings of them) is finite."""
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:  # an integer beyond any float
+            return False
+    return True
 
 
 def _quantised(name: str, spec: ParameterSpec, problems: list[Problem]) -> float | Literal[False] | None:
@@ -209,8 +230,15 @@ def _range(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimension
     if hi < lo or (hi == lo and dist != "int_uniform"):
         problems.append(Problem(f"{path}.max", hi, f"must be greater than min ({lo})"))
         return None
+    if not math.isfinite(float(hi) - float(lo)):
+        problems.append(Problem(f"{path}.max", hi, f"is too far from min ({lo}): max - min must be a finite number"))
+        return None
     q = _quantised(name, spec, problems)
     if q is False:
+        return None
+    if q is not None and not math.isfinite((hi - lo) / q):
+        problems.append(Problem(f"{path}.q", q, f"is too small for the range {lo} to {hi}: it makes more steps "
+                                "than a number can count"))
         return None
     if dist == "int_uniform":
         if not both_int:

@@ -19,7 +19,7 @@ import functools
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +31,16 @@ from optuna.distributions import (
 )
 
 from sweeper.errors import Problem
-from sweeper.spec._problems import did_you_mean
 from sweeper.spec._schema import ParameterSpec
 
 if TYPE_CHECKING:
     import optuna
 
     from sweeper.spec._params import Quantile
+
+# The most points a grid sweep may have: a grid is queued point by point and fills the study.
+GRID_POINTS_MAX = 1_000_000
+
 
 @dataclass(frozen=True)
 class Dimension:
@@ -71,17 +74,52 @@ class Dimension:
             return int(value) if float(self.q).is_integer() else value
         return value
 
-    def grid_values(self) -> list[Any] | None:
-        """Every value of a discrete dimension (Optuna's representation), ``None`` if continuous."""
+    def count(self) -> int | None:
+        """How many values a discrete dimension takes (counted, not listed), ``None`` if continuous."""
         dist = self.distribution
         if isinstance(dist, CategoricalDistribution):
-            return list(dist.choices)
+            return len(dist.choices)
         if isinstance(dist, IntDistribution) and not dist.log:
-            return list(range(dist.low, dist.high + 1, dist.step))
+            return (dist.high - dist.low) // dist.step + 1
         if isinstance(dist, FloatDistribution) and dist.step is not None:
-            n = round((dist.high - dist.low) / dist.step)
-            return [round(dist.low + i * dist.step, 12) for i in range(n + 1)]
+            return round((dist.high - dist.low) / dist.step) + 1
         return None
+
+    def iter_values(self) -> Iterator[Any] | None:
+        """Every value of a discrete dimension (Optuna's representation), one at a time; ``None`` if continuous."""
+        dist = self.distribution
+        if isinstance(dist, CategoricalDistribution):
+            return iter(dist.choices)
+        if isinstance(dist, IntDistribution) and not dist.log:
+            return iter(range(dist.low, dist.high + 1, dist.step))
+        if isinstance(dist, FloatDistribution) and dist.step is not None:
+            low, step = dist.low, dist.step
+            return (round(low + i * step, 12) for i in range(self.count() or 0))
+        return None
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value of a discrete dimension (Optuna's representation), ``None`` if continuous.
+        Lists them all: check :meth:`count` first."""
+        values = self.iter_values()
+        return None if values is None else list(values)
+
+    def takes(self, value: Any) -> bool:
+        """Whether the trainer value ``value`` is one this (discrete) dimension gives, tested
+        arithmetically for a range (nothing is listed); ``False`` for a continuous dimension."""
+        dist = self.distribution
+        if isinstance(dist, CategoricalDistribution):
+            return any(self.decode(c) == value for c in dist.choices)
+        n = self.count()
+        if n is None or isinstance(value, str) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        assert isinstance(dist, (IntDistribution, FloatDistribution)) and dist.step is not None
+        i = round((value - dist.low) / dist.step)
+        if not 0 <= i < n:
+            return False
+        at = dist.low + i * dist.step if isinstance(dist, IntDistribution) else round(dist.low + i * dist.step, 12)
+        return bool(at == value)
 
     def candidates(self) -> list[Any]:
         """Trainer values to check against the trainer's declaration: choices, or the bounds."""
@@ -217,36 +255,104 @@ class SearchSpace:
     def grid(self) -> list[dict[str, Any]] | None:
         """Every grid point (Optuna representation), in a fixed order; ``None`` if a dimension is
         continuous. With conditions, only the combinations that exist: a point holds the
-        parameters whose conditions hold in it."""
-        axes = {d.name: d.grid_values() for d in self.dimensions}
-        if any(a is None for a in axes.values()):
+        parameters whose conditions hold in it. Lists them all: check :meth:`size` first (a
+        grid sweep is refused above :data:`GRID_POINTS_MAX`)."""
+        points = self.iter_grid()
+        return None if points is None else list(points)
+
+    def iter_grid(self) -> Iterator[dict[str, Any]] | None:
+        """The points of :meth:`grid`, one at a time (nothing listed ahead), in the same order;
+        ``None`` if a dimension is continuous."""
+        if self.size() is None:
             return None
         if not self.conditional:
-            names = list(axes)
-            return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]  # type: ignore[arg-type]
+            names = [d.name for d in self.dimensions]
+            axes = [d.grid_values() or [] for d in self.dimensions]  # each axis is at most the grid's size
+            return (dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes))
+        return self._walk_conditional()
+
+    def _walk_conditional(self) -> Iterator[dict[str, Any]]:
+        """The conditional grid depth first: the parameters in :attr:`_order`, each one's values in turn."""
         dims = {d.name: d for d in self.dimensions}
-        points: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]  # (Optuna params, trainer values)
-        for name in self._order:
-            grown = []
-            for params, values in points:
-                if not self._holds(name, values):
-                    grown.append((params, values))
-                elif name in self.constants:
-                    grown.append((params, {**values, name: self.constants[name]}))
-                else:
-                    grown += [({**params, name: raw}, {**values, name: dims[name].decode(raw)})
-                              for raw in axes[name] or []]
-            points = grown
-        order = [d.name for d in self.dimensions]
-        return [{n: params[n] for n in order if n in params} for params, _ in points]
+        order = self._order
+        spec_order = [d.name for d in self.dimensions]
+
+        def walk(i: int, params: dict[str, Any], values: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            if i == len(order):
+                yield {n: params[n] for n in spec_order if n in params}
+                return
+            name = order[i]
+            if not self._holds(name, values):
+                yield from walk(i + 1, params, values)
+            elif name in self.constants:
+                yield from walk(i + 1, params, {**values, name: self.constants[name]})
+            else:
+                for raw in dims[name].iter_values() or ():
+                    yield from walk(i + 1, {**params, name: raw}, {**values, name: dims[name].decode(raw)})
+
+        return walk(0, {}, {})
 
     def size(self) -> int | None:
-        """Number of distinct configurations, ``None`` when a dimension is continuous."""
-        if self.conditional:
-            grid = self.grid()
-            return None if grid is None else len(grid)
-        sizes = [d.grid_values() for d in self.dimensions]
-        return None if any(v is None for v in sizes) else math.prod(len(v or []) for v in sizes)
+        """Number of distinct configurations, ``None`` when a dimension is continuous. Counted, not
+        listed: a product of counts, and with conditions a count per combination of the values
+        that conditions name (each parameter's values grouped by which conditions they satisfy)."""
+        counts = {d.name: d.count() for d in self.dimensions}
+        if any(c is None for c in counts.values()):
+            return None
+        if not self.conditional:
+            return math.prod(c or 0 for c in counts.values())
+        return self._count_conditional({n: c or 0 for n, c in counts.items()})
+
+    def _count_conditional(self, counts: Mapping[str, int]) -> int:
+        # Which conditions name each parameter: its values matter only by which of them they satisfy.
+        named: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+        for name, conds in self.conditions.items():
+            for other, allowed in conds.items():
+                named.setdefault(other, []).append((name, allowed))
+        dims = {d.name: d for d in self.dimensions}
+
+        def signature(other: str, value: Any) -> tuple[bool, ...]:
+            return tuple(value in allowed for _, allowed in named[other])
+
+        def classes(name: str) -> dict[tuple[bool, ...] | None, int]:
+            """The dimension's values grouped by signature: those a condition names, and the rest."""
+            d = dims[name]
+            if isinstance(d.distribution, CategoricalDistribution):
+                raws: list[Any] = list(d.distribution.choices)
+            else:  # a range: only the values the conditions name are looked at
+                mentioned = {v for _, allowed in named[name] for v in allowed if d.takes(v)}
+                raws = list(mentioned)
+            found: dict[tuple[bool, ...] | None, int] = {}
+            for raw in raws:
+                sig = signature(name, d.decode(raw) if isinstance(d.distribution, CategoricalDistribution) else raw)
+                found[sig] = found.get(sig, 0) + 1
+            rest = counts[name] - len(raws)
+            if rest:
+                none = tuple(False for _ in named[name])
+                found[none] = found.get(none, 0) + rest
+            return found
+
+        # A state: the signature of each named parameter decided so far; its weight: the points that share it.
+        states: dict[tuple[tuple[str, tuple[bool, ...]], ...], int] = {(): 1}
+        for name in self._order:
+            grown: dict[tuple[tuple[str, tuple[bool, ...]], ...], int] = {}
+            for state, weight in states.items():
+                sigs = dict(state)
+                holds = all(other in sigs and sigs[other][[n for n, _ in named[other]].index(name)]
+                            for other in self.conditions.get(name, {}))
+                if not holds:
+                    options: dict[tuple[bool, ...] | None, int] = {None: 1}
+                elif name in self.constants:
+                    options = {signature(name, self.constants[name]) if name in named else None: 1}
+                elif name in named:
+                    options = classes(name)
+                else:
+                    options = {None: counts[name]}
+                for sig, times in options.items():
+                    key = state if sig is None else tuple(sorted({**sigs, name: sig}.items()))
+                    grown[key] = grown.get(key, 0) + weight * times
+            states = grown
+        return sum(states.values())
 
 
 def build_space(parameters: Mapping[str, ParameterSpec]) -> tuple[SearchSpace, list[Problem]]:
@@ -257,6 +363,7 @@ def build_space(parameters: Mapping[str, ParameterSpec]) -> tuple[SearchSpace, l
         problem found, each naming ``parameters.<name>.<key>`` (``parameters.optimizer.lr.min``
         for a nested one).
     """
+    from sweeper.spec._conditions import conditions_of
     from sweeper.spec._params import Constant, translate
 
     dims: list[Dimension] = []
@@ -285,68 +392,5 @@ def build_space(parameters: Mapping[str, ParameterSpec]) -> tuple[SearchSpace, l
                 constants[name] = found.value
 
     walk(parameters, ())
-    conditions = _conditions(parameters, dims, constants, problems)
+    conditions = conditions_of(parameters, dims, constants, problems)
     return SearchSpace(tuple(dims), constants, paths, conditions), problems
-
-
-def _conditions(parameters: Mapping[str, ParameterSpec], dims: list[Dimension], constants: Mapping[str, Any],
-                problems: list[Problem]) -> dict[str, dict[str, tuple[Any, ...]]]:
-    """The ``when:`` conditions by parameter, checked: each names a parameter of the sweep with a
-    list of values (a constant, ``values``, ``int_uniform`` or a range with a step), each value is
-    one it can take, and no parameter depends on itself through its conditions."""
-    specs: dict[str, ParameterSpec] = {}
-
-    def flatten(params: Mapping[str, ParameterSpec], prefix: str) -> None:
-        for key, spec in params.items():
-            if spec.parameters is not None:
-                flatten(spec.parameters, f"{prefix}{key}.")
-            else:
-                specs[f"{prefix}{key}"] = spec
-
-    flatten(parameters, "")
-    takes: dict[str, list[Any] | None] = {name: [value] for name, value in constants.items()}
-    for d in dims:
-        raw = d.grid_values()
-        takes[d.name] = None if raw is None else [d.decode(r) for r in raw]
-    conditions: dict[str, dict[str, tuple[Any, ...]]] = {}
-    for name, spec in specs.items():
-        for other, wanted in (spec.when or {}).items():
-            path = f"parameters.{name}.when.{other}"
-            # A list names several values, unless it is itself one of the values (a filters list).
-            allowed = tuple(wanted) if isinstance(wanted, list) and wanted not in (takes.get(other) or []) else (
-                wanted,)
-            if other not in takes:
-                problems.append(Problem(path, other, "names no parameter of this sweep"
-                                        + did_you_mean(other, list(takes))))
-            elif other == name:
-                problems.append(Problem(path, other, "is the parameter itself: a condition names another one"))
-            elif takes[other] is None:
-                problems.append(Problem(path, other, "names a continuous parameter: a condition needs one with a "
-                                        "list of values (value, values, int_uniform, or a range with a step)"))
-            else:
-                bad = [v for v in allowed if v not in (takes[other] or [])]
-                if bad:
-                    problems.append(Problem(path, bad[0], f"is not a value {other} can take: {takes[other]}"))
-                else:
-                    conditions.setdefault(name, {})[other] = allowed
-    for name in conditions:
-        cycle = _cycle(name, conditions)
-        if cycle and cycle[0] == min(cycle):  # one line per cycle, named from its first member
-            problems.append(Problem(f"parameters.{name}.when", " -> ".join([*cycle, cycle[0]]),
-                                    "the conditions form a cycle: each parameter would wait for the other"))
-    return conditions
-
-
-def _cycle(start: str, conditions: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
-    """The parameters on a cycle of conditions through ``start``, ``None`` if there is none."""
-    def walk(name: str, path: list[str]) -> list[str] | None:
-        for other in conditions.get(name, {}):
-            if other == start:
-                return path
-            if other not in path:
-                found = walk(other, [*path, other])
-                if found:
-                    return found
-        return None
-
-    return walk(start, [start])

@@ -19,7 +19,7 @@ from sweeper.errors import InputError, Problem
 from sweeper.spec._files import raw_spec
 from sweeper.spec._problems import did_you_mean, pydantic_problems, without
 from sweeper.spec._schema import PROGRAM_TRAINER, SWEEPER_OBJECTIVES, WANDB_IGNORED_KEYS, SweepSpec
-from sweeper.spec._space import SearchSpace, build_space
+from sweeper.spec._space import GRID_POINTS_MAX, SearchSpace, build_space
 from sweeper.spec._sweep import Asha, Sweep
 from trainers import get_trainer
 from trainers.base import MEASURED_METRICS, DataConfig, Trainer
@@ -109,11 +109,14 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     if spec.method == "grid":
         size = space.size()
         if size is None:
-            continuous = [d.name for d in space.dimensions if d.grid_values() is None]
+            continuous = [d.name for d in space.dimensions if d.count() is None]
             for name in continuous:
                 problems.append(Problem(f"parameters.{name}", _distribution_of(spec, name),
                                         "grid search needs discrete parameters: value, values, int_uniform, "
                                         "or q_uniform (a range with a step)"))
+        elif size > GRID_POINTS_MAX:
+            problems.append(Problem("parameters", size, f"points make the grid, more than a grid search runs "
+                                    f"({GRID_POINTS_MAX:,} at most): give fewer values, or use method random or bayes"))
         else:
             if spec.run_cap is not None and spec.run_cap > size:
                 problems.append(Problem("run_cap", spec.run_cap, f"exceeds the grid's {size} points"))
