@@ -442,12 +442,12 @@ class OptunaRunner(Runner):
 
     costs = COSTS["optuna"]
 
-    def __init__(self, table: Table, sampler: Any, pruner: Any):
+    def __init__(self, table: Table, sampler: Any, pruner: Any, name: str = "sim"):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._table = table
-        self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+        self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=name)
         self._trials: dict[int, Any] = {}
 
     def suggest(self, trial: int) -> dict[str, Any] | None:
@@ -586,6 +586,47 @@ class SyneRunner(Runner):
             self.scheduler.on_trial_complete(t, {"epoch": epoch, METRIC: value})
 
 
+def syne_backend_epochs(table: Table, name: str, seed: int, workers: int, trials: int) -> dict[int, int]:
+    """The epochs each trial ran when Syne Tune's own ``Tuner`` replays ``table`` through its
+    simulator backend (``UserBlackboxBackend`` on a ``BlackboxTabular`` of the table, every delay of
+    ``SimulatorConfig`` zero, no start costs), for Syne Tune runner ``name``: the check that this
+    module's clock makes the same decisions as Syne Tune's. Its Tuner starts a few trials past
+    ``trials`` before its stopping criterion is read; only the first ``trials`` are compared."""
+    import logging
+
+    import numpy as np
+    import pandas as pd
+    from syne_tune import StoppingCriterion, Tuner
+    from syne_tune.backend.simulator_backend.simulator_backend import SimulatorConfig
+    from syne_tune.backend.simulator_backend.simulator_callback import SimulatorCallback
+    from syne_tune.blackbox_repository import UserBlackboxBackend
+    from syne_tune.blackbox_repository.blackbox_tabular import BlackboxTabular
+    from syne_tune.config_space import choice, randint
+    from syne_tune.experiments import load_experiment
+
+    logging.getLogger("syne_tune").setLevel(logging.ERROR)
+    runs, epochs = list(table.runs.values()), table.max_epochs
+    evaluations = np.zeros((len(runs), 1, epochs, 2))
+    for i, run in enumerate(runs):  # a diverged run scores 0 from its NaN epoch on
+        pad = epochs - len(run.val_accuracy)
+        evaluations[i, 0, :, 0] = [0.0 if math.isnan(v) else v for v in run.val_accuracy] + [0.0] * pad
+        evaluations[i, 0, :, 1] = np.cumsum(list(run.epoch_s) + [run.epoch_s[-1]] * pad)
+    space = {k: choice(vs) for k, vs in table.grid.items()}
+    blackbox = BlackboxTabular(pd.DataFrame([r.config for r in runs]), configuration_space=space,
+                               fidelity_space={"epoch": randint(1, epochs)}, objectives_evaluations=evaluations,
+                               fidelity_values=np.arange(1, epochs + 1), objectives_names=[METRIC, "elapsed_time"])
+    backend = UserBlackboxBackend(blackbox=blackbox, elapsed_time_attr="elapsed_time",
+                                  simulator_config=SimulatorConfig(0, 0, 0, 0, 0))
+    np.random.seed(seed)
+    scheduler = _syne_scheduler(name, {**space, "epochs": epochs}, seed, epochs)
+    tuner = Tuner(trial_backend=backend, scheduler=scheduler, stop_criterion=StoppingCriterion(
+        max_num_trials_started=trials), n_workers=workers, sleep_time=0, wait_trial_completion_when_stopping=True,
+        callbacks=[SimulatorCallback()], save_tuner=False, print_update_interval=1e9, results_update_interval=1e9)
+    tuner.run()
+    ran = load_experiment(tuner.name).results.groupby("trial_id")["epoch"].max()
+    return {int(t): int(e) for t, e in ran.items() if int(t) < trials}
+
+
 # --- the runners by name
 
 
@@ -598,33 +639,37 @@ def _optuna(sampler: str, pruner: str) -> Callable[[Table, int, int, int, Path],
         pruners = {"hyperband": lambda: optuna.pruners.HyperbandPruner(1, table.max_epochs, 3),
                    "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
                    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)}
-        return OptunaRunner(table, samplers[sampler](), pruners[pruner]())
+        # A named study: HyperbandPruner assigns brackets from the study's name and the trial's number.
+        return OptunaRunner(table, samplers[sampler](), pruners[pruner](), name=f"sim-{seed}")
     return make
+
+
+def _syne_scheduler(name: str, space: dict[str, Any], seed: int, max_t: int) -> Any:
+    """Syne Tune's scheduler ``name`` (``syne-`` left off) over ``space``, maximising ``val_accuracy``
+    with ``epoch`` as its resource, from its ``baselines`` with their defaults."""
+    from syne_tune.optimizer import baselines
+    from syne_tune.optimizer.schedulers.median_stopping_rule import MedianStoppingRule
+
+    common = {"metric": METRIC, "do_minimize": False, "time_attr": "epoch", "max_t": max_t}
+    if name == "asha":
+        return baselines.ASHA(space, random_seed=seed, **common)
+    if name == "hyperband":  # asynchronous Hyperband: ASHA with several brackets
+        return baselines.ASHA(space, random_seed=seed, brackets=3, **common)
+    if name == "bohb":
+        return baselines.BOHB(space, random_seed=seed, **common)
+    if name == "asha-bore":
+        return baselines.ASHABORE(space, random_seed=seed, **common)
+    if name == "asha-cqr":
+        return baselines.ASHACQR(space, random_seed=seed, **common)
+    if name == "median":
+        inner = baselines.RandomSearch(space, metrics=[METRIC], do_minimize=False, random_seed=seed)
+        return MedianStoppingRule(inner, time_attr="epoch", metric=METRIC, do_minimize=False, random_seed=seed)
+    raise KeyError(name)
 
 
 def _syne(name: str) -> Callable[[Table, int, int, int, Path], Runner]:
     def make(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
-        from syne_tune.optimizer import baselines
-        from syne_tune.optimizer.schedulers.median_stopping_rule import MedianStoppingRule
-
-        common = {"metric": METRIC, "do_minimize": False, "time_attr": "epoch", "max_t": table.max_epochs}
-
-        def build(space: dict[str, Any], s: int) -> Any:
-            if name == "asha":
-                return baselines.ASHA(space, random_seed=s, **common)
-            if name == "hyperband":  # asynchronous Hyperband: ASHA with several brackets
-                return baselines.ASHA(space, random_seed=s, brackets=3, **common)
-            if name == "bohb":
-                return baselines.BOHB(space, random_seed=s, **common)
-            if name == "asha-bore":
-                return baselines.ASHABORE(space, random_seed=s, **common)
-            if name == "asha-cqr":
-                return baselines.ASHACQR(space, random_seed=s, **common)
-            if name == "median":
-                inner = baselines.RandomSearch(space, metrics=[METRIC], do_minimize=False, random_seed=s)
-                return MedianStoppingRule(inner, time_attr="epoch", metric=METRIC, do_minimize=False, random_seed=s)
-            raise KeyError(name)
-        return SyneRunner(table, build, seed)
+        return SyneRunner(table, lambda space, s: _syne_scheduler(name, space, s, table.max_epochs), seed)
     return make
 
 
@@ -669,10 +714,20 @@ RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
 # asynchronous Hyperband.
 
 
-def run_one(table: Table, name: str, seed: int, workers: int, trials: int) -> Outcome:
-    """Simulate runner ``name`` once (its own seed ``seed``)."""
+def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs: Costs | None = None) -> Outcome:
+    """Simulate runner ``name`` once, with its own seed ``seed`` and ``costs`` in place of its tool's.
+    The global NumPy and ``random`` states are seeded too: Syne Tune draws its ASHA brackets from
+    NumPy's global state."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
     with tempfile.TemporaryDirectory() as folder:
         runner = RUNNERS[name](table, seed, workers, trials, Path(folder))
+        if costs is not None:
+            runner.costs = costs
         try:
             return simulate(table, runner, workers, trials)
         finally:
@@ -718,7 +773,15 @@ def main() -> None:
     best = max(table.best_values())
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
-    figures: dict[str, Any] = {"targets": targets, "best": best, "results": {}}
+    figures: dict[str, Any] = {"targets": targets, "best": best, "results": {}, "syne_backend_check": {}}
+    for name in (n for n in args.runners if n.startswith("syne-")):
+        seed, workers, trials = args.seeds[0], args.workers[0], args.trials[0]
+        theirs = syne_backend_epochs(table, name[len("syne-"):], seed, workers, trials)
+        mine = run_one(table, name, seed, workers, trials, costs=Costs(0.0, 0.0)).epochs_run
+        same = sum(1 for t in mine if theirs.get(t) == mine[t])
+        figures["syne_backend_check"][name] = {"same": same, "trials": len(mine)}
+        print(f"{name}: Syne Tune's own simulator backend gives the same epochs for {same} of {len(mine)} trials "
+              f"(seed {seed}, {workers} workers)", flush=True)
     for workers, trials, name in itertools.product(args.workers, args.trials, args.runners):
         started = time.time()
         outcomes = [run_one(table, name, seed, workers, trials) for seed in args.seeds]
