@@ -7,7 +7,7 @@ Orchestration only: the spec (:mod:`sweeper.spec`), the study's record
 :mod:`sweeper.recorder`, :mod:`sweeper.trainable`; W&B programs and functions in
 :mod:`sweeper.program`), the readers (:mod:`sweeper.results`,
 :mod:`sweeper.report`, :mod:`sweeper.retrain`) and the CLI (:mod:`sweeper.cli`). Models and
-training live in the separate ``trainers`` package. The README's Layout section draws the arrows.
+training live in the separate ``trainers`` package. docs/architecture.md draws the arrows.
 """
 
 __version__ = "0.1.0"

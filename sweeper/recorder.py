@@ -113,7 +113,8 @@ class StudyRecorder(tune.Callback):
         return {k for k in result if k not in _TUNE_KEYS}
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        """Tell the trial's end: FAIL (trainer error), COMPLETE (all epochs), PRUNED (ASHA's stop)."""
+        """Tell the trial's end: FAIL (trainer error), COMPLETE (all epochs, or the trainer's own early
+        stopping), PRUNED (ASHA's stop)."""
         result = trial.last_result or {}
         history = self._history.get(trial.trial_id, [])
         epochs_run = int(history[-1]["epoch"]) if history else 0

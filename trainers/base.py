@@ -146,7 +146,7 @@ class Param:
         low, high: the inclusive range allowed for numbers (and for each item of an
             ``int_list``); ``None`` for no bound.
         length: the item count of an ``int_list``.
-        help: one line saying what the parameter does (the README's parameter tables say the same).
+        help: one line saying what the parameter does (the parameter tables of docs/trainers.md say the same).
         file: a ``str`` that is one of ``choices`` or else the path of an existing file
             (made absolute by :meth:`resolve` before trials run in other folders).
     """

@@ -47,7 +47,7 @@ PARAMS: dict[str, Param] = {
                     choices=("none", "all_but_head", "fraction", "first_k")),
     "freeze_fraction": Param("float", 0.5, "share of the backbone's parameter tensors frozen by freeze: fraction",
                              low=0.0, high=1.0),
-    "freeze_k": Param("int", 1, "blocks frozen by freeze: first_k (see the README for what a block is)",
+    "freeze_k": Param("int", 1, "blocks frozen by freeze: first_k (see docs/trainers.md for what a block is)",
                       low=0, high=10000),
     "unfreeze_at_epoch": Param("int", 0, "from this epoch on every layer trains (0 = never)", low=0, high=100000),
     "backbone_lr_factor": Param("float", 1.0, "learning-rate factor of everything but the new head", low=0.0,
