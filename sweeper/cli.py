@@ -240,7 +240,7 @@ def dashboard(
     path = "/dashboard/"
     if study is not None:
         path += f"studies/{load_study(storage, study)._study_id}"
-    backend = open_storage(storage)
+    backend = open_storage(storage, read_only=True)
     out.print(f"optuna-dashboard on {redact(storage)}: http://{host}:{port}{path}  (Ctrl-C stops it)")
     run_server(backend, host=host, port=port)
 
@@ -384,8 +384,9 @@ def show(
     from sweeper.studies import load_study, stored_spec
 
     loaded = load_study(storage, study)
+    sweep = validate_spec(stored_spec(storage, study))  # before printing: a study not made by sweeper is one line
     out.print(yaml.safe_dump(record.stored_spec(loaded.user_attrs) or {}, sort_keys=False).rstrip(), markup=False)
-    out.print(summary(loaded, validate_spec(stored_spec(storage, study)), None, top))
+    out.print(summary(loaded, sweep, None, top))
 
 
 def main() -> None:

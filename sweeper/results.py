@@ -147,15 +147,15 @@ class StudyRow:
 
 
 def list_studies(url: str) -> list[StudyRow]:
-    """Every study in the storage, read once each.
+    """Every study in the storage, read once each (an SQLite file read-only).
 
     Raises:
-        InputError: the storage does not answer.
+        InputError: the storage does not answer or is not a study database.
     """
     rows: list[StudyRow] = []
-    if not study_names(url):
+    if not study_names(url, read_only=True):
         return rows
-    storage = open_storage(url)
+    storage = open_storage(url, read_only=True)
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)

@@ -35,16 +35,16 @@ def ensure_new_study(name: str, url: str) -> None:
 
 
 def load_study(url: str, name: str) -> optuna.Study:
-    """Open study ``name`` for reading.
+    """Open study ``name`` for reading (an SQLite file read-only: nothing is written to it).
 
     Raises:
         InputError: no such study (the message lists the ones there), or the storage does not answer.
     """
-    names = study_names(url)
+    names = study_names(url, read_only=True)
     if name not in names:
         raise InputError(f"study: {name!r} does not exist in {redact(url)}; studies there: "
                          f"{', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=open_storage(url))
+    return optuna.load_study(study_name=name, storage=open_storage(url, read_only=True))
 
 
 def stored_spec(url: str, name: str) -> dict[str, Any]:
@@ -54,10 +54,11 @@ def stored_spec(url: str, name: str) -> dict[str, Any]:
     Raises:
         InputError: no such study, or it was not created by sweeper.
     """
-    if name not in study_names(url):
+    names = study_names(url, read_only=True)
+    if name not in names:
         raise InputError(f"study: {name!r} does not exist in {redact(url)}; "
-                         f"studies there: {', '.join(study_names(url)) or 'none'}")
-    storage = open_storage(url)
+                         f"studies there: {', '.join(names) or 'none'}")
+    storage = open_storage(url, read_only=True)
     spec = record.stored_spec(storage.get_study_user_attrs(storage.get_study_id_from_name(name)))
     if spec is None:
         raise InputError(f"study: {name!r} in {redact(url)} was not created by sweeper (it has no stored spec)")

@@ -183,3 +183,137 @@ def test_a_step_too_small_for_its_range_is_refused(in_tmp: Path) -> None:
     spec = spec_with(in_tmp, parameters={"lr": {"min": -1e300, "max": 1e300, "distribution": "q_uniform",
                                                 "q": 1e-300}})
     refused(["validate", str(spec)], "parameters.lr.q", "too small")
+
+
+# --- 4. files and URLs: one line, exit 2, never a password
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(in_tmp: Path) -> None:
+    path = in_tmp / "s.yaml"
+    path.write_bytes(yaml.safe_dump(BASE).encode() + "description: caf\xe9\n".encode("latin-1"))
+    refused(["launch", str(path)], "s.yaml", "not UTF-8", "0xe9")
+    assert files_in(in_tmp) == ["s.yaml"]
+
+
+PASSWORD = "s3cr3t-pw"
+BAD_URLS = [f"postgresql+psycopg://bob:{PASSWORD}@db.example:5x32/sweeps",  # the port is not a number
+            f"postgresql+psycopg//bob:{PASSWORD}@db.example/sweeps",  # no "://": unparsable
+            f"bob:{PASSWORD}@db.example/sweeps"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_storage_url_is_one_line_that_hides_its_password(in_tmp: Path, url: str) -> None:
+    spec = spec_with(in_tmp)
+    runs = [["validate", str(spec), "--set", f"storage={url}"], ["launch", str(spec), "--storage", url],
+            ["studies", "--storage", url], ["show", "hostile", "--storage", url],
+            ["export", "hostile", "--storage", url], ["resume", "hostile", "--storage", url]]
+    for args in runs:
+        line = refused(args, "storage", "bob:***@")
+        assert PASSWORD not in line
+    assert files_in(in_tmp) == ["s.yaml"]
+
+
+def _garbage(folder: Path) -> Path:
+    path = folder / "garbage.db"
+    path.write_bytes(b"this is not an SQLite database\n" * 200)
+    return path
+
+
+def _truncated(folder: Path) -> Path:
+    import optuna
+
+    full = folder / "full.db"
+    study = optuna.create_study(study_name="hostile", storage=f"sqlite:///{full}")
+    for _ in range(300):
+        trial = study.ask()
+        study.tell(trial, trial.suggest_float("x", 0, 1))
+    path = folder / "truncated.db"
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    full.unlink()
+    return path
+
+
+@pytest.mark.parametrize("make", [_garbage, _truncated])
+def test_a_garbage_or_truncated_database_is_one_line(in_tmp: Path, make: Any) -> None:
+    db = make(in_tmp)
+    before = db.read_bytes()
+    url = f"sqlite:///{db.name}"
+    for args in (["studies", "--storage", url], ["show", "hostile", "--storage", url],
+                 ["report", "hostile", "--storage", url], ["export", "hostile", "--storage", url]):
+        refused(args, "storage", db.name, "cannot be read as a study database")
+    if make is _garbage:
+        refused(["launch", str(spec_with(in_tmp)), "--storage", url], "storage", "not a database")
+    assert db.read_bytes() == before
+    assert sorted(p for p in files_in(in_tmp) if not p.startswith(db.name)) == sorted(
+        ["s.yaml"] if make is _garbage else [])
+
+
+# --- 5. study names: a safe set of characters
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "../outside", "nul\x00byte", "\x1b[31mred\x1b[0m", ".hidden", "-x",
+                                  "with space", "x" * 101])
+def test_an_unsafe_study_name_is_refused(in_tmp: Path, name: str) -> None:
+    spec = spec_with(in_tmp, name=name)
+    for command in ("validate", "launch"):
+        line = refused([command, str(spec)], "name:", "letters, digits")
+        assert "\x1b" not in line and "\x00" not in line
+    if "\x00" not in name:
+        refused(["launch", str(spec_with(in_tmp)), "--study", name], "name:")
+    assert files_in(in_tmp) == ["s.yaml"]
+
+
+def test_a_safe_study_name_is_accepted(in_tmp: Path) -> None:
+    result = runner.invoke(app, ["validate", str(spec_with(in_tmp, name="run-2.v_3"))])
+    assert result.exit_code == 0, result.output
+
+
+# --- 6. reads write nothing
+
+
+def test_show_on_an_empty_database_writes_nothing(in_tmp: Path) -> None:
+    (in_tmp / "empty.db").write_bytes(b"")
+    for args in (["show", "hostile"], ["export", "hostile"], ["report", "hostile"]):
+        refused([*args, "--storage", "sqlite:///empty.db"], "study:", "'hostile'", "does not exist")
+    result = runner.invoke(app, ["studies", "--storage", "sqlite:///empty.db"])
+    assert result.exit_code == 0 and "no studies" in result.output, result.output
+    assert (in_tmp / "empty.db").stat().st_size == 0
+    assert files_in(in_tmp) == ["empty.db"]
+
+
+def test_reading_a_study_leaves_its_file_unchanged(in_tmp: Path) -> None:
+    import optuna
+
+    db = in_tmp / "real.db"
+    study = optuna.create_study(study_name="plain", storage=f"sqlite:///{db}")
+    study.tell(study.ask(), 1.0)
+    del study
+    before = db.read_bytes()
+    result = runner.invoke(app, ["studies", "--storage", "sqlite:///real.db"])
+    assert result.exit_code == 0 and "plain" in result.output, result.output
+    refused(["show", "plain", "--storage", "sqlite:///real.db"], "not created by sweeper")
+    assert db.read_bytes() == before
+    assert files_in(in_tmp) == ["real.db"]
+
+
+def test_a_database_in_a_read_only_folder_can_be_read(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import optuna
+
+    folder = in_tmp / "ro"
+    folder.mkdir()
+    db = folder / "real.db"
+    optuna.create_study(study_name="plain", storage=f"sqlite:///{db}")
+    writable = os.access
+    # root may write anywhere: the folder is made read-only, and the check is told so.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder and mode == os.W_OK
+                        else writable(p, mode))
+    folder.chmod(0o555)
+    try:
+        result = runner.invoke(app, ["studies", "--storage", f"sqlite:///{db}"])
+    finally:
+        folder.chmod(0o755)
+    assert result.exit_code == 0 and "plain" in result.output, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["real.db"]

@@ -8,6 +8,7 @@ Touches nothing on disk but the data root it checks.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from sweeper.spec._sweep import Asha, Sweep
 from trainers import get_trainer
 from trainers.base import MEASURED_METRICS, DataConfig, Trainer
 from trainers.data import BUNDLED_DATASETS, check_data, torchvision_dataset_names
+
+# A study name becomes a folder under `artifacts`: a safe set of characters, no path, no hidden file.
+STUDY_NAME_MAX = 100
+STUDY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{STUDY_NAME_MAX - 1}}}")
 
 # What the sweep's trainable adds to every trainer's reports (see sweeper.trainable.run_trial).
 SWEPT_BY_SWEEPER = tuple(m for m in SWEEPER_OBJECTIVES if m not in MEASURED_METRICS)
@@ -74,6 +79,10 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     spec, metric_problems = _objectives(spec)
     problems += metric_problems
 
+    if spec.name is not None and not STUDY_NAME.fullmatch(spec.name):
+        problems.append(Problem("name", spec.name, "must be a study name of letters, digits, '-', '_' and '.', "
+                                f"not starting with '.' or '-', at most {STUDY_NAME_MAX} characters (it names a folder "
+                                "under artifacts); set `name` or --study"))
     space, space_problems = build_space(spec.parameters)
     problems += space_problems
 
@@ -297,14 +306,12 @@ def _data(spec: SweepSpec) -> tuple[DataConfig, list[Problem]]:
 
 
 def _check_storage(url: str) -> list[Problem]:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sweeper.storage import parse_url
 
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return [Problem("storage", url, "must be an SQLAlchemy URL such as sqlite:///sweeps.db or "
-                        "postgresql+psycopg://user:pass@host/db")]
+        parsed = parse_url(url)
+    except InputError as err:  # the URL shown with its password hidden
+        return [p for p in err.problems if isinstance(p, Problem)]
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         return [Problem("storage", shown, "must be an sqlite:/// or postgresql+psycopg:// URL")]
