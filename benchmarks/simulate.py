@@ -724,7 +724,8 @@ def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs
 
     random.seed(seed)
     np.random.seed(seed)
-    with tempfile.TemporaryDirectory() as folder:
+    shm = Path("/dev/shm")  # sweeper's SQLite study in memory when the system has it: 2.5x faster here
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as folder:
         runner = RUNNERS[name](table, seed, workers, trials, Path(folder))
         if costs is not None:
             runner.costs = costs
@@ -764,6 +765,7 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--json", type=Path, default=None, help="write the figures (and every seed's) here")
     parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds simulated side by side (processes)")
     args = parser.parse_args()
     table = Table.read(args.table)
     if len(table.runs) < math.prod(len(v) for v in table.grid.values()):
@@ -784,7 +786,13 @@ def main() -> None:
               f"(seed {seed}, {workers} workers)", flush=True)
     for workers, trials, name in itertools.product(args.workers, args.trials, args.runners):
         started = time.time()
-        outcomes = [run_one(table, name, seed, workers, trials) for seed in args.seeds]
+        if args.jobs > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials) for seed in args.seeds])
+        else:
+            outcomes = [run_one(table, name, seed, workers, trials) for seed in args.seeds]
         row = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
         row["final_regret"] = quartiles([best - o.best() for o in outcomes])
         row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
