@@ -87,6 +87,7 @@ class StudySearcher(Searcher):
         self._reaped_at = time.monotonic()
         self._ended_since_wait = True
         self._rng = random.Random(sweep.spec.seed)
+        self._keys: dict[int, str] = {}  # finished trials' configuration keys, by trial number
         self._size = sweep.space.size() if grid is None else None  # once: counted, not listed
 
     # --- the study's counts, leases and zombies
@@ -215,12 +216,13 @@ class StudySearcher(Searcher):
         study, space = self.study, self.sweep.space
         live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
                                                         TrialState.WAITING))
-        seen = {_key(space.values(t.params)): t.number for t in live}
+        keys = {t.number: self._key_of(t) for t in live}
+        seen = {keys[t.number]: t.number for t in live}
         size = self._size
         if size is not None and size <= ENUMERATED and len(seen) >= size:
             # Nothing new to draw. A running trial may yet FAIL and free its configuration: wait
             # for the running ones; the space is exhausted once every configuration has finished.
-            if len({_key(space.values(t.params)) for t in live if t.state in FINISHED}) < size:
+            if len({keys[t.number] for t in live if t.state in FINISHED}) < size:
                 self._waited_at, self._ended_since_wait = time.monotonic(), False
                 return None
             self.exhausted = f"every one of the search space's {size} configurations has run"
@@ -245,6 +247,16 @@ class StudySearcher(Searcher):
             return None
         self.exhausted = f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)"
         return Searcher.FINISHED if not self.running else None
+
+    def _key_of(self, trial: optuna.trial.FrozenTrial) -> str:
+        """``trial``'s configuration key; a finished trial's is computed once (it never changes),
+        so an ask costs no key building per finished trial of a long study."""
+        key = self._keys.get(trial.number)
+        if key is None:
+            key = _key(self.sweep.space.values(trial.params))
+            if trial.state in FINISHED:
+                self._keys[trial.number] = key
+        return key
 
     def _new_trial(self) -> optuna.Trial:
         space = self.sweep.space
