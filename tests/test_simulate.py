@@ -228,9 +228,9 @@ def test_the_command_replays_a_table_file_and_writes_medians_and_quartiles(tmp_p
                       for e in range(1, 10)])
     out = tmp_path / "figures.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.simulate", "--seeds", "0-2", "--workers", "2",
-                           "--trials", "8", "--jobs", "2", "--runners", "sweeper", "random", "optuna-tpe-hyperband", "ray-asha",
-                           "--table", str(path), "--json", str(out)], capture_output=True, text=True, timeout=600,
-                          cwd=Path(__file__).resolve().parents[1])
+                           "--trials", "8", "--jobs", "2", "--runners", "sweeper", "random", "optuna-tpe-hyperband",
+                           "ray-asha", "--table", str(path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(out.read_text())
     rows = figures["results"]["W2"]["T8"]
