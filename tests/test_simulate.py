@@ -242,3 +242,32 @@ def test_the_command_replays_a_table_file_and_writes_medians_and_quartiles(tmp_p
         assert row["top5"]["q25"] is None or row["top5"]["q25"] <= (row["top5"]["median"] or math.inf)
     # random search without early stopping trains every one of its 8 trials for all 9 epochs
     assert all(s["epochs"] == 72 for s in rows["random"]["per_seed"])
+
+
+def test_promotion_asha_pauses_at_each_rung_and_promotes_the_top_third(tmp_path: Path) -> None:
+    import itertools
+    import random
+
+    from benchmarks.simulate import PromotionRunner
+
+    grid = {"lr": [1e-3, 3e-3, 1e-2], "batch_size": [32, 64, 128]}
+    rng = random.Random(2)
+    runs = {}
+    for i, values in enumerate(itertools.product(*grid.values())):
+        top = rng.uniform(0.3, 0.9)
+        runs[(i, 0)] = _run(i, dict(zip(grid, values, strict=True)),
+                            [round(top * (1 - math.exp(-e / 2)), 4) for e in range(1, 10)], [1.0] * 9)
+    table = Table(runs)
+    runner = PromotionRunner(table, seed=0, workers=1, trials=9, folder=tmp_path)
+    out = simulate(table, runner, workers=1, trials=9)
+    runner.close()
+    # Rungs at 1 and 3 epochs. Every trial pauses at each rung it reaches; a promotion is for good
+    # (Li et al. 2020, Algorithm 2), so a rung may promote more than a third of its trials in the end.
+    rung1, rung3 = runner._rungs
+    assert set(rung1) == set(range(9)) and sorted(set(out.epochs_run.values())) == [1, 3, 9]
+    assert {t for t, e in out.epochs_run.items() if e >= 3} == set(rung3) == runner._promoted[0]
+    assert {t for t, e in out.epochs_run.items() if e == 9} == runner._promoted[1]
+    # once the budget is spent, each rung's top third (rounded up) has been promoted, whenever it arrived
+    assert set(sorted(rung1, key=lambda t: -rung1[t])[:3]) <= runner._promoted[0]
+    assert set(sorted(rung3, key=lambda t: -rung3[t])[:math.ceil(len(rung3) / 3)]) <= runner._promoted[1]
+    assert out.epochs == sum(out.epochs_run.values())
