@@ -763,7 +763,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, nargs="+", default=[32, 64, 96])
     parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
     parser.add_argument("--table", type=Path, default=TABLE)
-    parser.add_argument("--json", type=Path, default=None, help="write the figures (and every seed's) here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the figures (and every seed's) here; rows already in it for the same seeds "
+                             "are kept, not run again, so a cut-short run goes on")
     parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png")
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated side by side (processes)")
     args = parser.parse_args()
@@ -775,8 +777,15 @@ def main() -> None:
     best = max(table.best_values())
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
-    figures: dict[str, Any] = {"targets": targets, "best": best, "results": {}, "syne_backend_check": {}}
-    for name in (n for n in args.runners if n.startswith("syne-")):
+    figures: dict[str, Any] = {"targets": targets, "best": best, "seeds": args.seeds, "results": {},
+                               "syne_backend_check": {}}
+    if args.json is not None and args.json.exists():  # resumable: rows already in OUT for these seeds are kept
+        earlier = json.loads(args.json.read_text())
+        if earlier.get("seeds") == args.seeds and earlier.get("targets") == targets:
+            figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
+            print(f"{args.json}: going on from {sum(len(r) for w in earlier['results'].values() for r in w.values())} "
+                  "rows already there", flush=True)
+    for name in (n for n in args.runners if n.startswith("syne-") and n not in figures["syne_backend_check"]):
         seed, workers, trials = args.seeds[0], args.workers[0], args.trials[0]
         theirs = syne_backend_epochs(table, name[len("syne-"):], seed, workers, trials)
         mine = run_one(table, name, seed, workers, trials, costs=Costs(0.0, 0.0)).epochs_run
@@ -785,6 +794,8 @@ def main() -> None:
         print(f"{name}: Syne Tune's own simulator backend gives the same epochs for {same} of {len(mine)} trials "
               f"(seed {seed}, {workers} workers)", flush=True)
     for workers, trials, name in itertools.product(args.workers, args.trials, args.runners):
+        if name in figures["results"].get(f"W{workers}", {}).get(f"T{trials}", {}):
+            continue
         started = time.time()
         if args.jobs > 1:
             import multiprocessing
@@ -836,9 +847,11 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
     from benchmarks._results import machine, write_section
 
     results = figures["results"]
-    panels = [(w, t) for w in results for t in results[w]]
-    fig, axes = plt.subplots(len(args.workers), len(args.trials), figsize=(5 * len(args.trials),
-                                                                          3.6 * len(args.workers)), squeeze=False)
+    widths = sorted(results, key=lambda w: int(w[1:]))
+    budgets = sorted({t for w in widths for t in results[w]}, key=lambda t: int(t[1:]))
+    panels = [(w, t) for w in widths for t in budgets if t in results[w]]
+    fig, axes = plt.subplots(len(widths), len(budgets), figsize=(5 * len(budgets), 3.6 * len(widths)),
+                             squeeze=False)
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
              f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}`; targets: the table's "
              f"top-1% ({figures['targets']['top1']:.4f}) and top-5% ({figures['targets']['top5']:.4f}) best "
@@ -846,7 +859,8 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
              f"{len(args.seeds)} seeds; 'never' when more than that share of seeds never reached it.", "",
              "| workers | trials | runner | to top-1% | to top-5% | final regret | epochs |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for ax, (w, t) in zip(axes.flat, panels, strict=False):
+    for w, t in panels:
+        ax = axes[widths.index(w)][budgets.index(t)]
         rows = sorted(results[w][t].items(), key=lambda kv: (kv[1]["top1"]["median"], kv[1]["top5"]["median"]))
         for name, row in rows:
             q1, q5, r = row["top1"], row["top5"], row["final_regret"]
