@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -73,6 +73,7 @@ def run_sweep(
     on_end: Callable[[TrialEnd], None] | None = None,
     warm_start: WarmStart | None = None,
     notice: Callable[[str], None] | None = None,
+    function: Callable[..., Any] | None = None,
 ) -> SweepOutcome:
     """Run a sweep on Ray Tune to its budget: create the study, or continue it (``resume``).
 
@@ -92,6 +93,8 @@ def run_sweep(
             already by :func:`sweeper.warm_start.check`; ignored when the study is continued).
         notice: called with one line each for what the user should know before trials start
             (the warm start's counts).
+        function: the trainer as a Python object (``sweeper.agent(function=...)``), shipped to
+            the workers by value; it replaces the trainer the spec names.
 
     Raises:
         InputError: the study exists already (or, with ``resume``, does not), or the storage
@@ -143,7 +146,8 @@ def run_sweep(
     recorder = StudyRecorder(searcher, scheduler, on_end)
     res = sweep.spec.resources_per_trial
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": res.cpu, "gpu": res.gpu}),
+        tune.with_resources(run_trial if function is None else tune.with_parameters(run_trial, function=function),
+                            {"cpu": res.cpu, "gpu": res.gpu}),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler or FIFOScheduler(),
@@ -198,6 +202,7 @@ def launch(
     on_start: Callable[[StudySearcher, int], None] | None = None,
     on_end: Callable[[TrialEnd], None] | None = None,
     warm_start: WarmStart | None = None,
+    function: Callable[..., Any] | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep (:func:`run_sweep`, starting a new study from ``warm_start``'s
     trials when given), ``show`` its closing summary (the counts,
@@ -217,7 +222,7 @@ def launch(
     from sweeper.results import ranked_trials
 
     outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end,
-                        warm_start=warm_start, notice=lambda line: show(Group(Text(line))))
+                        warm_start=warm_start, notice=lambda line: show(Group(Text(line))), function=function)
     show(summary(outcome.study, sweep, outcome.wall_s, reached=outcome.target_reached, exhausted=outcome.exhausted))
     if outcome.interrupted:
         raise KeyboardInterrupt

@@ -12,7 +12,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 CHECKPOINT_FILE = "trainer_state.pt"
@@ -36,8 +36,13 @@ def _quiet_exit_in_callbacks(unraisable: Any, default: Any = sys.__unraisablehoo
     default(unraisable)
 
 
-def run_trial(config: dict[str, Any]) -> None:
+def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None) -> None:
     """Ray Tune function trainable: run one trial's trainer, reporting each epoch.
+
+    ``function``: the trainer itself, given to ``sweeper.agent(function=...)`` and shipped here
+    by value (Ray's ``tune.with_parameters``, cloudpickle: a function defined in a notebook works);
+    it replaces the trainer the config names. A zero-argument one is a W&B function, run by
+    :func:`sweeper.program.fit_function`; one of ``(config, report)`` is a plain trainer.
 
     ``config["sweeper"]`` is the trial's training config (see
     :meth:`sweeper.spec.Sweep.trial_config`). Each report carries the trainer's metrics plus
@@ -74,7 +79,7 @@ def run_trial(config: dict[str, Any]) -> None:
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "device": f"cuda:{gpu_ids[0]}" if device == "cuda" else "cpu",
     }
-    trainer = get_trainer(cfg["trainer"])
+    trainer = get_trainer(cfg["trainer"]) if function is None else _given(function, cfg)
     resume_state = _load_checkpoint(tune.get_checkpoint())
     train_config = TrainConfig(
         params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
@@ -103,6 +108,18 @@ def run_trial(config: dict[str, Any]) -> None:
         # and a diverged config fails the same way every time.
         lines = str(err).strip().splitlines()
         tune.report({ERROR_KEY: f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")})
+
+
+def _given(function: Callable[..., Any], cfg: Mapping[str, Any]) -> Any:
+    """The trainer of a function given by value: a W&B function runs through the program trainer."""
+    from trainers.base import Trainer
+
+    if (cfg.get("program") or {}).get("function"):
+        from sweeper.program import fit_function
+
+        return Trainer(name="function", fit=lambda config, report: fit_function(function, config, report),
+                       params=None, metrics=None)
+    return Trainer(name="function", fit=function, params=None, metrics=None)
 
 
 def _load_checkpoint(checkpoint: Any) -> dict[str, Any] | None:

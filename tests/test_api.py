@@ -1,0 +1,201 @@
+"""The Python API (sweeper.api, sweeper.handle): W&B's notebook calls with sweeper behind them,
+and a sweep read as a DataFrame and Plotly figures. Real SQLite; the sweeps run on real Ray, in a
+fresh interpreter whose functions live in ``__main__`` (so Ray must ship them by value)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import sweeper
+from sweeper import record
+from sweeper.api import FUNCTION_TRAINER
+from sweeper.errors import InputError
+from sweeper.spec import validate
+from sweeper.studies import create_study
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
+          "parameters": {"lr": {"values": [0.3, 0.2, 0.1, 0.05, 0.02, 0.01]}, "epochs": {"value": 3}}}
+
+
+def _finished_study(tmp_path: Path) -> tuple[str, str]:
+    """A study made by sweeper, with two COMPLETE trials and a PRUNED one written through the record."""
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    valid = validate({"name": "readers", "method": "random", "run_cap": 3, "epochs": 2,
+                      "trainer": "tests.fake_trainers:CURVE", "storage": url,
+                      "parameters": {"lr": {"min": 0.001, "max": 0.02}}})
+    study = create_study(valid, 1)
+    for curve, state in (([0.5, 0.75], TrialState.COMPLETE), ([0.6, 0.8], TrialState.COMPLETE),
+                         ([0.2], TrialState.PRUNED)):
+        trial = study.ask(fixed_distributions=valid.space.distributions)
+        record.write_asked(trial, valid.trial_config(trial.params, trial.number), "driver0", "ray0")
+        record.write_details(trial, record.TrialDetails([{"epoch": i + 1, "val_accuracy": v}
+                                                         for i, v in enumerate(curve)], epochs_run=len(curve)))
+        for i, v in enumerate(curve):
+            trial.report(v, i + 1)
+        study.tell(trial, curve[-1] if state == TrialState.COMPLETE else None, state=state)
+    return url, "readers"
+
+
+def test_import_sweeper_stays_light_and_names_the_api() -> None:
+    """`import sweeper` loads neither Optuna nor Ray; the API's names come on first use."""
+    code = ("import sys, sweeper; light = not any(m.split('.')[0] in ('optuna', 'ray', 'torch') for m in sys.modules);"
+            "print(light, callable(sweeper.sweep), callable(sweeper.agent), callable(sweeper.launch))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True", "True", "True"], done.stderr[-2000:]
+    with pytest.raises(AttributeError):
+        _ = sweeper.no_such_name  # type: ignore[attr-defined]
+
+
+def test_sweeper_launch_stays_the_function_once_the_module_is_imported() -> None:
+    """Importing the module sweeper.launch sets the package's attribute to the module; a run puts
+    the API's function back."""
+    import sweeper.launch  # noqa: F401
+    from sweeper.api import _api_names_kept, launch
+
+    _api_names_kept()
+    assert sweeper.launch is launch
+
+
+def test_sweep_creates_a_study_from_a_wandb_dict(tmp_path: Path) -> None:
+    """The W&B dict, no trainer: a study named after the project, the stand-in trainer stored; the
+    same named config again returns the same study; another spec under that name is refused."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    sid = sweeper.sweep({**CONFIG, "project": "ignored"}, project="inat", storage=url)
+    assert sid.startswith("inat-") and len(sid) == len("inat-") + 8
+    study = optuna.load_study(study_name=sid, storage=url)
+    assert record.stored_spec(study.user_attrs)["trainer"] == FUNCTION_TRAINER
+    assert sweeper.sweep(CONFIG, storage=url) != sid  # no name: a new study each call
+    named = {**CONFIG, "name": "inat_named"}
+    assert sweeper.sweep(named, storage=url) == sweeper.sweep(named, storage=url) == "inat_named"
+    with pytest.raises(InputError, match="exists with another spec"):
+        sweeper.sweep({**named, "method": "random"}, storage=url)
+    (tmp_path / "c.yaml").write_text("method: grid\nname: from_file\nepochs: 2\nparameters: {lr: {values: [1]}}\n")
+    assert sweeper.sweep(tmp_path / "c.yaml", storage=url) == "from_file"
+
+
+def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    with pytest.raises(InputError, match="parameters.lr"):
+        sweeper.sweep({**CONFIG, "parameters": {"lr": {"min": 1, "max": 0}}}, storage=url)
+    with pytest.raises(InputError, match="dict or a YAML"):
+        sweeper.sweep(42, storage=url)  # type: ignore[arg-type]
+    sid = sweeper.sweep(CONFIG, storage=url)
+    with pytest.raises(InputError, match="function=train"):
+        sweeper.agent(sid, storage=url)  # a W&B dict names no trainer: the function must be given
+    with pytest.raises(InputError, match="count: 0"):
+        sweeper.agent(sid, function=lambda: None, count=0, storage=url)
+    with pytest.raises(InputError, match="does not exist"):
+        sweeper.agent("nope", function=lambda: None, storage=url)
+    with pytest.raises(InputError, match="does not exist"):
+        sweeper.load("nope", url)
+
+
+def test_a_loaded_sweep_as_data_and_figures(tmp_path: Path) -> None:
+    """load() → Sweep: the DataFrame's columns and rows, best, pareto, export, report and each figure."""
+    import pandas as pd
+    import plotly.graph_objects as go
+    import yaml
+
+    url, name = _finished_study(tmp_path)
+    s = sweeper.load(name, url)
+    assert isinstance(s, sweeper.Sweep) and repr(s) == "Sweep('readers', 2 COMPLETE, 1 PRUNED)"
+    df = s.trials
+    assert isinstance(df, pd.DataFrame) and df.index.name == "number"
+    assert list(df.columns[:5]) == ["state", "val_accuracy", "epochs", "curve", "params"]
+    assert {"params_lr", "reason", "duration_s"} <= set(df.columns)
+    assert df["state"].tolist() == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert df["curve"].tolist() == [[0.5, 0.75], [0.6, 0.8], [0.2]] and df["epochs"].tolist() == [2, 2, 1]
+    assert df.loc[1, "val_accuracy"] == pytest.approx(0.8) and df.loc[2, "val_accuracy"] == pytest.approx(0.2)
+    assert s.best is not None and s.best["trial"] == 1 and s.best["values"] == {"val_accuracy": pytest.approx(0.8)}
+    assert [p["trial"] for p in s.pareto] == [1, 0]
+    config = s.export(tmp_path / "best.yaml")
+    assert config["provenance"]["trial"] == 1 and yaml.safe_load((tmp_path / "best.yaml").read_text())["seed"]
+    assert s.export(trial=0)["provenance"]["trial"] == 0
+    assert s.report(tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    for figure in (s.plot.learning_curves(), s.plot.history(), s.plot.timeline(), s.plot.parallel(),
+                   s.plot.importances()):
+        assert isinstance(figure, go.Figure) and figure.data
+    with pytest.raises(InputError, match="two or three objectives"):
+        s.plot.pareto()
+    with pytest.raises(InputError, match="rank"):
+        s.export(rank=5)
+
+
+_SCRIPT = """
+import sys, time
+import sweeper
+
+def train():  # a W&B user's function, in __main__: Ray cannot import it, it is shipped by value
+    import wandb
+    run = wandb.init()
+    lr = float(wandb.config["lr"])
+    for epoch in range(1, 4):
+        time.sleep(0.1)
+        wandb.log({"val_acc": lr * epoch, "nested": {"loss": 1 - lr * epoch}})
+    run.finish()
+
+def fit(config, report):  # a plain sweeper trainer, also in __main__
+    lr = float(config.params["lr"])
+    for epoch in range(1, config.epochs + 1):
+        report(epoch, {"val_acc": lr * epoch})
+    return {"val_acc": lr * config.epochs}
+
+url = sys.argv[1]
+config = {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"}, "max_concurrent_trials": 1,
+          "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2}, "artifacts": sys.argv[2],
+          "parameters": {"lr": {"values": [0.3, 0.2, 0.1, 0.05, 0.02, 0.01]}, "epochs": {"value": 3}}}
+sid = sweeper.sweep({**config, "name": "wandb_fn"}, storage=url)
+s = sweeper.agent(sid, function=train, count=3, storage=url)
+assert isinstance(s, sweeper.Sweep)
+sweeper.agent(sid, function=train, count=2, storage=url)
+sweeper.agent(sweeper.sweep({**config, "name": "plain_fit"}, storage=url), function=fit, count=2, storage=url)
+print("DONE", callable(sweeper.launch))
+"""
+
+
+@pytest.mark.slow
+def test_agent_runs_main_functions_and_each_call_adds_count(tmp_path: Path) -> None:
+    """A zero-argument W&B function and a fit(config, report), both defined in __main__: wandb
+    works unchanged, ASHA's stop prunes the function with its curve, and a second call adds
+    `count` finished trials to the study."""
+    (tmp_path / "main.py").write_text(_SCRIPT)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "main.py", url, str(tmp_path / "art")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "DONE True"
+    trials = sweeper.load("wandb_fn", url).trials
+    assert trials["state"].tolist().count("COMPLETE") >= 1 and "PRUNED" in trials["state"].tolist()
+    assert len(trials) == 5  # 3, then 2 more (grid order: no FAIL, no duplicate)
+    assert trials.loc[0, "curve"] == pytest.approx([0.3, 0.6, 0.9])
+    assert all(len(c) < 3 for c in trials[trials["state"] == "PRUNED"]["curve"])
+    study = optuna.load_study(study_name="wandb_fn", storage=url)
+    assert study.trials[0].user_attrs["history"][-1]["nested/loss"] == pytest.approx(0.1)
+    assert study.trials[0].user_attrs["config"]["program"]["function"] == "__main__:train"
+    plain = sweeper.load("plain_fit", url).trials
+    assert len(plain) == 2 and plain.loc[0, "state"] == "COMPLETE" and plain.loc[0, "curve"] == pytest.approx(
+        [0.3, 0.6, 0.9])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_launch_runs_a_spec_with_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """launch(spec, **overrides) runs the spec like `sweeper launch` and returns the Sweep."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    spec = {"name": "launched", "method": "random", "run_cap": 99, "epochs": 2, "max_concurrent_trials": 1,
+            "trainer": "tests.fake_trainers:CURVE", "parameters": {"lr": {"min": 0.001, "max": 0.02}}}
+    s = sweeper.launch(spec, storage=url, run_cap=2, artifacts=str(tmp_path / "art"), scheduler__type="none")
+    assert s.name == "launched" and s.counts() == {"COMPLETE": 2}
+    assert optuna.load_study(study_name="launched", storage=url).user_attrs["sweeper_spec"]["run_cap"] == 2
+    with pytest.raises(InputError, match="already exists"):
+        sweeper.launch(spec, storage=url)
