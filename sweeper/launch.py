@@ -137,12 +137,16 @@ def run_sweep(
             searcher.reap_zombies()
         searcher.count_failures()
     if resume or warm_start is not None:  # the rungs start from the curves the study holds
-        if isinstance(scheduler, MultiObjectiveASHA):
-            scheduler.replay({f"study-trial-{t.number}": curve for t in study.get_trials(deepcopy=False)
-                              if (curve := record.objective_curve_of(t))})
+        trials = study.get_trials(deepcopy=False)
+        if isinstance(scheduler, MultiObjectiveASHA):  # a trial stopped as infeasible joined no rung
+            scheduler.replay({f"study-trial-{t.number}": curve for t in trials
+                              if (curve := record.objective_curve_of(t)) and not record.pruned_reason_of(t)})
         elif scheduler is not None:
-            scheduler.replay({f"study-trial-{t.number}": t.intermediate_values
-                              for t in study.get_trials(deepcopy=False) if t.intermediate_values})
+            # With constraints, ASHA judged each epoch's metrics (a trial breaking a bound ranks last).
+            scheduler.replay({f"study-trial-{t.number}": ({int(r["epoch"]): r for r in record.history_of(t)}
+                                                          if sweep.bounds and record.history_of(t)
+                                                          else t.intermediate_values)
+                              for t in trials if t.intermediate_values})
     recorder = StudyRecorder(searcher, scheduler, on_end)
     res = sweep.spec.resources_per_trial
     tuner = tune.Tuner(
@@ -219,7 +223,7 @@ def launch(
     from rich.text import Text
 
     from sweeper.progress import summary
-    from sweeper.results import ranked_trials
+    from sweeper.results import least_violating, ranked_trials
 
     outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end,
                         warm_start=warm_start, notice=lambda line: show(Group(Text(line))), function=function)
@@ -229,5 +233,8 @@ def launch(
     if outcome.stop_reason:
         raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
     if not ranked_trials(outcome.study):
+        if sweep.bounds and least_violating(outcome.study) is not None:
+            raise SweeperError("no trial met the constraints (see the least violating above); loosen them or "
+                               "search a space of smaller models")
         raise SweeperError("no trial completed; see the FAIL reasons above")
     return outcome

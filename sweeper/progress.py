@@ -43,7 +43,7 @@ class TrialEnd:
         epochs_run: epochs it trained; ``epochs``: epochs it was configured for.
         value: its value, the first objective's with several (``None`` for FAIL).
         params: Optuna's ``trial.params``.
-        reason: why it failed, for FAIL.
+        reason: why it failed, for FAIL; why it was pruned, for a PRUNED trial that broke a constraint.
         values: every objective's value, in the sweep's order (``None`` for FAIL).
     """
 
@@ -211,9 +211,22 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
     if exhausted is not None:
         head = Text.assemble(head, "\n", (f"search space exhausted: {exhausted}; the sweep ends with what it has",
                                            "bold"))
+    if sweep.bounds:
+        from sweeper.results import infeasible_trials
+
+        head = Text.assemble(head, f"; {len(infeasible_trials(trials))} infeasible (constraints: "
+                             + ", ".join(f"{b.metric} {'<=' if b.kind == 'max' else '>='} {b.limit:g}"
+                                         for b in sweep.bounds) + ")")
     front = best_trials(study, None)
     best = front[:2 * top] if sweep.multi_objective else front[:top]
     if not best:
+        from sweeper.constraints import broken
+        from sweeper.results import least_violating
+
+        nearest = least_violating(study) if sweep.bounds else None
+        if nearest is not None:
+            return Group(head, Text(f"no trial meets the constraints; the least violating is #{nearest.number} "
+                                    f"({', '.join(broken(nearest))})", style="red"))
         return Group(head, Text("no trial completed", style="red"))
     names = [d.name for d in sweep.space.dimensions]
     rows = []

@@ -12,7 +12,8 @@ configurations that had run already and were drawn again) and one ``lease:<drive
 
 Trial attributes: ``config`` (the full training config), ``history`` (every metric, every
 epoch), ``epochs_run``, ``wall_s``, ``ray_trial_id``, ``node``, ``node_id``, ``worker``,
-``device``, ``fail_reason``, ``fail_kind``, ``driver_id``, ``worker_retries``, ``retry_of``,
+``device``, ``fail_reason``, ``fail_kind``, ``pruned_reason`` (``infeasible: ...`` for a trial
+stopped for a constraint it can no longer meet), ``driver_id``, ``worker_retries``, ``retry_of``,
 for grid search ``grid_id``, for a warm-start copy ``warm_start_from`` and, in a
 multi-objective study, ``objective_curve``: every
 objective at every epoch so far, written as the trial runs. Optuna's intermediate values hold
@@ -45,6 +46,7 @@ EPOCHS_RUN = "epochs_run"
 WALL_S = "wall_s"
 RAY_TRIAL_ID = "ray_trial_id"
 FAIL_REASON = "fail_reason"
+PRUNED_REASON = "pruned_reason"
 # "trial": the trial itself failed (counts against max_failed_trials); "driver": its driver was lost.
 FAIL_KIND = "fail_kind"
 DRIVER_ID = "driver_id"
@@ -55,7 +57,7 @@ OBJECTIVE_CURVE = "objective_curve"
 # A trial copied from an earlier study by warm start: "OLD_STUDY#number" (see sweeper.warm_start).
 WARM_START_FROM = "warm_start_from"
 # What a warm-start copy keeps of the earlier trial's attributes.
-CARRIED_OVER = (CONFIG, HISTORY, EPOCHS_RUN, WALL_S, OBJECTIVE_CURVE)
+CARRIED_OVER = (CONFIG, HISTORY, EPOCHS_RUN, WALL_S, OBJECTIVE_CURVE, PRUNED_REASON)
 # Where a trial ran, as its worker reports it with every epoch.
 WHERE = ("node", "node_id", "worker", "device")
 
@@ -134,6 +136,7 @@ class TrialDetails:
         worker_retries: times Ray restarted it after its worker died (0: never).
         fail_reason: why it failed (its error's last line), ``None`` unless FAIL.
         fail_kind: ``trial`` (counts against ``max_failed_trials``) or ``driver``.
+        pruned_reason: why a PRUNED trial stopped when not by ASHA (``infeasible: ...``), else ``None``.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -143,6 +146,7 @@ class TrialDetails:
     worker_retries: int = 0
     fail_reason: str | None = None
     fail_kind: FailKind = "trial"
+    pruned_reason: str | None = None
 
 
 def write_details(trial: optuna.Trial, details: TrialDetails) -> None:
@@ -155,6 +159,8 @@ def write_details(trial: optuna.Trial, details: TrialDetails) -> None:
     if details.fail_reason:
         attrs[FAIL_REASON] = details.fail_reason
         attrs[FAIL_KIND] = details.fail_kind
+    if details.pruned_reason:
+        attrs[PRUNED_REASON] = details.pruned_reason
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
@@ -262,6 +268,12 @@ def end_reason(trial: FrozenTrial) -> str | None:
     return str(reason) if reason is not None else None
 
 
+def pruned_reason_of(trial: FrozenTrial) -> str | None:
+    """Why a PRUNED trial stopped when not by ASHA (``infeasible: param_count 3.2e+06 > max 2e+06``), else ``None``."""
+    reason = trial.user_attrs.get(PRUNED_REASON)
+    return str(reason) if reason is not None else None
+
+
 def fail_kind_of(trial: FrozenTrial) -> FailKind:
     """``driver`` when the trial failed because its driver was lost or interrupted, ``duplicate``
     for a draw of a configuration that had run (never run itself), else ``trial``."""
@@ -278,14 +290,14 @@ def warm_start_of(trial: FrozenTrial) -> str | None:
 def warm_start_copy(trial: FrozenTrial, distributions: Mapping[str, Any], origin: str) -> FrozenTrial:
     """A finished ``trial`` of study ``origin`` as a trial to add to another study (Optuna's
     ``create_trial``): its state, parameters (with the new study's ``distributions``), values,
-    intermediate values and :data:`CARRIED_OVER` attributes, marked ``warm_start_from``."""
+    intermediate values, constraint values and :data:`CARRIED_OVER` attributes, marked ``warm_start_from``."""
     attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_OVER}
     attrs[WARM_START_FROM] = f"{origin}#{trial.number}"
     # Optuna keeps no values for a PRUNED trial of a multi-objective study.
     values = trial.values if trial.state == TrialState.COMPLETE or len(trial.values or []) == 1 else None
     return optuna.trial.create_trial(state=trial.state, params=dict(trial.params), distributions=dict(distributions),
                                      values=values, intermediate_values=dict(trial.intermediate_values),
-                                     user_attrs=attrs)
+                                     user_attrs=attrs, constraints=dict(trial.constraints) or None)
 
 
 def is_duplicate_draw(trial: FrozenTrial) -> bool:

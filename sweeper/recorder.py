@@ -32,7 +32,7 @@ from ray.tune.experiment import Trial
 from sweeper import record
 from sweeper.pareto import Vector, minimised, rank_order
 from sweeper.progress import TrialEnd
-from sweeper.scheduler import MultiObjectiveASHA, RecordingASHA
+from sweeper.scheduler import Scheduler
 from sweeper.searcher import StudySearcher
 from sweeper.trainable import ERROR_KEY
 from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
@@ -48,7 +48,7 @@ _TUNE_KEYS = {"epoch", *record.WHERE, "training_iteration", "time_this_iter_s", 
 class StudyRecorder(tune.Callback):
     """Follows every trial's epochs and end, and tells the study through the searcher; driver only."""
 
-    def __init__(self, searcher: StudySearcher, scheduler: RecordingASHA | MultiObjectiveASHA | None,
+    def __init__(self, searcher: StudySearcher, scheduler: Scheduler | None,
                  on_end: Callable[[TrialEnd], None] | None = None):
         self.searcher = searcher
         self.scheduler = scheduler
@@ -125,7 +125,7 @@ class StudyRecorder(tune.Callback):
             # The trainer's own early stopping (patience) ends a trial COMPLETE too.
             self._tell(trial, TrialState.COMPLETE, epochs_run)
         elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
-            self._tell(trial, TrialState.PRUNED, epochs_run)
+            self._tell(trial, TrialState.PRUNED, epochs_run, pruned=self.scheduler.infeasible(trial.trial_id))
         else:
             self._tell(trial, TrialState.FAIL, epochs_run, kind="driver",
                        reason=f"stopped after {epochs_run} of {epochs} epochs without a scheduler decision "
@@ -138,19 +138,20 @@ class StudyRecorder(tune.Callback):
                    reason=f"worker lost {self._retries.get(trial.trial_id, 0) + 1} times: {_last_line(trial)}")
 
     def _tell(self, trial: Trial, state: TrialState, epochs_run: int, reason: str | None = None,
-              kind: record.FailKind = "trial") -> None:
+              kind: record.FailKind = "trial", pruned: str | None = None) -> None:
         if trial.trial_id not in self.searcher.running:
             return
         started = self._started.pop(trial.trial_id, None)
         details = record.TrialDetails(
             history=self._history.pop(trial.trial_id, []), epochs_run=epochs_run,
             where=self._where.pop(trial.trial_id, {}), wall_s=time.time() - started if started is not None else None,
-            worker_retries=self._retries.pop(trial.trial_id, 0), fail_reason=reason, fail_kind=kind)
+            worker_retries=self._retries.pop(trial.trial_id, 0), fail_reason=reason, fail_kind=kind,
+            pruned_reason=pruned)
         optuna_trial, values = self.searcher.tell(trial.trial_id, state, details)
         self._prune_checkpoints(trial, state, values if state == TrialState.COMPLETE else None)
         if self.on_end is not None:
             self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(trial.config["sweeper"]["epochs"]),
-                                 values[0] if values else None, dict(optuna_trial.params), reason,
+                                 values[0] if values else None, dict(optuna_trial.params), reason or pruned,
                                  tuple(values) if values else None))
 
     def _prune_checkpoints(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:

@@ -26,12 +26,21 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper import record
+from sweeper.constraints import is_feasible
 from sweeper.results import ranked_trials
 
 IMPORTANCE_TRIALS = 1000
 IMPORTANCE_TREES = 32
 STATE_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4",
-                 "WAITING": "#7f7f7f", "WARM START": "#9467bd"}
+                 "WAITING": "#7f7f7f", "WARM START": "#9467bd", "INFEASIBLE": "#8c564b"}
+
+
+def state_of(t: FrozenTrial) -> str:
+    """The state a trial is drawn and counted as: ``WARM START`` for a copy, ``INFEASIBLE`` for a
+    finished trial that breaks the sweep's constraints (:mod:`sweeper.constraints`), else Optuna's."""
+    if record.warm_start_of(t):
+        return "WARM START"
+    return "INFEASIBLE" if not is_feasible(t) else t.state.name
 
 
 @dataclass(frozen=True)
@@ -134,10 +143,10 @@ class ReportData:
 
 
 def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
-    """The values of COMPLETE trials in trial order and the running best (of the first
+    """The values of feasible COMPLETE trials in trial order and the running best (of the first
     objective, with several)."""
     done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values
-                   and record.warm_start_of(t) is None), key=lambda t: t.number)
+                   and record.warm_start_of(t) is None and is_feasible(t)), key=lambda t: t.number)
     values = [float(t.values[0]) for t in done]
     best: list[float] = []
     for v in values:
@@ -152,15 +161,14 @@ def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
     for t in trials:
         curve = dict(t.intermediate_values) or {e: v[0] for e, v in record.objective_curve_of(t).items()}
         if curve:
-            state = "WARM START" if record.warm_start_of(t) else t.state.name
-            out.append(Curve(t.number, state, sorted(curve), [curve[e] for e in sorted(curve)]))
+            out.append(Curve(t.number, state_of(t), sorted(curve), [curve[e] for e in sorted(curve)]))
     return out
 
 
 def points_of(trials: Sequence[FrozenTrial], front: set[int]) -> list[ObjectivePoint]:
     """Every trial with objective values (:func:`sweeper.record.objective_values`), marked when its
     number is in ``front`` (the Pareto front of the COMPLETE trials)."""
-    return [ObjectivePoint(t.number, t.state.name, tuple(values), t.number in front) for t in trials
+    return [ObjectivePoint(t.number, state_of(t), tuple(values), t.number in front) for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
             and (values := record.objective_values(t)) is not None]
 
@@ -171,7 +179,7 @@ def timeline_of(trials: Sequence[FrozenTrial]) -> list[Span]:
     for t in trials:
         if t.datetime_start is None or t.datetime_complete is None or record.is_duplicate_draw(t):
             continue
-        spans.append(Span(t.number, record.worker_of(t), t.datetime_start, t.datetime_complete, t.state.name))
+        spans.append(Span(t.number, record.worker_of(t), t.datetime_start, t.datetime_complete, state_of(t)))
     return spans
 
 
@@ -224,7 +232,8 @@ def compute(study: optuna.Study) -> ReportData:
         objectives=objectives,
         # A duplicate draw (a FAIL that never ran) and a warm-start copy are counted apart.
         counts=dict(Counter("DUPLICATE DRAW" if record.is_duplicate_draw(t) else f"WARM START ({t.state.name})"
-                            if record.warm_start_of(t) else t.state.name for t in trials)),
+                            if record.warm_start_of(t) else f"INFEASIBLE ({t.state.name})" if not is_feasible(t)
+                            else t.state.name for t in trials)),
         history=history_of(trials, maximize),
         curves=curves_of(trials),
         timeline=spans,
@@ -280,7 +289,7 @@ def _pareto_figure(figure: go.Figure, points: list[ObjectivePoint], dims: int) -
         trace.update(name="COMPLETE, on the front" if on_front else "COMPLETE, dominated", showlegend=True,
                      marker={"color": STATE_COLOURS["COMPLETE"] if on_front else "#98df8a", "showscale": False,
                              "size": 10 if on_front else 7})
-    for state in ("PRUNED", "FAIL"):
+    for state in ("PRUNED", "FAIL", "INFEASIBLE"):
         shown = [p for p in points if p.state == state]
         if not shown:
             continue

@@ -5,7 +5,10 @@ nothing but the storage URL is required; they read it through :mod:`sweeper.reco
 import no Ray. Only COMPLETE trials are ever "best": a PRUNED trial's value is that of an
 unfinished run, a FAIL trial has none. In a multi-objective study "best" is the Pareto front of
 the COMPLETE trials (as Optuna's ``study.best_trials``): those that no other COMPLETE trial
-matches or beats in every objective while beating in one.
+matches or beats in every objective while beating in one. With ``constraints``, only feasible
+trials are best (Optuna's rule in ``best_trial``/``best_trials``); when none is,
+:func:`least_violating` names the trial nearest to feasible, and nothing infeasible is exported
+as "best".
 """
 
 from __future__ import annotations
@@ -19,20 +22,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 import sweeper
 from sweeper import record
+from sweeper.constraints import broken, excess, is_feasible
 from sweeper.errors import InputError
 from sweeper.pareto import minimised, non_dominated_fronts
 from sweeper.storage import open_storage, redact, study_names
 
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
-    """COMPLETE trials (warm-start copies left out), best first (by the study's direction); ties
-    keep trial order. In a multi-objective study: the Pareto front of the COMPLETE trials (the set
-    Optuna's ``study.best_trials`` gives, less warm-start copies), best first by the first
+    """Feasible COMPLETE trials (warm-start copies left out), best first (by the study's
+    direction); ties keep trial order. In a multi-objective study: the Pareto front of those (the
+    set Optuna's ``study.best_trials`` gives, less warm-start copies), best first by the first
     objective, then by trial number."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
     # A warm-start copy ran in another study: never this one's best (sweeper.warm_start).
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
-                and record.warm_start_of(t) is None]
+                and record.warm_start_of(t) is None and is_feasible(t)]
     goals = [d.name.lower() for d in study.directions]
     points = [minimised(t.values, goals) for t in complete]
     if len(goals) > 1:
@@ -41,6 +45,24 @@ def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
         points = [minimised(t.values, goals) for t in complete]
     order = sorted(range(len(complete)), key=lambda i: (points[i][0], complete[i].number))
     return [complete[i] for i in order]
+
+
+def infeasible_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The finished (COMPLETE or PRUNED) trials that break a constraint, least violating first
+    (by Optuna's measure: the sum of positive constraint values), then by trial number."""
+    out = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_feasible(t)]
+    return sorted(out, key=lambda t: (excess(t), t.number))
+
+
+def least_violating(study: optuna.Study) -> FrozenTrial | None:
+    """When the study has constraints and no feasible COMPLETE trial: its finished trial that
+    breaks them least, a COMPLETE one before a PRUNED one of equal excess (``None`` when some
+    COMPLETE trial is feasible, or no finished trial breaks a constraint)."""
+    trials = study.get_trials(deepcopy=False)
+    if ranked_trials(study, trials):
+        return None
+    ordered = sorted(infeasible_trials(trials), key=lambda t: (excess(t), t.state != TrialState.COMPLETE, t.number))
+    return ordered[0] if ordered else None
 
 
 def is_multi_objective(study: optuna.Study) -> bool:
@@ -88,8 +110,14 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
         if rank < 1:
             raise InputError(f"--rank: {rank} must be 1 or more")
         ranked = ranked_trials(study)
+        nearest = least_violating(study) if not ranked else None
+        if nearest is not None:
+            then = (f"export it knowingly with --trial {nearest.number}" if nearest.state == TrialState.COMPLETE
+                    else "it was PRUNED, so loosen the constraints or search smaller models")
+            raise InputError(f"--rank: no COMPLETE trial of study {study.study_name!r} meets its constraints; the "
+                             f"least violating is trial {nearest.number} ({', '.join(broken(nearest))}): {then}")
         if len(ranked) < rank:
-            raise InputError(f"--rank: {rank} exceeds the {len(ranked)} COMPLETE trial(s) of study "
+            raise InputError(f"--rank: {rank} exceeds the {len(ranked)} feasible COMPLETE trial(s) of study "
                              f"{study.study_name!r} (PRUNED and FAIL trials are never best)")
         chosen, rank_of = ranked[rank - 1], rank
     config = record.config_of(chosen)
@@ -106,6 +134,9 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
         "goal": goal,
         "value": chosen.values[0] if chosen.values else None,
     }
+    if chosen.constraints:  # Optuna's constraint values (<= 0: met)
+        provenance["constraints"] = dict(chosen.constraints)
+        provenance["feasible"] = is_feasible(chosen)
     if len(objectives) > 1:
         provenance = {**{k: v for k, v in provenance.items() if k not in ("metric", "goal", "value")},
                       "metrics": [{"name": n, "goal": g} for n, g in objectives],

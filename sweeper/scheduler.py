@@ -1,5 +1,7 @@
 """Early stopping: Ray Tune's ASHA for one objective, multi-objective ASHA for several; both
-remember their own decisions and are rebuilt from a study's curves."""
+remember their own decisions and are rebuilt from a study's curves. With ``constraints``, each
+also stops a trial that breaks a bound that cannot recover (:mod:`sweeper.constraints`), and
+:class:`FeasibilityScheduler` does only that when the sweep has no ASHA."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from sweeper.constraints import Bound, final_violation, judged
 from sweeper.pareto import Vector, dominates, minimised, rank_order
 
 if TYPE_CHECKING:
@@ -29,26 +32,40 @@ class RecordingASHA(ASHAScheduler):
     ones the interrupted sweep had.
     """
 
-    def __init__(self, *, time_attr: str, metric: str, mode: str, best_so_far: bool = False, **kwargs: Any):
+    def __init__(self, *, time_attr: str, metric: str, mode: str, best_so_far: bool = False,
+                 bounds: Sequence[Bound] = (), **kwargs: Any):
         super().__init__(time_attr=time_attr, metric=metric, mode=mode, **kwargs)
         self._replayed_keys = (time_attr, metric)
         self._sign = 1.0 if mode == "max" else -1.0
         self._best_so_far = best_so_far
+        self._bounds = tuple(bounds)
         self._best: dict[str, float] = {}
         self._stopped: set[str] = set()
+        self._infeasible: dict[str, str] = {}
 
-    def _judged(self, trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
-        """``result`` with the metric ASHA judges: the trial's best value so far when ``best_so_far``."""
+    def _judged(self, trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        """``result`` with the metric ASHA judges: the trial's best value so far when ``best_so_far``;
+        with constraints, a value below every feasible one while the result breaks a bound
+        (:func:`sweeper.constraints.judged`)."""
         metric = self._replayed_keys[1]
-        if not self._best_so_far or metric not in result:
-            return result
+        if metric not in result or not (self._best_so_far or self._bounds):
+            return dict(result)
         value = float(result[metric])
-        best = self._best.get(trial_id)
-        if best is None or self._sign * value > self._sign * best:
-            best = self._best[trial_id] = value
-        return {**result, metric: best}
+        if self._best_so_far:
+            best = self._best.get(trial_id)
+            if best is None or self._sign * value > self._sign * best:
+                best = self._best[trial_id] = value
+            value = best
+        if self._bounds:
+            value = judged(self._bounds, result, value, maximize=self._sign > 0)
+        return {**result, metric: value}
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        reason = final_violation(self._bounds, result) if self._bounds else None
+        if reason is not None:  # its rung value is recorded by on_trial_complete, as for any stop
+            self._infeasible[trial.trial_id] = reason
+            self._stopped.add(trial.trial_id)
+            return TrialScheduler.STOP
         decision: str = super().on_trial_result(tune_controller, trial, self._judged(trial.trial_id, result))
         if decision == TrialScheduler.STOP:
             self._stopped.add(trial.trial_id)
@@ -66,8 +83,13 @@ class RecordingASHA(ASHAScheduler):
         """True when this scheduler decided to stop the trial."""
         return trial_id in self._stopped
 
-    def replay(self, curves: dict[str, dict[int, float]]) -> None:
-        """Feed earlier trials' curves (``{name: {epoch: metric value}}``) through the scheduler.
+    def infeasible(self, trial_id: str) -> str | None:
+        """``infeasible: <bound>`` when the scheduler stopped the trial for a broken bound, else ``None``."""
+        return self._infeasible.get(trial_id)
+
+    def replay(self, curves: Mapping[str, Mapping[int, float | Mapping[str, float]]]) -> None:
+        """Feed earlier trials' curves (``{name: {epoch: metric value}}``, or ``{name: {epoch:
+        that epoch's metrics}}`` when the sweep has constraints) through the scheduler.
 
         Each curve goes through ASHA's public hooks as Tune drove them live: the trial is added,
         each epoch's result is reported in order, and the trial completes with its last result;
@@ -77,13 +99,17 @@ class RecordingASHA(ASHAScheduler):
         for name, curve in curves.items():
             if not curve:
                 continue
+            rows = {e: {time_attr: e, **(dict(v) if isinstance(v, Mapping) else {metric: v})} for e, v in curve.items()}
+            if any(metric not in row for row in rows.values()):
+                continue
             stand_in: Any = _ReplayedTrial(name)
             self.on_trial_add(None, stand_in)  # type: ignore[arg-type]
-            for epoch in sorted(curve):
-                judged = self._judged(name, {time_attr: epoch, metric: curve[epoch]})
-                ASHAScheduler.on_trial_result(self, None, stand_in, judged)  # type: ignore[arg-type]
-            last = max(curve)
-            self.on_trial_complete(None, stand_in, {time_attr: last, metric: curve[last]})
+            for epoch in sorted(rows):
+                if self._bounds and final_violation(self._bounds, rows[epoch]):
+                    break  # stopped there live: on_trial_result never reached ASHA
+                ASHAScheduler.on_trial_result(self, None, stand_in, self._judged(name, rows[epoch]))  # type: ignore[arg-type]
+            last = max(rows)
+            self.on_trial_complete(None, stand_in, rows[last])
 
 
 class MultiObjectiveASHA(FIFOScheduler):
@@ -107,8 +133,10 @@ class MultiObjectiveASHA(FIFOScheduler):
     """
 
     def __init__(self, *, time_attr: str, metrics: Sequence[str], goals: Sequence[str], max_t: float,
-                 grace_period: float, reduction_factor: float):
+                 grace_period: float, reduction_factor: float, bounds: Sequence[Bound] = ()):
         super().__init__()
+        self._bounds = tuple(bounds)
+        self._infeasible: dict[str, str] = {}
         self._time_attr, self._metrics, self._goals = time_attr, tuple(metrics), tuple(goals)
         self._rf, self._max_t = float(reduction_factor), float(max_t)
         levels = [float(grace_period)]
@@ -155,6 +183,11 @@ class MultiObjectiveASHA(FIFOScheduler):
         return [float(result[m]) for m in self._metrics]
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        reason = final_violation(self._bounds, result) if self._bounds else None
+        if reason is not None:
+            self._infeasible[trial.trial_id] = reason
+            self._stopped.add(trial.trial_id)
+            return TrialScheduler.STOP
         values = self._values(result)
         if values is None:
             return TrialScheduler.CONTINUE
@@ -165,12 +198,16 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         values = self._values(result)
-        if values is not None:
+        if values is not None and trial.trial_id not in self._infeasible:  # an infeasible one joins no rung
             self.decide(trial.trial_id, float(result[self._time_attr]), values)
 
     def stopped(self, trial_id: str) -> bool:
         """True when this scheduler decided to stop the trial."""
         return trial_id in self._stopped
+
+    def infeasible(self, trial_id: str) -> str | None:
+        """``infeasible: <bound>`` when the scheduler stopped the trial for a broken bound, else ``None``."""
+        return self._infeasible.get(trial_id)
 
     def replay(self, curves: Mapping[str, Mapping[int, Sequence[float]]]) -> None:
         """Feed earlier trials' curves (``{name: {epoch: objective values}}``) through the rungs,
@@ -180,25 +217,59 @@ class MultiObjectiveASHA(FIFOScheduler):
                 self.decide(name, float(epoch), curve[epoch])
 
 
+class FeasibilityScheduler(FIFOScheduler):
+    """No early stopping but the constraints': a trial that breaks a bound that cannot recover
+    (:func:`sweeper.constraints.final_violation`) stops at once; every other trial runs all its
+    epochs (a sweep with ``constraints`` and no ASHA)."""
+
+    def __init__(self, bounds: Sequence[Bound]):
+        super().__init__()
+        self._bounds = tuple(bounds)
+        self._infeasible: dict[str, str] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        reason = final_violation(self._bounds, result)
+        if reason is None:
+            return TrialScheduler.CONTINUE
+        self._infeasible[trial.trial_id] = reason
+        return TrialScheduler.STOP
+
+    def stopped(self, trial_id: str) -> bool:
+        """True when the trial was stopped for a broken bound."""
+        return trial_id in self._infeasible
+
+    def infeasible(self, trial_id: str) -> str | None:
+        """``infeasible: <bound>`` when the trial was stopped for a broken bound, else ``None``."""
+        return self._infeasible.get(trial_id)
+
+    def replay(self, curves: Mapping[str, Any]) -> None:
+        """Nothing to rebuild: each decision looks at one result only."""
+
+
+Scheduler = RecordingASHA | MultiObjectiveASHA | FeasibilityScheduler
+
+
 @dataclass(frozen=True)
 class _ReplayedTrial:
     trial_id: str
 
 
-def make_scheduler(sweep: Sweep) -> RecordingASHA | MultiObjectiveASHA | None:
+def make_scheduler(sweep: Sweep) -> Scheduler | None:
     """The sweep's early stopping with ``epoch`` as its time (grace period and reduction factor
     from ``scheduler`` or W&B's ``early_terminate``; ``max_t`` the sweep's ``epochs``), or ``None``:
     Ray's ASHA on the metric (judging W&B's way unless ``strict``), or, with several
-    ``metrics``, :class:`MultiObjectiveASHA` on all of them."""
+    ``metrics``, :class:`MultiObjectiveASHA` on all of them; each with the sweep's constraints.
+    Without ASHA, a sweep with constraints gets :class:`FeasibilityScheduler`."""
     if sweep.asha is None:
-        return None
+        return FeasibilityScheduler(sweep.bounds) if sweep.bounds else None
     objectives = sweep.objectives
     if len(objectives) > 1:
         return MultiObjectiveASHA(time_attr="epoch", metrics=[m.name for m in objectives],
                                   goals=[m.goal for m in objectives], max_t=sweep.max_epochs,
-                                  grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor)
+                                  grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor,
+                                  bounds=sweep.bounds)
     return RecordingASHA(
         time_attr="epoch", metric=sweep.spec.metric.name, mode="max" if sweep.spec.metric.goal == "maximize" else "min",
         max_t=sweep.max_epochs, grace_period=sweep.asha.grace_period, reduction_factor=sweep.asha.reduction_factor,
-        best_so_far=sweep.asha.best_so_far,
+        best_so_far=sweep.asha.best_so_far, bounds=sweep.bounds,
     )

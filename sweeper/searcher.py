@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from sweeper import record
+from sweeper.constraints import violations
 from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
 
 if TYPE_CHECKING:
@@ -270,7 +271,7 @@ class StudySearcher(Searcher):
         config = self.sweep.trial_config(trial.params, trial.number)
         record.write_asked(trial, config, self.lease.driver_id, trial_id)
         self.running[trial_id] = trial
-        return {"sweeper": config, "trial_number": trial.number}
+        return {"sweeper": config, "trial_number": trial.number, "trial_timeout": self.sweep.spec.trial_timeout}
 
     def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
         study = self.study
@@ -309,6 +310,14 @@ class StudySearcher(Searcher):
         names = [m.name for m in self.sweep.objectives]
         history = details.history
         values: list[float] | None = None
+        if state in (TrialState.COMPLETE, TrialState.PRUNED) and self.sweep.bounds and history:
+            # Optuna's constraint values (constraints:<key> system attributes), from the epoch whose
+            # values are told: its samplers, best_trial(s), plots and dashboard read them.
+            row = history[-1]
+            if state == TrialState.COMPLETE and "best_epoch" in row:
+                row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
+            for key, value in violations(self.sweep.bounds, row).items():
+                trial.set_constraint(key, value)
         if state == TrialState.COMPLETE:
             row = history[-1] if history else {}
             if "best_epoch" in row:

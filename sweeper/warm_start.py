@@ -21,6 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper import record
+from sweeper.constraints import Bound, bounds_of
 from sweeper.errors import InputError
 from sweeper.storage import open_storage, redact, study_names
 
@@ -65,6 +66,13 @@ def check(sweep: Sweep, warm: WarmStart) -> None:
         shown = ", ".join(f"{n} ({g})" for n, g in old) or "no sweeper spec"
         raise InputError(f"--warm-start: study {warm.study!r} optimised {shown}; this sweep optimises "
                          + ", ".join(f"{n} ({g})" for n, g in new) + ": their values do not carry over")
+    theirs = bounds_of((record.stored_spec(attrs) or {}).get("constraints") or [])
+    if set(theirs) != set(sweep.bounds):
+        def shown_bounds(bounds: tuple[Bound, ...]) -> str:
+            return ", ".join(f"{b.metric} {b.kind} {b.limit:g}" for b in bounds) or "none"
+
+        raise InputError(f"--warm-start: study {warm.study!r} had constraints {shown_bounds(theirs)}; this sweep has "
+                         f"{shown_bounds(sweep.bounds)}: its trials' feasibility does not carry over")
 
 
 def add_warm_trials(study: optuna.Study, sweep: Sweep, warm: WarmStart) -> tuple[int, int]:

@@ -126,3 +126,25 @@ def wandb_function() -> None:
         time.sleep(0.05)
         wandb.log({"val_acc": lr * epoch, "nested": {"loss": 1.0 - lr * epoch}})
     run.finish()
+
+
+def sized_fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """A model whose size buys accuracy: ``val_accuracy`` as :func:`multi_fit`'s, and
+    ``param_count = width * 1000`` reported with every epoch, as the real trainers report theirs
+    (for outcome constraints)."""
+    p: Mapping[str, Any] = {**SIZED.defaults(), **config.params}
+    metrics: dict[str, float] = {}
+    for epoch in range(1, config.epochs + 1):
+        time.sleep(float(p["sleep_s"]))
+        acc = (1.0 - math.exp(-epoch * float(p["lr"]) * 100)) * int(p["width"]) / (int(p["width"]) + 8)
+        metrics = {**_from_accuracy(acc), "param_count": float(int(p["width"]) * 1000)}
+        report(epoch, metrics, {"epoch": epoch})
+    return metrics
+
+
+SIZED = Trainer(
+    name="tests.fake_trainers:SIZED",
+    fit=sized_fit,
+    params={"lr": CURVE.params["lr"], "sleep_s": CURVE.params["sleep_s"], "width": MULTI.params["width"]},
+    metrics=(*CURVE.metrics, "param_count") if CURVE.metrics else None,
+)

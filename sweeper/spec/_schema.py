@@ -79,6 +79,15 @@ class MetricSpec(_Model):
     target: float | None = None  # W&B's: the sweep stops once a finished trial reaches it
 
 
+class ConstraintSpec(_Model):
+    """One entry of ``constraints``: a metric a trial reports or sweeper measures, bounded by
+    ``max``, ``min`` or both (see :mod:`sweeper.constraints`)."""
+
+    name: str = Field(min_length=1)
+    max: float | None = None
+    min: float | None = None
+
+
 # Objectives sweeper measures itself (see trainers.base.MEASURED_METRICS and sweeper.trainable).
 SWEEPER_OBJECTIVES = ("param_count", "inference_ms", "train_s", "gpu_hours")
 
@@ -151,6 +160,8 @@ class SweepSpec(_Model):
     metric: MetricSpec = MetricSpec()
     # W&B's multi-objective form: two or more {name, goal}, in the order of the study's directions.
     metrics: list[MetricSpec] | None = Field(default=None, min_length=2)
+    # Outcome constraints: the best trial is the best feasible one (sweeper.constraints).
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     run_cap: int | None = Field(default=None, ge=1)
     early_terminate: EarlyTerminateSpec | None = None
@@ -167,6 +178,8 @@ class SweepSpec(_Model):
     max_failed_trials: int | None = Field(default=None, ge=0)
     max_failures: int = Field(default=2, ge=0, le=100, description="retries of a trial whose worker died")
     keep_checkpoints: int = Field(default=1, ge=0, description="finished trials whose checkpoints are kept")
+    # Seconds a trial may run (each run of it, after a lost worker too); then it is stopped, FAIL.
+    trial_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     resources_per_trial: ResourcesSpec = ResourcesSpec()
     storage: str = DEFAULT_STORAGE
     artifacts: str = DEFAULT_ARTIFACTS

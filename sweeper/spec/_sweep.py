@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sweeper.constraints import Bound, bounds_of
 from sweeper.spec._schema import PROGRAM_TRAINER, MetricSpec, SweepSpec
 from sweeper.spec._space import SearchSpace
 from trainers.base import DataConfig, Trainer
@@ -67,6 +68,11 @@ class Sweep:
         return len(self.objectives) > 1
 
     @property
+    def bounds(self) -> tuple[Bound, ...]:
+        """The ``constraints`` as bounds, one per ``max`` or ``min`` (empty without constraints)."""
+        return bounds_of(c.model_dump() for c in self.spec.constraints)
+
+    @property
     def name(self) -> str:
         """The study name."""
         assert self.spec.name is not None
@@ -97,7 +103,8 @@ class Sweep:
         }
         if self.program is not None:
             config["program"] = {**self.program, "run_id": f"trial-{trial_number}"}
-        if any(m.name == "inference_ms" for m in self.objectives):
+        if any(m.name == "inference_ms" for m in self.objectives) or any(
+                c.name == "inference_ms" for c in self.spec.constraints):
             config["measure_inference"] = True
         return config
 

@@ -7,6 +7,7 @@ Touches nothing on disk but the data root it checks.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,7 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     problems += program_problems
     spec, metric_problems = _objectives(spec)
     problems += metric_problems
+    problems += _constraints(spec)
 
     if spec.name is not None and not STUDY_NAME.fullmatch(spec.name):
         problems.append(Problem("name", spec.name, "must be a study name of letters, digits, '-', '_' and '.', "
@@ -99,6 +101,10 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
                 ("metric.name", spec.metric.name)]
             problems += [Problem(path, name, "must be a metric the trainer reports: " + ", ".join(reported)
                                  + did_you_mean(name, reported)) for path, name in named if name not in reported]
+            problems += [Problem(f"constraints[{i}].name", c.name, "must be a metric the trainer reports or sweeper "
+                                 "measures: " + ", ".join(dict.fromkeys((*reported, *SWEEPER_OBJECTIVES)))
+                                 + did_you_mean(c.name, (*reported, *SWEEPER_OBJECTIVES)))
+                         for i, c in enumerate(spec.constraints) if c.name not in (*reported, *SWEEPER_OBJECTIVES)]
         image_size = spec.data_settings()["image_size"]
         if image_size < trainer.min_image_size:
             problems.append(Problem("data.image_size", image_size,
@@ -147,8 +153,33 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
         program = {"program": spec.program, "command": [str(c) for c in spec.command] if spec.command else None,
                    "workdir": spec.workdir or str(Path.cwd()), "metric": spec.metric.name, "study": study,
                    "logs": str(Path(spec.artifacts) / study.replace("/", "_") / "programs"),
-                   "function": spec.trainer if function else None}
+                   "function": spec.trainer if function else None, "trial_timeout": spec.trial_timeout}
     return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings), program)
+
+
+def _constraints(spec: SweepSpec) -> list[Problem]:
+    """Each ``constraints`` entry bounds a metric other than an objective by a finite ``max``
+    and/or ``min`` (``min`` not above ``max``), each metric once."""
+    problems: list[Problem] = []
+    objectives = {m.name for m in (spec.metrics or [spec.metric])}
+    seen: set[str] = set()
+    for i, c in enumerate(spec.constraints):
+        if c.name in objectives:
+            problems.append(Problem(f"constraints[{i}].name", c.name, "is an objective of this sweep; a constraint "
+                                    "bounds another metric (to bound an objective, make it a constraint and "
+                                    "optimise something else)"))
+        if c.name in seen:
+            problems.append(Problem(f"constraints[{i}].name", c.name,
+                                    "is constrained twice; give max and min in one entry"))
+        seen.add(c.name)
+        if c.max is None and c.min is None:
+            problems.append(Problem(f"constraints[{i}]", c.name, "needs a bound: max, min or both"))
+        for kind, bound in (("max", c.max), ("min", c.min)):
+            if bound is not None and not math.isfinite(bound):
+                problems.append(Problem(f"constraints[{i}].{kind}", bound, "must be a finite number"))
+        if c.max is not None and c.min is not None and c.min > c.max:
+            problems.append(Problem(f"constraints[{i}].min", c.min, f"is above max ({c.max}): nothing is feasible"))
+    return problems
 
 
 def _objectives(spec: SweepSpec) -> tuple[SweepSpec, list[Problem]]:
