@@ -30,11 +30,15 @@ A zero-argument function (``trainer: train:main``, the ``wandb.agent(sweep_id, f
 style) runs in the trial's worker with the same environment: ``wandb.init()`` inside it gets the
 trial's config, and each ``wandb.log`` reports to the trial (:func:`fit_function`).
 
-Ends: exit 0 → COMPLETE, valued at the metric's last logged value; ASHA's stop → the process
-group gets SIGTERM, then SIGKILL after :data:`KILL_GRACE_S`, and the trial is PRUNED; another exit
-code or a signal → FAIL with the last line of its standard error. The program runs in its own
-process group and dies with its trial's worker (Linux ``PR_SET_PDEATHSIG``), so a killed driver,
-Ctrl-C or a lost worker leaves no program running. Its output is kept under ``artifacts``.
+Ends: exit 0 → COMPLETE, valued at the metric's last logged value; ASHA's stop → the program's
+whole process group gets SIGTERM, then SIGKILL after :data:`sweeper.processes.KILL_GRACE_S`, and the
+trial is PRUNED; another exit code or a signal → FAIL with the last line of its standard error;
+running longer than the spec's ``trial_timeout`` → stopped the same way, FAIL with that reason.
+The program runs under a subreaper launcher in its own process group that dies with its trial's
+worker (:mod:`sweeper.processes`), so a killed driver, Ctrl-C, a lost worker, or a program that
+forks and exits leaves no process of it running. It gets only part of the worker's environment
+(:func:`sweeper.processes.program_env`: not Ray's or sweeper's variables). Its output is kept
+under ``artifacts``, capped (:data:`sweeper.processes.LOG_CAP_BYTES`).
 """
 
 from __future__ import annotations
@@ -44,21 +48,20 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeper.processes import LOG_CAP_BYTES, CappedLog, FileFollower, Lines, exited, program_env, start, stop
 from trainers.base import Report, TrainConfig, Trainer
 
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 ENVVAR_MACRO = re.compile(r"\$\{envvar\:([A-Z0-9_]*)\}")
-# Seconds between SIGTERM and SIGKILL when a trial is stopped (W&B's agent waits 30 s).
-KILL_GRACE_S = float(os.environ.get("SWEEPER_PROGRAM_KILL_GRACE_S", "10"))
 POLL_S = 0.1
 METRICS_ENV = "SWEEPER_METRICS_FILE"
+METRICS_CAP_ENV = "SWEEPER_METRICS_CAP"  # bytes of the metrics file kept (the hook rotates it)
 _STDOUT_METRIC = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*=\s*([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))\s*$")
 SITE_DIR = Path(__file__).resolve().parent / "_wandb_site"
 
@@ -110,13 +113,6 @@ def _wandb_config_file(path: Path, params: Mapping[str, Any]) -> None:
     path.write_text("wandb_version: 1\n\n" + body if params else "wandb_version: 1\n")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _numbers(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """The numbers of a ``wandb.log`` dict, nested dicts flattened with '/' (W&B's display names)."""
     out: dict[str, float] = {}
@@ -129,55 +125,10 @@ def _numbers(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-class _Follower:
-    """Reads what a running program logs: the hook's JSON lines, or, from a program that never
-    imported wandb (the hook creates its file at that import), ``name=value`` lines on stdout."""
-
-    def __init__(self, metrics: Path, stdout: Path):
-        self.files = [(metrics, True), (stdout, False)]
-        self.offsets = [0, 0]
-
-    def logged(self) -> list[dict[str, float]]:
-        """The ``wandb.log`` calls (as numbers) completed since the last call, in order."""
-        calls: list[dict[str, float]] = []
-        uses_wandb = self.files[0][0].exists()
-        for i, (path, is_json) in enumerate(self.files):
-            if not path.exists() or (uses_wandb and not is_json):
-                continue
-            with open(path, "rb") as f:
-                f.seek(self.offsets[i])
-                chunk = f.read()
-            end = chunk.rfind(b"\n") + 1  # complete lines only
-            self.offsets[i] += end
-            for line in chunk[:end].decode("utf-8", "replace").splitlines():
-                if is_json:
-                    with contextlib.suppress(ValueError):
-                        calls.append(_numbers(json.loads(line)))
-                elif (match := _STDOUT_METRIC.match(line)) is not None:
-                    calls.append({match.group(1): float(match.group(2))})
-        return calls
-
-
-def _last_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1]
-    return "(nothing on its standard error)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the program's process group, then SIGKILL it after :data:`KILL_GRACE_S`."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def _last_line(tail: bytes) -> str:
+    """The last non-empty line of the end of a standard error (a ``\\r`` ends a line too)."""
+    lines = [ln.strip() for ln in re.split(r"[\r\n]", tail.decode("utf-8", "replace")) if ln.strip()]
+    return lines[-1] if lines else "(nothing on its standard error)"
 
 
 def _wandb_env(spec: Mapping[str, Any], params: Mapping[str, Any], stem: Path) -> dict[str, str]:
@@ -309,32 +260,86 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     params = dict(config.params)
     json_file = Path(f"{stem}.args.json")
     json_file.write_text(json.dumps(params))
-    metrics_file, stdout, stderr = Path(f"{stem}.metrics.jsonl"), Path(f"{stem}.out"), Path(f"{stem}.err")
-    metrics_file.unlink(missing_ok=True)
-    env = {**os.environ, **_wandb_env(spec, params, stem), METRICS_ENV: str(metrics_file),
+    metrics_file = Path(f"{stem}.metrics.jsonl")
+    for stale in (metrics_file, Path(f"{metrics_file}.1")):
+        stale.unlink(missing_ok=True)
+    env = {**program_env(os.environ, spec.get("command") or ()), **_wandb_env(spec, params, stem),
+           METRICS_ENV: str(metrics_file), METRICS_CAP_ENV: str(LOG_CAP_BYTES),
            "PYTHONPATH": os.pathsep.join([str(SITE_DIR), str(spec["workdir"]),
                                           *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])}
-    words = command_line(str(spec["program"]), spec.get("command"), params, str(json_file), env)
+    words = command_line(str(spec["program"]), spec.get("command"), params, str(json_file), {**os.environ, **env})
+    timeout = float(spec["trial_timeout"]) if spec.get("trial_timeout") else None
     steps = _Steps(str(spec["metric"]), report)
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        process = subprocess.Popen(words, cwd=spec["workdir"], env=env, stdout=out, stderr=err,
-                                   start_new_session=True, preexec_fn=_die_with_parent)
-    follower = _Follower(metrics_file, stdout)
-    try:
-        while True:
-            ended = process.poll() is not None
-            for call in follower.logged():  # after the exit too: what was logged last
-                steps.logged(call)
-            if ended:
-                break
-            time.sleep(POLL_S)
-    finally:
-        _stop(process)  # ASHA's stop (report does not return) or an error here
-    code = process.returncode
+    code, timed_out, tail = _run(words, str(spec["workdir"]), env, stem, steps, timeout)
+    if timed_out:
+        raise ProgramFailed(f"{spec['program']} ran longer than trial_timeout ({timeout:g} s) and was "
+                            f"stopped: {_last_line(tail)}")
     if code != 0:
         how = f"exit code {code}" if code > 0 else f"signal {signal.Signals(-code).name}"
-        raise ProgramFailed(f"{spec['program']} ended with {how}: {_last_line(stderr)}")
+        raise ProgramFailed(f"{spec['program']} ended with {how}: {_last_line(tail)}")
     return steps.ended(str(spec["program"]), int(config.epochs))
+
+
+def _run(words: list[str], workdir: str, env: Mapping[str, str], stem: Path, steps: _Steps,
+         timeout: float | None) -> tuple[int, bool, bytes]:
+    """Run the program to its end (or ``timeout`` seconds), its output capped into ``stem``'s
+    ``.out`` and ``.err``, its metrics reported through ``steps``; then stop its whole group.
+
+    Returns:
+        its exit code (minus the signal that ended it), whether it ran past ``timeout``, and the
+        end of its standard error.
+    """
+    import selectors
+
+    metrics = FileFollower(Path(env[METRICS_ENV]))
+    printed = Lines(carriage=True)
+    logs = {"out": CappedLog(Path(f"{stem}.out")), "err": CappedLog(Path(f"{stem}.err"))}
+    tail = b""
+    process = start(words, workdir, env)
+    selector = selectors.DefaultSelector()
+    assert process.stdout is not None and process.stderr is not None
+    selector.register(process.stdout, selectors.EVENT_READ, "out")
+    selector.register(process.stderr, selectors.EVENT_READ, "err")
+    deadline = time.monotonic() + timeout if timeout else None
+    ended_at: float | None = None
+    timed_out = False
+    try:
+        while True:
+            if ended_at is None and exited(process):
+                ended_at = time.monotonic()
+            lines: list[str] = []
+            for key, _ in selector.select(timeout=POLL_S):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                logs[key.data].write(chunk)
+                if key.data == "out":
+                    lines += printed.feed(chunk)
+                else:
+                    tail = (tail + chunk)[-8192:]
+            for line in metrics.read():  # after the exit too: what was logged last
+                with contextlib.suppress(ValueError):
+                    steps.logged(_numbers(json.loads(line)))
+            # A program that imported wandb (the hook then made the file) reports through it alone.
+            if not (metrics.seen or metrics.path.exists()):
+                for line in lines:
+                    if (match := _STDOUT_METRIC.match(line)) is not None:
+                        steps.logged({match.group(1): float(match.group(2))})
+            if ended_at is not None and (not selector.get_map() or time.monotonic() > ended_at + 2.0):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                break
+    finally:
+        stop(process)  # ASHA's stop (report does not return), the timeout, or an error here
+        selector.close()
+        for stream in (process.stdout, process.stderr):
+            stream.close()
+        for log in logs.values():
+            log.close()
+        metrics.close()
+    return int(process.returncode), timed_out, tail
 
 
 def takes_no_arguments(function: Any) -> bool:

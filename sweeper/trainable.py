@@ -88,8 +88,12 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
     )
     trained_before = float((resume_state or {}).get(TRAIN_S_KEY, 0.0))
     started = time.perf_counter()
+    # A program trial stops its program at the timeout itself; another trainer is stopped at a report.
+    timeout = None if train_config.program else config.get("trial_timeout")
 
     def report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
+        if timeout and time.perf_counter() - started > timeout:
+            raise TimeoutError(f"trial_timeout: ran longer than {timeout:g} s (stopped at epoch {epoch})")
         train_s = trained_before + time.perf_counter() - started
         result = {"train_s": train_s, "gpu_hours": train_s * gpu_share / 3600.0,
                   **{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where}

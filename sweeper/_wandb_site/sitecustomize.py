@@ -3,7 +3,8 @@
 When the program imports ``wandb``, the file named by ``SWEEPER_METRICS_FILE`` is created (the
 program then reports through wandb only), and every ``Run.log`` (``wandb.log``, ``run.log``; the real run
 and the disabled one) also appends the call's data as one JSON line to the file named by
-``SWEEPER_METRICS_FILE``, flushed at once, so that the trial reads each call as it happens. Values
+``SWEEPER_METRICS_FILE``, flushed at once, so that the trial reads each call as it happens; once the
+file holds half of ``SWEEPER_METRICS_CAP`` bytes it is renamed to its ``.1``, so both stay under the cap. Values
 that are not JSON (images, tables, tensors) are left out. Then any other ``sitecustomize`` on the
 path runs, as it would have without this one.
 """
@@ -21,6 +22,8 @@ import threading
 from typing import Any
 
 _FILE = os.environ.get("SWEEPER_METRICS_FILE")
+# The file is renamed to its `.1` (replacing the one before) once it holds half of this many bytes.
+_CAP = int(os.environ.get("SWEEPER_METRICS_CAP") or 0)
 _LOCK = threading.Lock()
 
 
@@ -48,9 +51,13 @@ def _record(data: Any) -> None:
     if not plain:
         return
     line = json.dumps(plain) + "\n"
-    with _LOCK, open(_FILE, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
+    with _LOCK:
+        with open(_FILE, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            full = _CAP > 0 and f.tell() >= _CAP // 2
+        if full:
+            os.replace(_FILE, _FILE + ".1")
 
 
 def _wrap(cls: type) -> None:
