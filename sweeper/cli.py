@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 import sweeper
-from sweeper.defaults import DEFAULT_STORAGE
+from sweeper.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from sweeper.errors import InputError, SweeperError
 
 app = typer.Typer(
@@ -100,10 +100,10 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
 
 
 StudyArg = Annotated[str, typer.Argument(help="Name of the study.", show_default=False)]
-StudyStorage = Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.")]
-StoreOption = Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.")]
+StudyStorage = Annotated[str, typer.Option(help="SQLAlchemy URL of the study's storage.", envvar=STORAGE_ENV)]
+StoreOption = Annotated[str, typer.Option(help="SQLAlchemy URL of the storage.", envvar=STORAGE_ENV)]
 StorageOption = Annotated[str | None, typer.Option(
-    help="SQLAlchemy URL of the study's storage (overrides `storage`).", show_default=False)]
+    help="SQLAlchemy URL of the study's storage (overrides `storage`; else SWEEPER_STORAGE).", show_default=False)]
 AddressOption = Annotated[str | None, typer.Option(
     help="Ray cluster to join (`auto`, `HEAD_IP:6379`, or through Ray Client `ray://HEAD_IP:10001`; also "
          "RAY_ADDRESS); default: start Ray on this machine.",

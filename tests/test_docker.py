@@ -28,7 +28,7 @@ def test_compose_file_follows_the_compose_specification() -> None:
     # YAML merge keys (`<<: *ray-node`) are resolved first, as `docker compose` does.
     resolved = yaml.safe_dump(compose(), sort_keys=False)
     parsed = PyCompose.from_yaml(resolved)
-    assert sorted(parsed.service_names()) == ["dashboard", "postgres", "ray-head", "ray-worker"]
+    assert sorted(parsed.service_names()) == ["check-env", "dashboard", "postgres", "ray-head", "ray-worker"]
     assert parsed.name == "sweeper"
     for broken in (resolved.replace("healthcheck:", "healthchek:", 1), resolved.replace("count: all", "count: every"),
                    resolved.replace("condition: service_healthy", "condition: healthy", 1)):
@@ -40,7 +40,7 @@ def test_compose_file_follows_the_compose_specification() -> None:
 def test_compose_services_reference_files_that_exist() -> None:
     spec = compose()
     services = spec["services"]
-    assert {"postgres", "ray-head", "ray-worker", "dashboard"} <= set(services)
+    assert {"check-env", "postgres", "ray-head", "ray-worker", "dashboard"} <= set(services)
     for name, service in services.items():
         if "build" in service:
             context = (DOCKER / service["build"]["context"]).resolve()
@@ -69,6 +69,68 @@ def test_secrets_come_from_the_env_file_never_the_compose_file() -> None:
     password = compose()["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert password.startswith("${POSTGRES_PASSWORD")  # interpolated from docker/.env
     assert "docker/.env" in (DOCKER.parent / ".gitignore").read_text().splitlines()
+
+
+def test_every_port_is_published_on_localhost_only() -> None:
+    """Ray's GCS, Ray Client, Ray's dashboard and optuna-dashboard: 127.0.0.1 on the host, and
+    the docs say how to reach them from elsewhere (SSH tunnel, authenticating reverse proxy)."""
+    published = {name: service.get("ports", []) for name, service in compose()["services"].items()}
+    assert {p.rsplit(":", 1)[1] for ports in published.values() for p in ports} == {"6379", "8265", "10001", "8080"}
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
+    guide = (DOCKER / "README.md").read_text()
+    assert "ssh -N -L 10001:127.0.0.1:10001 -L 8265:127.0.0.1:8265 -L 8080:127.0.0.1:8080" in guide
+    assert "reverse proxy that authenticates" in guide and "0.0.0.0" not in guide
+    clusters = (DOCKER.parent / "docs" / "clusters.md").read_text()
+    assert "RAY_USE_TLS=1" in clusters and "RAY_TLS_CA_CERT" in clusters and "ssh -N -L 10001" in clusters
+
+
+def test_no_secret_on_any_command_line() -> None:
+    """No service's command (seen by `ps` and `docker inspect`) holds the password or a storage
+    URL; the dashboard gets its URL from SWEEPER_STORAGE, and the guide never passes --storage."""
+    services = compose()["services"]
+    for name, service in services.items():
+        words = " ".join(map(str, service.get("command", []) or []))
+        assert "PASSWORD" not in words and "postgresql" not in words and "$" not in words, (name, words)
+    assert services["dashboard"]["command"][:2] == ["sweeper", "dashboard"]
+    for name in ("dashboard", "ray-head"):
+        url = services[name]["environment"]["SWEEPER_STORAGE"]
+        assert url.startswith("postgresql+psycopg://sweeper:${POSTGRES_PASSWORD:?"), name
+    for guide in (DOCKER / "README.md", DOCKER.parent / "docs" / "clusters.md"):
+        text = guide.read_text()
+        assert '--storage "' not in text and "$POSTGRES_PASSWORD@" not in text.replace(
+            'export SWEEPER_STORAGE="postgresql+psycopg://sweeper:$POSTGRES_PASSWORD@', ""), guide
+
+
+def _entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), "echo", "started"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, check=False)
+
+
+def test_the_entrypoint_refuses_the_example_placeholders() -> None:
+    """docker/.env as copied from .env.example stops every sweeper container (and, through
+    check-env, PostgreSQL) with one line naming the variable; real secrets start the command."""
+    example = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+    done = _entrypoint(example)
+    assert done.returncode == 64 and done.stdout == ""
+    assert done.stderr.startswith("sweeper: POSTGRES_PASSWORD in docker/.env is still the placeholder")
+    assert len(done.stderr.splitlines()) == 1
+    real = {**example, "POSTGRES_PASSWORD": "a-real-one", "RAY_AUTH_TOKEN": "0123abcd"}
+    assert _entrypoint(real).stdout == "started\n"
+    for broken, variable in (({**real, "RAY_AUTH_TOKEN": "change-me-to-a-long-random-token"}, "RAY_AUTH_TOKEN"),
+                             ({**real, "RAY_AUTH_TOKEN": ""}, "RAY_AUTH_TOKEN"),
+                             ({**real, "SWEEPER_STORAGE": "postgresql+psycopg://sweeper:change-me@postgres/s"},
+                              "SWEEPER_STORAGE")):
+        done = _entrypoint(broken)
+        assert done.returncode == 64 and done.stderr.startswith(f"sweeper: {variable} "), done.stderr
+    lines = (DOCKER / "Dockerfile").read_text().splitlines()
+    assert 'ENTRYPOINT ["/usr/local/bin/sweeper-entrypoint"]' in lines
+    assert "COPY docker/entrypoint.sh /usr/local/bin/sweeper-entrypoint" in lines
+    services = compose()["services"]
+    assert services["postgres"]["depends_on"]["check-env"]["condition"] == "service_completed_successfully"
+    assert services["check-env"]["image"] == "sweeper:latest" and services["check-env"]["env_file"] == ".env"
 
 
 def test_dockerfile_lints_clean_and_runs_as_a_non_root_user() -> None:

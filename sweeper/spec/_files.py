@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from sweeper.defaults import default_storage
 from sweeper.errors import InputError, Problem
 
 # A spec is a few kilobytes: refuse what no spec is, before parsing it.
@@ -190,7 +191,8 @@ def raw_spec(
 
     ``storage``, ``study``, ``n_trials`` and ``artifacts`` are the CLI's ``--storage``,
     ``--study``, ``--n-trials`` and ``--artifacts``: they override ``storage``, ``name``,
-    ``run_cap`` and ``artifacts``.
+    ``run_cap`` and ``artifacts``. A spec without ``storage`` (and no ``--storage``) gets
+    ``SWEEPER_STORAGE`` when it is set (:func:`sweeper.defaults.default_storage`).
 
     Raises:
         InputError: the file cannot be read or parsed, or an override is malformed.
@@ -199,5 +201,6 @@ def raw_spec(
     for key, value in (("storage", storage), ("name", study), ("run_cap", n_trials), ("artifacts", artifacts)):
         if value is not None:
             raw[key] = value
+    raw.setdefault("storage", default_storage())
     raw.setdefault("name", Path(path).stem)
     return raw
