@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sweeper.defaults import DEFAULT_STORAGE
+from sweeper.defaults import default_storage
 from sweeper.errors import InputError, SweeperError
 from sweeper.handle import Sweep
 
@@ -77,20 +77,21 @@ def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | 
         sweep_config: the sweep, a mapping or a path.
         project: W&B's project; here, the prefix of a generated study name.
         storage: SQLAlchemy URL of the study's storage (overrides the config's ``storage``;
-            default ``sqlite:///sweeps.db`` in the working directory).
+            default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
 
     Raises:
         InputError: the config is invalid (one line per problem), a study of that name exists
             with another spec, or the storage does not answer.
     """
+    _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.spec import spec_differences, validate
     from sweeper.storage import redact, study_names
     from sweeper.studies import create_study, stored_spec
 
-    _one_line_errors()
     raw = _spec(sweep_config)
     if storage is not None:
         raw["storage"] = storage
+    raw.setdefault("storage", default_storage())
     if "trainer" not in raw and "program" not in raw:
         raw["trainer"] = FUNCTION_TRAINER
     if not raw.get("name"):
@@ -126,7 +127,7 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
             trainer or program the sweep config names.
         count: finished trials this call runs; ``None``: up to the config's ``run_cap`` for
             the whole study (for a grid, at most the points left).
-        storage: SQLAlchemy URL of the study's storage (default ``sqlite:///sweeps.db``).
+        storage: SQLAlchemy URL of the study's storage (default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
         address: a Ray cluster to join (``auto``, ``HEAD_IP:6379``); default: Ray on this machine.
 
     Returns:
@@ -138,11 +139,11 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
         SweeperError: the sweep stopped early (too many FAIL trials) or no trial completed.
         KeyboardInterrupt: the kernel was interrupted.
     """
+    _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.spec import validate
     from sweeper.studies import stored_spec
 
-    _one_line_errors()
-    url = storage or DEFAULT_STORAGE
+    url = storage or default_storage()
     raw = stored_spec(url, sweep_id)
     if function is not None:
         if not callable(function):
@@ -185,10 +186,10 @@ def launch(spec: SpecLike, *, resume: bool = False, address: str | None = None, 
         SweeperError: as :func:`agent`.
         KeyboardInterrupt: as :func:`agent`.
     """
+    _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.spec import validate
     from sweeper.studies import continues_study
 
-    _one_line_errors()
     raw = _spec(spec)
     for key, value in overrides.items():
         node = raw
@@ -198,6 +199,7 @@ def launch(spec: SpecLike, *, resume: bool = False, address: str | None = None, 
             if not isinstance(node, dict):
                 raise InputError(f"{key}: cannot set inside {part}, which is not a mapping")
         node[last] = value
+    raw.setdefault("storage", default_storage())
     valid = validate(raw)
     _print_warnings(valid)
     _run(valid, resume=continues_study(valid, resume), address=address)
@@ -205,16 +207,16 @@ def launch(spec: SpecLike, *, resume: bool = False, address: str | None = None, 
 
 
 def load(study: str, storage: str | None = None) -> Sweep:
-    """The sweep ``study`` in ``storage`` (default ``sqlite:///sweeps.db``), to read.
+    """The sweep ``study`` in ``storage`` (default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``), to read.
 
     Raises:
         InputError: no such study in the storage (the message lists those there), or the
             storage does not answer.
     """
+    _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.studies import load_study
 
-    _one_line_errors()
-    url = storage or DEFAULT_STORAGE
+    url = storage or default_storage()
     load_study(url, study)
     return Sweep(study, url)
 
@@ -222,7 +224,8 @@ def load(study: str, storage: str | None = None) -> Sweep:
 def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None = None,
         address: str | None = None, warm: Any = None, console: Any = None) -> None:
     """Run (or continue) a validated sweep here with live progress, then show its best trials
-    (what ``sweeper launch``, :func:`agent` and :func:`launch` do once the spec is checked).
+    (what ``sweeper launch``, :func:`agent` and :func:`launch` do once the spec is checked). In
+    Jupyter the progress is one display updated in place (:mod:`sweeper.notebook`).
 
     Raises:
         as :func:`sweeper.launch.launch`.
@@ -233,7 +236,14 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
     from sweeper.progress import SweepProgress
 
     console = console or Console(highlight=False, soft_wrap=True)
-    progress = SweepProgress(valid, console)
+    progress: Any = SweepProgress(valid, console)
+    if console.is_jupyter:  # one display updated in place (sweeper.notebook), not a scroll of lines
+        import logging
+
+        from sweeper.notebook import NotebookProgress
+
+        progress = NotebookProgress(valid)
+        logging.getLogger("ray.widgets").setLevel(logging.WARNING)  # "install ipywidgets": not needed here
 
     def show(table: Any) -> None:
         progress.stop()
@@ -299,11 +309,15 @@ def _print_warnings(valid: ValidSweep) -> None:
 def _one_line_errors() -> None:
     """Optuna's INFO lines silenced (as the command line does), and in IPython or Jupyter, sweeper's
     errors shown as their lines alone (no traceback), as the command line shows them."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:  # tqdm.auto (Optuna imports it) asks for ipywidgets: sweeper's display needs none
+        import warnings
+
+        warnings.filterwarnings("ignore", message="IProgress not found")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
     if shell is None or getattr(shell, "_sweeper_errors", False):
         return
 

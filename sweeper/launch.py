@@ -166,6 +166,9 @@ def run_sweep(
             name=f"{sweep.name.replace('/', '_')}/driver-{searcher.lease.driver_id}",
             storage_path=sweep.spec.artifacts,
             verbose=0,
+            # Tune's terminal reporter (silent at verbose 0) in Jupyter too: Tune's notebook one
+            # clears the cell's output, sweeper's progress display included.
+            progress_reporter=tune.CLIReporter(),
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ def init_ray(address: str | None) -> None:
     from sweeper.errors import SweeperError
 
     set_ray_env()
+    if not sys.stdout.isatty():  # a notebook, a file, CI: Ray's worker lines without ANSI colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {

@@ -57,7 +57,7 @@ def test_import_sweeper_stays_light_and_names_the_api() -> None:
 def test_sweeper_launch_stays_the_function_once_the_module_is_imported() -> None:
     """Importing the module sweeper.launch sets the package's attribute to the module; a run puts
     the API's function back."""
-    import sweeper.launch  # noqa: F401
+    import sweeper.launch
     from sweeper.api import _api_names_kept, launch
 
     _api_names_kept()
@@ -83,7 +83,7 @@ def test_sweep_creates_a_study_from_a_wandb_dict(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bad.db'}"
-    with pytest.raises(InputError, match="parameters.lr"):
+    with pytest.raises(InputError, match=r"parameters\.lr"):
         sweeper.sweep({**CONFIG, "parameters": {"lr": {"min": 1, "max": 0}}}, storage=url)
     with pytest.raises(InputError, match="dict or a YAML"):
         sweeper.sweep(42, storage=url)  # type: ignore[arg-type]
