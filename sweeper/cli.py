@@ -177,21 +177,11 @@ def resume(
 
 
 def _run(sweep: Any, address: str | None, *, resume: bool, warm: Any = None) -> None:
-    """Run (or continue) the sweep here with live progress, then print the best trials."""
-    from sweeper.launch import launch
-    from sweeper.progress import SweepProgress
+    """Run (or continue) the sweep here with live progress, then print the best trials (the
+    Python API's :func:`sweeper.api.run`, on this command's console)."""
+    from sweeper.api import run
 
-    progress = SweepProgress(sweep, out)
-
-    def show(table: Any) -> None:
-        progress.stop()
-        out.print(table)
-
-    try:
-        launch(sweep, show, address=address, resume=resume, on_start=progress.start, on_end=progress.trial_ended,
-               warm_start=warm)
-    finally:
-        progress.stop()
+    run(sweep, resume=resume, address=address, warm=warm, console=out)
 
 
 def _run_on_cluster(job: Any, address: str | None) -> None:
