@@ -92,7 +92,9 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     Raises:
         InputError: ``rank`` is below 1 or there are fewer COMPLETE trials than ``rank``; a
             multi-objective study given a rank (its front has no order: choose a ``trial``);
-            ``trial`` is not a COMPLETE trial of the study.
+            ``trial`` is not a COMPLETE trial of the study; its stored config is not a valid
+            training config or is not what the study's spec runs
+            (:func:`sweeper.spec.check_trial_config`: read back from a study, it is untrusted).
     """
     objectives = record.stored_objectives(study.user_attrs)
     if trial is not None:
@@ -124,6 +126,9 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     if config is None:
         raise InputError(f"study: trial {chosen.number} of {study.study_name!r} has no stored config "
                          "(was the study made by sweeper?)")
+    from sweeper.spec import check_trial_config
+
+    check_trial_config(config, record.stored_spec(study.user_attrs), f"trial {chosen.number} of {study.study_name!r}")
     metric, goal = record.stored_metric(study.user_attrs)
     provenance: dict[str, Any] = {
         "study": study.study_name,

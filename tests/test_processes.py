@@ -22,7 +22,8 @@ from sweeper.processes import CappedLog, FileFollower, Lines, program_env, start
 from sweeper.program import ProgramFailed, fit
 from sweeper.spec import validate
 from tests.conftest import write_spec
-from tests.test_resume import kill, start as start_driver, trials_of, wait_until
+from tests.test_resume import kill, trials_of, wait_until
+from tests.test_resume import start as start_driver
 from trainers.base import TrainConfig
 
 # Forks two lingering descendants: one in the program's group that ignores SIGTERM, one in a new
@@ -148,8 +149,9 @@ def test_a_program_gets_only_the_environment_it_needs(tmp_path: Path, monkeypatc
 
 
 def test_trial_timeout_is_checked_and_stops_the_program(tmp_path: Path) -> None:
-    base = {"method": "random", "program": "hang.py", "metric": {"name": "score"}, "epochs": 2, "workdir": str(tmp_path),
-            "storage": f"sqlite:///{tmp_path / 's.db'}", "parameters": {"lr": {"values": [0.1]}}}
+    base = {"method": "random", "program": "hang.py", "metric": {"name": "score"}, "epochs": 2,
+            "workdir": str(tmp_path), "storage": f"sqlite:///{tmp_path / 's.db'}",
+            "parameters": {"lr": {"values": [0.1]}}}
     (tmp_path / "hang.py").write_text("import time\nprint('score=1', flush=True)\ntime.sleep(600)\n")
     for bad, rule in ((".nan", "finite"), (".inf", "finite"), ("0", "greater than 0"), ("ten", "valid number")):
         with pytest.raises(InputError) as err:

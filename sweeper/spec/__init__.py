@@ -9,14 +9,15 @@ This package is the only place that knows the YAML's keys:
   errors as those lines);
 - ``_space``: W&B parameters as Optuna distributions, and back;
 - ``_sweep``: the validated :class:`Sweep` and what is derived from it;
-- ``_train``: validating a training config file (``sweeper train``/``retrain``).
+- ``_train``: validating a training config file (``sweeper train``/``retrain``), and one read
+  back from a study before it runs.
 """
 
 from sweeper.spec._files import apply_overrides, raw_spec, read_yaml
 from sweeper.spec._schema import SweepSpec
 from sweeper.spec._space import Dimension, SearchSpace, build_space
 from sweeper.spec._sweep import Asha, Sweep, spec_differences
-from sweeper.spec._train import load_train_config
+from sweeper.spec._train import check_trial_config, load_train_config
 from sweeper.spec._validate import load_sweep, validate
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SweepSpec",
     "apply_overrides",
     "build_space",
+    "check_trial_config",
     "load_sweep",
     "load_train_config",
     "raw_spec",

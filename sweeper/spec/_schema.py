@@ -191,10 +191,26 @@ class SweepSpec(_Model):
         return data.model_dump()
 
 
+class ProgramRunSpec(_Model):
+    """``program`` of a training config: how :func:`sweeper.program.fit` runs a W&B program or
+    function (what :meth:`sweeper.spec.Sweep.trial_config` writes); nothing else is accepted."""
+
+    program: str | None = Field(default=None, min_length=1)
+    command: list[str] | None = None
+    workdir: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    study: str = Field(min_length=1)
+    logs: str = Field(min_length=1)
+    run_id: str = Field(default="run", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+    function: str | None = Field(default=None, min_length=1)
+    trial_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
 TrainFileSpec = model_of(
     TrainConfig, "TrainFileSpec", "A single training run's config, as ``sweeper export`` writes it and "
     "``sweeper train`` reads it: :class:`trainers.base.TrainConfig`'s fields, the trainer's name and provenance.",
-    exclude=(*RUNTIME_FIELDS, "data", "params"),
+    exclude=(*RUNTIME_FIELDS, "data", "params", "program"),
     extra={"trainer": (str, "cnn"), "params": (dict[str, Any], Field(default_factory=dict)),
+           "program": (ProgramRunSpec | None, None),
            "data": (TrainDataSpec, TrainDataSpec()), "provenance": (dict[str, Any] | None, None)},
 )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from sweeper.errors import InputError, Problem
 from sweeper.spec._problems import did_you_mean, pydantic_problems
-from sweeper.spec._schema import TrainFileSpec
+from sweeper.spec._schema import PROGRAM_TRAINER, TrainFileSpec
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig, Trainer
 from trainers.data import check_data
@@ -68,3 +68,47 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
     return trainer, TrainConfig(trainer.resolve({**trainer.defaults(), **given_params}), data, spec["epochs"],
                                 spec["seed"], threads=spec["threads"], program=program,
                                 measure_inference=spec["measure_inference"])
+
+
+def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None, where: str) -> None:
+    """Check a training config read back from a study before anything runs it (``export``,
+    ``retrain STUDY``, then ``train``): the study is a database others may write (a dashboard
+    can set trial attributes), so the config is untrusted. It must be a valid training config
+    (:class:`TrainFileSpec`: known keys, types and bounds, ``program`` holding only what
+    :func:`sweeper.program.fit` reads), and what it would run (``trainer``, and a program's
+    ``program``, ``command``, ``workdir``, ``logs`` and ``function``) must be what the study's
+    stored ``spec`` gives (skipped when the study has none).
+
+    Raises:
+        InputError: one line per problem, each starting with ``where`` (the trial), then the key,
+            the value and the rule.
+    """
+    try:
+        checked = TrainFileSpec.model_validate(dict(config)).model_dump()
+    except ValidationError as err:
+        raise InputError([Problem(f"{where}: {p.path}", p.value, p.rule)
+                          for p in pydantic_problems(err, TrainFileSpec)]) from None
+    if spec is None:
+        return
+    program = checked["program"] or {}
+    function = program.get("function")
+    expected: dict[str, Any] = {"trainer": PROGRAM_TRAINER if spec.get("program") or function else spec.get("trainer")}
+    if function is not None:
+        expected["program.function"] = spec.get("trainer")
+    if spec.get("program") is not None and not program:
+        expected["program"] = f"{spec['program']} (the spec's program)"
+    elif spec.get("program") is not None:
+        command = spec.get("command")
+        expected.update({"program.program": spec["program"], "program.workdir": spec.get("workdir"),
+                         "program.command": [str(c) for c in command] if command else None})
+    if program:
+        expected["program.logs"] = str(Path(str(spec.get("artifacts"))) / str(spec.get("name")) / "programs")
+    got = {"trainer": checked["trainer"], **{f"program.{k}": v for k, v in program.items()}}
+    problems = [Problem(f"{where}: {key}", got.get(key), f"differs from the study's spec ({value!r}); a config read "
+                        "back from a study must be the one sweeper stored, so it is not run")
+                for key, value in expected.items() if got.get(key) != value]
+    if program and spec.get("program") is None and function is None:
+        problems.append(Problem(f"{where}: program", program.get("program"), "is not in the study's spec; a config "
+                                "read back from a study must be the one sweeper stored, so it is not run"))
+    if problems:
+        raise InputError(problems)

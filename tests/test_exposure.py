@@ -1,0 +1,189 @@
+"""Nothing exposed (issue 22, part 4): a config read back from a study is untrusted and checked
+before it runs; storage URLs come from SWEEPER_STORAGE with one precedence; a password in the
+URL reaches no output, no log file and no stored attribute."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from sweeper import record
+from sweeper.cli import app
+from sweeper.defaults import DEFAULT_STORAGE, default_storage
+from sweeper.spec import raw_spec, validate
+from sweeper.studies import create_study
+from tests.conftest import POSTGRES_ENV, postgres_url, write_spec
+
+runner = CliRunner()
+
+
+def _one_trial_study(tmp_path: Path, spec: dict[str, Any]) -> tuple[str, optuna.Study, int]:
+    """A study made by sweeper with one COMPLETE trial and its stored config (no Ray)."""
+    sweep = validate(spec)
+    study = create_study(sweep, 1)
+    trial = study.ask(fixed_distributions=sweep.space.distributions)
+    record.write_asked(trial, sweep.trial_config(trial.params, trial.number), "driver0", "ray0")
+    trial.report(0.5, 1)
+    study.tell(trial, 0.5)
+    return str(spec["storage"]), study, trial._trial_id
+
+
+def _plant(url: str, trial_id: int, change: Any) -> None:
+    """Rewrite a trial's stored config as anyone who can write the database can (in SQL: Optuna's
+    API refuses to change a finished trial)."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        query = "trial_user_attributes WHERE trial_id = :t AND key = :k"
+        config = json.loads(connection.execute(text(f"SELECT value_json FROM {query}"),
+                                               {"t": trial_id, "k": record.CONFIG}).scalar_one())
+        connection.execute(text(f"UPDATE {query.replace('WHERE', 'SET value_json = :v WHERE')}"),
+                           {"t": trial_id, "k": record.CONFIG, "v": json.dumps(change(config))})
+    engine.dispose()
+
+
+def test_a_planted_config_is_refused_before_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program sweep's trial config rewritten in the database (another command, an unknown key,
+    another trainer) is refused by export and retrain with one line naming the trial, exit 2,
+    nothing written and nothing run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text("print('score=1')\n")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    spec = {"name": "planted", "method": "random", "program": "train.py", "metric": {"name": "score"}, "epochs": 2,
+            "storage": url, "artifacts": str(tmp_path / "art"), "parameters": {"lr": {"values": [0.1, 0.2]}}}
+    url, _, trial_id = _one_trial_study(tmp_path, spec)
+    good = tmp_path / "good.yaml"
+    assert runner.invoke(app, ["export", "planted", "--storage", url, "-o", str(good)]).exit_code == 0
+    pwned = tmp_path / "PWNED"
+    plants = {
+        "program.command": lambda c: {**c, "program": {**c["program"], "command": ["sh", "-c", f"touch {pwned}"]}},
+        "program.env": lambda c: {**c, "program": {**c["program"], "env": {"LD_PRELOAD": "/tmp/x.so"}}},
+        "trainer": lambda c: {**c, "trainer": "os:system"},
+        "program": lambda c: {k: v for k, v in c.items() if k != "program"},
+        "program.trial_timeout": lambda c: {**c, "program": {**c["program"], "trial_timeout": -1}},
+    }
+    for path, change in plants.items():
+        _plant(url, trial_id, lambda c, change=change: change(c))
+        for args in (["export", "planted", "--storage", url, "-o", str(tmp_path / "best.yaml")],
+                     ["retrain", "planted", "--storage", url, "-o", str(tmp_path / "retrained")]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 2, (path, args[0], result.output)
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: trial 0 of 'planted': {path}: "), lines
+            assert "Traceback" not in result.output
+        assert not (tmp_path / "best.yaml").exists() and not (tmp_path / "retrained").exists() and not pwned.exists()
+        _plant(url, trial_id, lambda c: {k: v for k, v in __import__("yaml").safe_load(good.read_text()).items()
+                                         if k != "provenance"})
+    # the untouched config still exports, and its program is the spec's
+    assert runner.invoke(app, ["export", "planted", "--storage", url, "-o", str(tmp_path / "best.yaml")]).exit_code == 0
+
+
+def test_storage_precedence_is_flag_then_spec_then_environment_then_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_spec(tmp_path / "s.yaml", {"method": "random", "trainer": "tests.fake_trainers:plain_fit",
+                                            "epochs": 2, "parameters": {"lr": {"values": [0.1]}}})
+    with_storage = write_spec(tmp_path / "t.yaml", {**__import__("yaml").safe_load(spec.read_text()),
+                                                     "storage": "sqlite:///from-spec.db"})
+    monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
+    assert default_storage() == DEFAULT_STORAGE == raw_spec(spec)["storage"]
+    monkeypatch.setenv("SWEEPER_STORAGE", "sqlite:///from-env.db")
+    assert raw_spec(spec)["storage"] == "sqlite:///from-env.db" == default_storage()
+    assert raw_spec(with_storage)["storage"] == "sqlite:///from-spec.db"
+    assert raw_spec(with_storage, storage="sqlite:///from-flag.db")["storage"] == "sqlite:///from-flag.db"
+    # the readers: --storage, else SWEEPER_STORAGE (an empty study list names the storage it read)
+    monkeypatch.setenv("SWEEPER_STORAGE", f"sqlite:///{tmp_path / 'env.db'}")
+    assert f"no studies in sqlite:///{tmp_path / 'env.db'}" in runner.invoke(app, ["studies"]).output
+    flag = runner.invoke(app, ["studies", "--storage", f"sqlite:///{tmp_path / 'flag.db'}"]).output
+    assert f"no studies in sqlite:///{tmp_path / 'flag.db'}" in flag
+
+
+def _password_url(password: str) -> str:
+    base = postgres_url()
+    assert base is not None
+    return make_url(base).set(password=password).render_as_string(hide_password=False)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(postgres_url() is None, reason=f"{POSTGRES_ENV} is not set")
+@pytest.mark.usefixtures("ray_local")
+def test_a_password_in_the_storage_url_is_never_shown_logged_or_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command run with a password in the URL, through --storage and through SWEEPER_STORAGE:
+    the password is in no output, no file under the run's folders (artifacts, exports, report, Ray's
+    session logs) and no attribute stored in the database. (The test server trusts any password.)"""
+    import ray
+
+    password = f"pw-{uuid.uuid4().hex}"
+    url = _password_url(password)
+    name = f"exposed-{uuid.uuid4().hex[:8]}"
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path / "s.yaml", {
+        "name": name, "method": "random", "trainer": "tests.fake_trainers:CURVE", "epochs": 2, "run_cap": 2,
+        "artifacts": str(tmp_path / "art"), "max_concurrent_trials": 1,
+        "parameters": {"lr": {"min": 0.001, "max": 0.02}}})
+    outputs: list[str] = []
+
+    def run(args: list[str], via_env: bool) -> None:
+        if via_env:
+            monkeypatch.setenv("SWEEPER_STORAGE", url)
+        else:
+            monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
+            args = [*args, "--storage", url]
+        result = runner.invoke(app, args)
+        outputs.append(result.output)
+        assert result.exit_code == 0, (args[0], result.output)
+
+    run(["validate", str(spec)], via_env=True)
+    assert "***@" in outputs[-1]
+    run(["launch", str(spec)], via_env=True)
+    run(["show", name], via_env=False)
+    run(["show", name], via_env=True)
+    run(["export", name, "-o", str(tmp_path / "best.yaml")], via_env=True)
+    run(["export", name, "-o", str(tmp_path / "best2.yaml")], via_env=False)
+    run(["report", name, "-o", str(tmp_path / "report.html")], via_env=True)
+    run(["studies"], via_env=False)
+    run(["resume", name], via_env=False)
+    run(["resume", name], via_env=True)
+    run(["launch", str(spec), "--resume"], via_env=False)
+    monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
+    # a failure names the server, never the password
+    broken = runner.invoke(app, ["show", name, "--storage", _password_url(password).replace(":5432", ":1")])
+    assert broken.exit_code == 2
+    outputs.append(broken.output)
+    for output in outputs:
+        assert password not in output
+    assert any("***" in output for output in outputs)
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    searched = 0
+    for folder in (tmp_path, session / "logs"):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
+                searched += 1
+    assert searched > 10 and (tmp_path / "report.html").is_file() and (tmp_path / "best.yaml").is_file()
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        for table in ("study_user_attributes", "study_system_attributes", "trial_user_attributes",
+                      "trial_system_attributes", "studies"):
+            hits = connection.execute(text(f"SELECT count(*) FROM {table} WHERE CAST({table} AS TEXT) LIKE :p"),
+                                      {"p": f"%{password}%"}).scalar()
+            assert hits == 0, table
+        stored = connection.execute(text(
+            "SELECT a.value_json FROM study_user_attributes a JOIN studies s USING (study_id) "
+            "WHERE s.study_name = :n AND a.key = :k"), {"n": name, "k": record.STUDY_SPEC}).scalar()
+    engine.dispose()
+    assert stored is not None and ":***@" in stored
+    finished = optuna.load_study(study_name=name, storage=url).trials
+    assert sum(t.state.is_finished() for t in finished) == 2
