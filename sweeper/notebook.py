@@ -3,8 +3,9 @@
 In a terminal, :class:`sweeper.progress.SweepProgress` prints a line per trial under a live
 status line (rich's ``Live``). In a notebook, :class:`NotebookProgress` runs the same object on a
 recording console and shows what it wrote as one IPython display (``display_id``), updated as
-trials end and once a second: the sweep's header, the live counts with the best so far, and the
-last :data:`SHOWN_TRIALS` trial lines (how each ended, at which epoch: ASHA's rung decisions),
+trials end and once a second: the sweep's header, the live counts with the best so far, the
+running trials with the epoch each has reached (read from the study), and the last
+:data:`SHOWN_TRIALS` trial lines (how each ended, at which epoch: ASHA's rung decisions),
 coloured as rich colours them. A saved notebook keeps the display's last state. No ipywidgets.
 """
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 SHOWN_TRIALS = 12
-WIDTH = 100
+WIDTH = 120
 RECORD_WIDTH = 400  # the lines as printed, unwrapped; the page wraps them
 REFRESH_S = 1.0
 
@@ -40,6 +41,7 @@ class NotebookProgress:
                                force_jupyter=False, color_system="truecolor", highlight=False)
         self.progress = SweepProgress(sweep, self._record)
         self._handle: Any = None
+        self._study: Any = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,6 +52,7 @@ class NotebookProgress:
         from IPython.display import display
 
         self.progress.start(searcher, concurrency)
+        self._study = searcher.study
         self._handle = display(HTML(self.html()), display_id=True)
         self._thread = threading.Thread(target=self._refresh, name="sweeper-progress", daemon=True)
         self._thread.start()
@@ -76,6 +79,9 @@ class NotebookProgress:
         hidden = len(trials) - SHOWN_TRIALS
         shown = [Text.from_ansi(ln) for ln in header]
         shown.append(self.progress.line(WIDTH))
+        running = self.running()
+        if running:
+            shown.append(Text("running: " + ", ".join(running), style="blue"))
         if hidden > 0:
             shown.append(Text(f"... {hidden} earlier trial(s)", style="dim"))
         shown += [Text.from_ansi(ln) for ln in trials[-SHOWN_TRIALS:]]
@@ -84,6 +90,24 @@ class NotebookProgress:
             page.print(text, soft_wrap=True)
         return page.export_html(inline_styles=True, code_format="<pre style=\"font-family:monospace;"
                                 "line-height:1.3;margin:0\">{code}</pre>")
+
+    def running(self) -> list[str]:
+        """The study's RUNNING trials as ``#7 epoch 2/4 (val_accuracy 0.6125)``, by number; empty
+        before the start, or when the study cannot be read this second."""
+        from optuna.trial import TrialState
+
+        if self._study is None:
+            return []
+        try:
+            trials = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception:  # a busy or dropped database: the display waits for the next second
+            return []
+        sweep, out = self.progress.sweep, []
+        for t in sorted(trials, key=lambda t: t.number):
+            epochs = sorted(t.intermediate_values)
+            last = f" ({sweep.spec.metric.name} {t.intermediate_values[epochs[-1]]:.4f})" if epochs else ""
+            out.append(f"#{t.number} epoch {epochs[-1] if epochs else 0}/{sweep.max_epochs}{last}")
+        return out
 
     def _update(self) -> None:
         if self._handle is not None:

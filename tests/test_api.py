@@ -199,3 +199,47 @@ def test_launch_runs_a_spec_with_overrides(tmp_path: Path, monkeypatch: pytest.M
     assert optuna.load_study(study_name="launched", storage=url).user_attrs["sweeper_spec"]["run_cap"] == 2
     with pytest.raises(InputError, match="already exists"):
         sweeper.launch(spec, storage=url)
+
+
+def test_ipython_shows_sweepers_errors_as_one_line(tmp_path: Path) -> None:
+    """In IPython (as in a Jupyter kernel), a bad call prints its one line, no traceback."""
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    code = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            "shell = InteractiveShell.instance()\n"
+            f"shell.run_cell({f'import sweeper; sweeper.load({chr(34)}nope{chr(34)}, {url!r})'!r})\n"
+            "shell.run_cell('print(1 / 0)')\n")  # other errors keep IPython's traceback
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [ln for ln in done.stderr.splitlines() if "does not exist" in ln]
+    assert lines == [f"InputError: study: 'nope' does not exist in {url}; studies there: none"], done.stderr
+    assert "Traceback" not in done.stderr.split("ZeroDivisionError")[0]
+    assert "ZeroDivisionError" in done.stdout + done.stderr
+
+
+def test_the_notebook_display_shows_counts_running_epochs_and_the_last_trials(tmp_path: Path) -> None:
+    """sweeper.notebook's HTML: the header, the counts, the running trials' epochs read from the
+    study, the last SHOWN_TRIALS trial lines with the earlier ones counted, and no ANSI codes."""
+    from sweeper.notebook import SHOWN_TRIALS, NotebookProgress
+    from sweeper.progress import SweepStart, TrialEnd
+
+    url, name = _finished_study(tmp_path)
+    valid = validate({"name": name, "method": "random", "run_cap": 30, "epochs": 2, "storage": url,
+                      "trainer": "tests.fake_trainers:CURVE", "parameters": {"lr": {"min": 0.001, "max": 0.02}}})
+    study = optuna.load_study(study_name=name, storage=url)
+    running = study.ask(fixed_distributions=valid.space.distributions)
+    running.report(0.625, 1)
+    shown = NotebookProgress(valid)
+    shown.progress.begin(SweepStart(2, {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.FAIL: 0},
+                                    (0.8, 1)), running=lambda: 1)
+    shown._study = study
+    try:
+        for number in range(4, 4 + SHOWN_TRIALS + 2):
+            shown.trial_ended(TrialEnd(number, TrialState.PRUNED, 1, 2, 0.1, {"lr": 0.001}))
+        page = shown.html()
+    finally:
+        shown.stop()
+    assert f"sweep <span style=\"font-weight: bold\">{name}</span>: random search" in page
+    assert f"running: #{running.number} epoch 1/2 (val_accuracy 0.6250)" in page
+    assert "2 earlier trial(s)" in page and f"trial  {4 + SHOWN_TRIALS + 1} " in page and "trial   4 " not in page
+    assert "best val_accuracy 0.8000 (trial 1)" in page.replace("</span>", "").split("running:")[0], page
+    assert "\x1b" not in page
