@@ -157,6 +157,9 @@ s = sweeper.agent(sid, function=train, count=3, storage=url)
 assert isinstance(s, sweeper.Sweep)
 sweeper.agent(sid, function=train, count=2, storage=url)
 sweeper.agent(sweeper.sweep({**config, "name": "plain_fit"}, storage=url), function=fit, count=2, storage=url)
+named = {"name": "named_trainer", "method": "random", "epochs": 2, "trainer": "tests.fake_trainers:CURVE",
+         "artifacts": sys.argv[2], "max_concurrent_trials": 1, "parameters": {"lr": {"min": 0.001, "max": 0.02}}}
+sweeper.agent(sweeper.sweep(named, storage=url), count=2, storage=url)  # the spec's trainer: no function
 print("DONE", callable(sweeper.launch))
 """
 
@@ -165,7 +168,7 @@ print("DONE", callable(sweeper.launch))
 def test_agent_runs_main_functions_and_each_call_adds_count(tmp_path: Path) -> None:
     """A zero-argument W&B function and a fit(config, report), both defined in __main__: wandb
     works unchanged, ASHA's stop prunes the function with its curve, and a second call adds
-    `count` finished trials to the study."""
+    `count` finished trials to the study; a config naming its trainer runs with no function."""
     (tmp_path / "main.py").write_text(_SCRIPT)
     url = f"sqlite:///{tmp_path / 'a.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -181,6 +184,7 @@ def test_agent_runs_main_functions_and_each_call_adds_count(tmp_path: Path) -> N
     study = optuna.load_study(study_name="wandb_fn", storage=url)
     assert study.trials[0].user_attrs["history"][-1]["nested/loss"] == pytest.approx(0.1)
     assert study.trials[0].user_attrs["config"]["program"]["function"] == "__main__:train"
+    assert sweeper.load("named_trainer", url).counts() == {"COMPLETE": 2}
     plain = sweeper.load("plain_fit", url).trials
     assert len(plain) == 2 and plain.loc[0, "state"] == "COMPLETE" and plain.loc[0, "curve"] == pytest.approx(
         [0.3, 0.6, 0.9])
