@@ -62,7 +62,8 @@ def fit_given_to_agent(config: Any, report: Any) -> dict[str, float]:
     raise InputError("trainer: this sweep's function is given to sweeper.agent(sweep_id, function=fit)")
 
 
-def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | None = None) -> str:
+def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | None = None,
+          entity: str | None = None) -> str:
     """Validate a sweep config, as ``sweeper validate`` does, create its study, and return its name
     (the ``sweep_id`` that :func:`agent` takes), as ``wandb.sweep`` does.
 
@@ -76,6 +77,7 @@ def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | 
     Args:
         sweep_config: the sweep, a mapping or a path.
         project: W&B's project; here, the prefix of a generated study name.
+        entity: W&B's entity, accepted so that a W&B call runs renamed; not used.
         storage: SQLAlchemy URL of the study's storage (overrides the config's ``storage``;
             default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
 
@@ -110,7 +112,8 @@ def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | 
 
 
 def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int | None = None, *,
-          storage: str | None = None, address: str | None = None) -> Sweep:
+          storage: str | None = None, address: str | None = None, entity: str | None = None,
+          project: str | None = None) -> Sweep:
     """Run trials of a sweep on Ray Tune with ASHA, as ``wandb.agent`` runs them, and return it.
 
     Each call runs ``count`` more finished (COMPLETE or PRUNED) trials: a second call adds
@@ -129,6 +132,8 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
             the whole study (for a grid, at most the points left).
         storage: SQLAlchemy URL of the study's storage (default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
         address: a Ray cluster to join (``auto``, ``HEAD_IP:6379``); default: Ray on this machine.
+        entity, project: W&B's, accepted so that a W&B call runs renamed; not used (the study
+            is ``sweep_id``).
 
     Returns:
         the sweep (:class:`sweeper.handle.Sweep`): its trials, best, plots.

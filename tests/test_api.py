@@ -88,8 +88,9 @@ def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path) -> No
     with pytest.raises(InputError, match="dict or a YAML"):
         sweeper.sweep(42, storage=url)  # type: ignore[arg-type]
     sid = sweeper.sweep(CONFIG, storage=url)
-    with pytest.raises(InputError, match="function=train"):
-        sweeper.agent(sid, storage=url)  # a W&B dict names no trainer: the function must be given
+    assert sweeper.sweep(CONFIG, "p", entity="e", storage=url).startswith("p-")  # W&B's keywords accepted
+    with pytest.raises(InputError, match="function=train"):  # a W&B dict names no trainer: give the function
+        sweeper.agent(sid, storage=url, entity="e", project="p")
     with pytest.raises(InputError, match="count: 0"):
         sweeper.agent(sid, function=lambda: None, count=0, storage=url)
     with pytest.raises(InputError, match="does not exist"):
