@@ -84,8 +84,9 @@ def exited(process: subprocess.Popen[bytes]) -> bool:
 
 def stop(process: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
     """End the program's whole process group: SIGTERM (the launcher then stops every descendant,
-    SIGKILL after ``grace_s`` seconds, default :data:`KILL_GRACE_S`), wait, then SIGKILL the group whether or not its leader has exited,
-    and reap the launcher. Returns at once for a launcher already reaped."""
+    SIGKILL after ``grace_s`` seconds, default :data:`KILL_GRACE_S`), wait up to ``grace_s`` + 5 s,
+    then SIGKILL the group whether or not its leader has exited, and reap the launcher. Returns at
+    once for a launcher already reaped."""
     if process.returncode is not None:
         return
     if not exited(process):

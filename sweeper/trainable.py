@@ -88,8 +88,10 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
     )
     trained_before = float((resume_state or {}).get(TRAIN_S_KEY, 0.0))
     started = time.perf_counter()
-    # A program trial stops its program at the timeout itself; another trainer is stopped at a report.
-    timeout = None if train_config.program else config.get("trial_timeout")
+    # A program trial stops its program at the timeout itself; another trainer (a W&B function
+    # too) is stopped at its first report after the deadline.
+    program = train_config.program or {}
+    timeout = None if program.get("program") and not program.get("function") else config.get("trial_timeout")
 
     def report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
         if timeout and time.perf_counter() - started > timeout:

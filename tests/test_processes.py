@@ -230,7 +230,7 @@ def test_pruned_failed_timed_out_and_killed_program_trials_leave_nothing_behind(
         # trial 0 has logged a step: SIGKILL its Ray worker (the launcher's parent)
         wait_until(lambda: bool(_running(launcher)) and bool(trials_of(url, "hostile"))
                    and bool(trials_of(url, "hostile")[0].intermediate_values), 120, proc, log)
-        pid = int(_running(launcher)[0].split()[0])
+        pid = int(next(line for line in _running(launcher) if "--inner" not in line).split()[0])
         worker = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(worker, signal.SIGKILL)
         proc.wait(timeout=400)
@@ -255,3 +255,29 @@ def test_pruned_failed_timed_out_and_killed_program_trials_leave_nothing_behind(
             assert sizes and sum(sizes) <= cap, (n, kind, sizes)
     assert (logs / "trial-0.out.1").exists()  # rotated: 300 KB written to a 52 KB cap
     assert optuna.load_study(study_name="hostile", storage=url).best_value == 30.0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_a_python_trainer_past_trial_timeout_fails_at_its_next_report(tmp_path: Path) -> None:
+    """trial_timeout with a Python trainer: stopped at the first report after the deadline, FAIL
+    with the reason, and the failure budget ends the sweep (exit 1)."""
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    spec = write_spec(tmp_path / "t.yaml", {
+        "name": "timed", "method": "random", "trainer": "tests.fake_trainers:CURVE", "epochs": 6, "run_cap": 1,
+        "max_failed_trials": 0, "trial_timeout": 1.5, "storage": url, "artifacts": str(tmp_path / "art"),
+        "parameters": {"lr": {"value": 0.01}, "sleep_s": {"value": 0.6}}})
+    result = CliRunner().invoke(app, ["launch", str(spec)])
+    assert result.exit_code == 1, result.output
+    [trial] = optuna.load_study(study_name="timed", storage=url).trials
+    assert trial.state == TrialState.FAIL
+    import re
+
+    stopped = re.match(r"TimeoutError: trial_timeout: ran longer than 1.5 s \(stopped at epoch (\d)\)$",
+                       trial.user_attrs["fail_reason"])
+    assert stopped is not None and 2 <= int(stopped.group(1)) <= 4, trial.user_attrs["fail_reason"]
+    assert sorted(trial.intermediate_values) == list(range(1, int(stopped.group(1))))  # epoch 6 never reached
