@@ -183,3 +183,39 @@ def test_when_no_trial_is_feasible_it_says_so_and_exports_nothing_silently(tmp_p
     assert proc.returncode == 2 and not (tmp_path / "best.yaml").exists()
     assert "no COMPLETE trial of study 'tiny' meets its constraints" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resume_rebuilds_the_rungs_asha_held_live_with_constraints() -> None:
+    """What a resumed sweep's ASHA holds (replayed from the study's per-epoch history) equals what
+    it held live, infeasible trials ranked last and the one stopped as infeasible included."""
+    bounds = (Bound("param_count", "max", 1000.0), Bound("val_loss", "max", 0.5))
+    results = {
+        "a": [{"epoch": 1, "acc": 0.6, "param_count": 10.0, "val_loss": 0.4},
+              {"epoch": 2, "acc": 0.7, "param_count": 10.0, "val_loss": 0.3}],
+        "b": [{"epoch": 1, "acc": 0.9, "param_count": 10.0, "val_loss": 0.8}],
+        "c": [{"epoch": 1, "acc": 0.95, "param_count": 5000.0, "val_loss": 0.1}],
+        "d": [{"epoch": 1, "acc": 0.5, "param_count": 10.0, "val_loss": 0.2},
+              {"epoch": 2, "acc": 0.8, "param_count": 10.0, "val_loss": 0.2}],
+    }
+
+    def make() -> RecordingASHA:
+        return RecordingASHA(time_attr="epoch", metric="acc", mode="max", max_t=4, grace_period=1,
+                             reduction_factor=2, bounds=bounds)
+
+    live = make()
+    for name, rows in results.items():
+        trial = _Trial(name)
+        live.on_trial_add(None, trial)  # type: ignore[arg-type]
+        for row in rows:
+            if live.on_trial_result(None, trial, dict(row)) == "STOP":  # type: ignore[arg-type]
+                break
+        live.on_trial_complete(None, trial, dict(row))  # type: ignore[arg-type]
+    replayed = make()
+    replayed.replay({name: {int(r["epoch"]): r for r in rows} for name, rows in results.items()})
+
+    def rungs(asha: RecordingASHA) -> list[dict[str, float]]:
+        return [dict(recorded) for _, recorded in asha._brackets[0]._rungs]
+
+    assert rungs(replayed) == rungs(live)
+    rung1 = next(r for r in rungs(live) if "c" in r)
+    assert rung1["a"] == 0.6 and rung1["c"] < rung1["b"] < 0  # both infeasible, c the more violating
