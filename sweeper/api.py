@@ -132,8 +132,8 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
             the whole study (for a grid, at most the points left).
         storage: SQLAlchemy URL of the study's storage (default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
         address: a Ray cluster to join (``auto``, ``HEAD_IP:6379``); default: Ray on this machine.
-        entity, project: W&B's, accepted so that a W&B call runs renamed; not used (the study
-            is ``sweep_id``).
+        entity: W&B's, accepted so that a W&B call runs renamed; not used.
+        project: W&B's, accepted likewise; not used (the study is ``sweep_id``).
 
     Returns:
         the sweep (:class:`sweeper.handle.Sweep`): its trials, best, plots.

@@ -179,7 +179,7 @@ def test_export_train_studies_and_show_on_a_recorded_study(in_tmp: Path) -> None
     best = json.loads((in_tmp / "best.json").read_text())
     assert best["provenance"]["trial"] == 2 and best["provenance"]["value"] == 0.7  # PRUNED 0.9 is never best
     result = runner.invoke(app, ["export", "tiny", "--rank", "3"])
-    assert result.exit_code == 2 and "exceeds the 2 COMPLETE trial(s)" in result.output
+    assert result.exit_code == 2 and "exceeds the 2 feasible COMPLETE trial(s)" in result.output
     result = runner.invoke(app, ["export", "nope"])
     assert result.exit_code == 2 and "studies there: tiny" in result.output
     result = runner.invoke(app, ["train", "best.json", "--epochs", "2"])
