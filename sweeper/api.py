@@ -22,14 +22,13 @@ as its lines alone, without a traceback, once this module has run a call.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sweeper.defaults import default_storage
+from sweeper.defaults import FIT_TRAINER, FUNCTION_TRAINER, default_storage
 from sweeper.errors import InputError, SweeperError
 from sweeper.handle import Sweep
 
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FIT_TRAINER", "FUNCTION_TRAINER", "Sweep", "agent", "launch", "load", "sweep"]
 
-FUNCTION_TRAINER = "sweeper.api:function_given_to_agent"
-FIT_TRAINER = "sweeper.api:fit_given_to_agent"
 _STAND_INS = (FUNCTION_TRAINER, FIT_TRAINER)
 SpecLike = Mapping[str, Any] | str | os.PathLike[str]
 
@@ -166,10 +163,9 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
         grid = validate({**raw, "run_cap": None}).space.size() if raw.get("method") == "grid" else None
         if grid is not None:
             raw["run_cap"] = min(raw["run_cap"], grid)
+    # The trials' configs name the stand-in, never the notebook's function: a config read back
+    # from the study names only what sweeper.spec.check_trial_config lets `sweeper train` import.
     valid = validate(raw)
-    if function is not None and valid.program is not None:  # the trials record the function's own name
-        named = f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"
-        valid = dataclasses.replace(valid, program={**valid.program, "function": named})
     _run(valid, resume=True, function=function, address=address)
     return Sweep(sweep_id, url)
 
@@ -233,8 +229,13 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
     Jupyter the progress is one display updated in place (:mod:`sweeper.notebook`).
 
     Raises:
-        as :func:`sweeper.launch.launch`.
+        InputError: the sweep's trainer is a stand-in for a function given to :func:`agent` and
+            no ``function`` is given (``sweeper resume`` on a notebook's sweep); else as
+            :func:`sweeper.launch.launch`.
     """
+    if function is None and valid.spec.trainer in (FUNCTION_TRAINER, FIT_TRAINER):
+        raise InputError(f"trainer: sweep {valid.name!r} runs a function defined where it was made; continue it "
+                         f"there with sweeper.agent({valid.name!r}, function=train)")
     from rich.console import Console
 
     from sweeper.launch import launch as launch_sweep

@@ -254,7 +254,7 @@ def export(
     import yaml
 
     from sweeper.progress import front_table
-    from sweeper.results import export_config, is_multi_objective, pareto_front
+    from sweeper.results import export_config, is_multi_objective, least_violating, pareto_front
     from sweeper.studies import load_study
 
     if format_ not in ("yaml", "json"):
@@ -265,7 +265,11 @@ def export(
     if pareto:
         if not is_multi_objective(loaded):
             raise InputError(f"--pareto: study {study!r} has one objective; its best trials come by --rank")
-        out.print(front_table(study, pareto_front(loaded)))
+        front = pareto_front(loaded)
+        if not front and (nearest := least_violating(loaded)) is not None:
+            raise InputError(f"--pareto: no COMPLETE trial of study {study!r} meets its constraints; the least "
+                             f"violating is trial {nearest.number}")
+        out.print(front_table(study, front))
         return
     config = export_config(loaded, storage, rank, trial)
     text = json.dumps(config, indent=2) + "\n" if format_ == "json" else yaml.safe_dump(config, sort_keys=False)

@@ -84,6 +84,22 @@ def violations(bounds: Sequence[Bound], row: Mapping[str, float]) -> dict[str, f
             if b.metric in row and not math.isnan(float(row[b.metric]))}
 
 
+def told_row(history: Sequence[Mapping[str, float]], complete: bool) -> Mapping[str, float]:
+    """The epoch whose values a trial's end is told with: its last, or for a COMPLETE trial whose
+    trainer kept its best epoch's weights (``best_epoch``), that epoch (``{}`` without history)."""
+    row = history[-1] if history else {}
+    if complete and "best_epoch" in row:
+        row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
+    return row
+
+
+def constraint_values(bounds: Sequence[Bound], row: Mapping[str, float]) -> dict[str, float]:
+    """:func:`violations` of ``row`` for every bound: a bound whose metric the row lacks (a trainer or
+    program that never reported it) counts as broken, by infinity, so a limit the sweep cannot
+    check never passes as met."""
+    return {**{b.key: math.inf for b in bounds}, **violations(bounds, row)}
+
+
 def final_violation(bounds: Sequence[Bound], row: Mapping[str, float]) -> str | None:
     """``infeasible: <bound as broken>`` when ``row`` breaks a bound that cannot recover, else ``None``."""
     broken = [b.describe(float(row[b.metric])) for b in bounds

@@ -19,3 +19,7 @@ def default_storage() -> str:
     ``validate``), then ``SWEEPER_STORAGE``, then ``sqlite:///sweeps.db``.
     """
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+# The stand-in trainers of a sweep made by sweeper.sweep() without one: its function is given to
+# sweeper.agent(sweep_id, function=...) in the notebook, and runs only there (see sweeper.api).
+FUNCTION_TRAINER = "sweeper.api:function_given_to_agent"
+FIT_TRAINER = "sweeper.api:fit_given_to_agent"

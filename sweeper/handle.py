@@ -100,7 +100,9 @@ class Sweep:
         rows = []
         for t in self.study.get_trials(deepcopy=False):
             values = list(t.values) if t.values is not None else []
-            curve = [float(v) for _, v in sorted(t.intermediate_values.items())]
+            # A multi-objective study holds no intermediate values: the first objective's curve.
+            curve = [float(v) for _, v in sorted(t.intermediate_values.items())] or [
+                float(v[0]) for _, v in sorted(record.objective_curve_of(t).items())]
             start, ended = t.datetime_start, t.datetime_complete
             row: dict[str, Any] = {
                 "number": t.number, "state": t.state.name,

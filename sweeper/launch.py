@@ -138,9 +138,11 @@ def run_sweep(
         searcher.count_failures()
     if resume or warm_start is not None:  # the rungs start from the curves the study holds
         trials = study.get_trials(deepcopy=False)
-        if isinstance(scheduler, MultiObjectiveASHA):  # a trial stopped as infeasible joined no rung
-            scheduler.replay({f"study-trial-{t.number}": curve for t in trials
-                              if (curve := record.objective_curve_of(t)) and not record.pruned_reason_of(t)})
+        if isinstance(scheduler, MultiObjectiveASHA):
+            # A trial stopped as infeasible was stopped at its last epoch before it was judged there.
+            scheduler.replay({f"study-trial-{t.number}": {e: v for e, v in curve.items()
+                                                          if not (record.pruned_reason_of(t) and e == max(curve))}
+                              for t in trials if (curve := record.objective_curve_of(t))})
         elif scheduler is not None:
             # With constraints, ASHA judged each epoch's metrics (a trial breaking a bound ranks last).
             scheduler.replay({f"study-trial-{t.number}": ({int(r["epoch"]): r for r in record.history_of(t)}

@@ -76,6 +76,8 @@ def exited(process: subprocess.Popen[bytes]) -> bool:
     """Whether ``process`` has ended, without reaping it (its pid and group id stay reserved)."""
     if process.returncode is not None:
         return True
+    if not hasattr(os, "waitid"):  # macOS: no waitid; poll() reaps (the group id may then be reused)
+        return process.poll() is not None
     try:
         return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:

@@ -30,6 +30,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from sweeper import record
+from sweeper.constraints import constraint_values, told_row
 from sweeper.pareto import Vector, minimised, rank_order
 from sweeper.progress import TrialEnd
 from sweeper.scheduler import Scheduler
@@ -147,8 +148,12 @@ class StudyRecorder(tune.Callback):
             where=self._where.pop(trial.trial_id, {}), wall_s=time.time() - started if started is not None else None,
             worker_retries=self._retries.pop(trial.trial_id, 0), fail_reason=reason, fail_kind=kind,
             pruned_reason=pruned)
+        history = details.history
         optuna_trial, values = self.searcher.tell(trial.trial_id, state, details)
-        self._prune_checkpoints(trial, state, values if state == TrialState.COMPLETE else None)
+        bounds = self.searcher.sweep.bounds
+        feasible = not bounds or all(v <= 0 for v in constraint_values(bounds, told_row(history, True)).values())
+        # Only a feasible COMPLETE trial can be "best": an infeasible one keeps no checkpoint.
+        self._prune_checkpoints(trial, state, values if state == TrialState.COMPLETE and feasible else None)
         if self.on_end is not None:
             self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(trial.config["sweeper"]["epochs"]),
                                  values[0] if values else None, dict(optuna_trial.params), reason or pruned,

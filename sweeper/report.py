@@ -258,8 +258,13 @@ def _optuna_figures(study: optuna.Study, trials: list[FrozenTrial], objectives: 
     figures: dict[str, go.Figure] = {}
     target = (lambda t: t.values[0]) if len(objectives) > 1 else None
     if len(objectives) in (2, 3) and complete:
+        # Optuna's plot of the feasible COMPLETE trials; the infeasible are one INFEASIBLE trace of ours.
+        feasible = memory
+        if not all(is_feasible(t) for t in complete):
+            feasible = optuna.create_study(directions=study.directions)
+            feasible.add_trials([t for t in complete if is_feasible(t)])
         figures["Pareto front plot"] = _pareto_figure(vis.plot_pareto_front(
-            memory, target_names=[name for name, _ in objectives]), points, len(objectives))
+            feasible, target_names=[name for name, _ in objectives]), points, len(objectives))
     if len(complete) < 2 or not complete[0].params:
         return figures
     figures["Parallel coordinates"] = vis.plot_parallel_coordinate(memory, target=target, target_name=metric)

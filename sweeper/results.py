@@ -48,9 +48,11 @@ def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
 
 
 def infeasible_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The finished (COMPLETE or PRUNED) trials that break a constraint, least violating first
+    """The finished (COMPLETE or PRUNED) trials of this study (warm-start copies left out) that
+    break a constraint, least violating first
     (by Optuna's measure: the sum of positive constraint values), then by trial number."""
-    out = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_feasible(t)]
+    out = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_feasible(t)
+           and record.warm_start_of(t) is None]
     return sorted(out, key=lambda t: (excess(t), t.number))
 
 

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from sweeper import record
-from sweeper.constraints import violations
+from sweeper.constraints import constraint_values, is_feasible, told_row
 from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class StudySearcher(Searcher):
         candidates = [(number, value)] if number is not None else [
             (t.number, t.values[0] if t.values else None)
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if record.warm_start_of(t) is None]
+            if record.warm_start_of(t) is None and is_feasible(t)]
         for n, v in candidates:
             if v is not None and (v >= metric.target if maximize else v <= metric.target):
                 self.target_reached = (f"trial {n} reached metric.target: {metric.name} {v:.4f} "
@@ -310,21 +310,19 @@ class StudySearcher(Searcher):
         names = [m.name for m in self.sweep.objectives]
         history = details.history
         values: list[float] | None = None
+        feasible = True
         if state in (TrialState.COMPLETE, TrialState.PRUNED) and self.sweep.bounds and history:
             # Optuna's constraint values (constraints:<key> system attributes), from the epoch whose
             # values are told: its samplers, best_trial(s), plots and dashboard read them.
-            row = history[-1]
-            if state == TrialState.COMPLETE and "best_epoch" in row:
-                row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
-            for key, value in violations(self.sweep.bounds, row).items():
+            for key, value in constraint_values(self.sweep.bounds,
+                                                told_row(history, state == TrialState.COMPLETE)).items():
                 trial.set_constraint(key, value)
+                feasible = feasible and value <= 0
         if state == TrialState.COMPLETE:
-            row = history[-1] if history else {}
-            if "best_epoch" in row:
-                row = next((r for r in history if r["epoch"] == row["best_epoch"]), row)
+            row = told_row(history, complete=True)
             values = [float(row[m]) for m in names] if all(m in row for m in names) else None
             self.study.tell(trial, values)
-            if values is not None:
+            if values is not None and feasible:  # an infeasible trial never reaches the target
                 self.check_target(trial.number, values[0])
         elif state == TrialState.PRUNED:
             told = self.study.tell(trial, state=TrialState.PRUNED)

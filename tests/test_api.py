@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 import sweeper
 from sweeper import record
-from sweeper.api import FUNCTION_TRAINER
+from sweeper.api import FIT_TRAINER, FUNCTION_TRAINER
 from sweeper.errors import InputError
 from sweeper.spec import validate
 from sweeper.studies import create_study
@@ -184,11 +184,16 @@ def test_agent_runs_main_functions_and_each_call_adds_count(tmp_path: Path) -> N
     assert all(len(c) < 3 for c in trials[trials["state"] == "PRUNED"]["curve"])
     study = optuna.load_study(study_name="wandb_fn", storage=url)
     assert study.trials[0].user_attrs["history"][-1]["nested/loss"] == pytest.approx(0.1)
-    assert study.trials[0].user_attrs["config"]["program"]["function"] == "__main__:train"
+    # The config names the stand-in, never the notebook's function (which `sweeper train` would import).
+    assert study.trials[0].user_attrs["config"]["program"]["function"] == FUNCTION_TRAINER
     assert sweeper.load("named_trainer", url).counts() == {"COMPLETE": 2}
     plain = sweeper.load("plain_fit", url).trials
     assert len(plain) == 2 and plain.loc[0, "state"] == "COMPLETE" and plain.loc[0, "curve"] == pytest.approx(
         [0.3, 0.6, 0.9])
+    # A notebook's sweep exports (its stored configs pass the check of configs read back from a study).
+    exported = sweeper.load("wandb_fn", url).export(tmp_path / "fn.yaml")
+    assert exported["trainer"] == "program" and exported["params"]["lr"] == 0.3
+    assert sweeper.load("plain_fit", url).export(tmp_path / "fit.yaml")["trainer"] == FIT_TRAINER
 
 
 @pytest.mark.slow

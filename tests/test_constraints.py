@@ -5,6 +5,7 @@ is PRUNED ``infeasible`` after its first epoch, and "best" is the best feasible 
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweeper import record
-from sweeper.constraints import INFEASIBLE, Bound, bounds_of, final_violation, judged, violations
+from sweeper.constraints import INFEASIBLE, Bound, bounds_of, constraint_values, final_violation, judged, violations
 from sweeper.errors import InputError
 from sweeper.scheduler import FeasibilityScheduler, RecordingASHA, make_scheduler
 from sweeper.spec import validate
@@ -219,3 +220,23 @@ def test_resume_rebuilds_the_rungs_asha_held_live_with_constraints() -> None:
     assert rungs(replayed) == rungs(live)
     rung1 = next(r for r in rungs(live) if "c" in r)
     assert rung1["a"] == 0.6 and rung1["c"] < rung1["b"] < 0  # both infeasible, c the more violating
+
+
+def test_a_study_stored_before_constraints_existed_still_matches_its_spec() -> None:
+    from sweeper.spec import spec_differences
+
+    given = validate(BASE).stored()
+    older = {k: v for k, v in given.items() if k not in ("constraints", "trial_timeout")}
+    assert spec_differences(older, given) == []
+    assert spec_differences(older, {**given, "constraints": [{"name": "param_count", "max": 1.0, "min": None}]}) == [
+        "constraints: None (stored) -> [{'name': 'param_count', 'max': 1.0, 'min': None}] (given)"]
+
+
+def test_a_constraint_on_a_metric_the_trainer_never_reports_is_refused_and_never_passes_as_met() -> None:
+    with pytest.raises(InputError) as err:
+        validate({**BASE, "trainer": "tests.fake_trainers:CURVE", "parameters": {"lr": {"values": [0.1, 0.2]}},
+                  "constraints": [{"name": "param_count", "max": 10}]})
+    assert "constraints[0].name: 'param_count' must be a metric the trainer reports" in str(err.value)
+    bounds = bounds_of([{"name": "param_count", "max": 10}])
+    assert constraint_values(bounds, {"val_accuracy": 0.9}) == {"param_count.max": math.inf}
+    assert constraint_values(bounds, {"param_count": 4.0}) == {"param_count.max": -6.0}

@@ -126,14 +126,19 @@ class Sweep:
 def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
     """Keys whose values differ between two stored specs, as ``path: stored -> given`` lines.
 
-    ``storage`` is left out: the stored one has its password redacted.
+    ``storage`` is left out: the stored one has its password redacted. A key one side lacks and
+    the other holds empty (``None``, ``[]``, ``{}``) is no difference: a study stored before a key
+    existed (``constraints``, ``trial_timeout``) resumes with the key's empty default.
     """
     lines: list[str] = []
+    empty: tuple[Any, ...] = (None, [], {})
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b), key=str):
                 if path == "" and key == "storage":
+                    continue
+                if (key not in a and b.get(key) in empty) or (key not in b and a.get(key) in empty):
                     continue
                 walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
         elif a != b:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sweeper.defaults import FIT_TRAINER, FUNCTION_TRAINER
 from sweeper.errors import InputError, Problem
 from sweeper.spec._problems import did_you_mean, pydantic_problems
 from sweeper.spec._schema import PROGRAM_TRAINER, TrainFileSpec
@@ -95,6 +96,11 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
     expected: dict[str, Any] = {"trainer": PROGRAM_TRAINER if spec.get("program") or function else spec.get("trainer")}
     if function is not None:
         expected["program.function"] = spec.get("trainer")
+    if spec.get("trainer") in (FUNCTION_TRAINER, FIT_TRAINER):
+        # Made by sweeper.sweep() without a trainer: sweeper.agent() ran a W&B function (a program
+        # config naming the function stand-in) or a fit(config, report) (the fit stand-in).
+        expected = ({"trainer": PROGRAM_TRAINER, "program.function": FUNCTION_TRAINER} if function is not None
+                    else {"trainer": FIT_TRAINER})
     if spec.get("program") is not None and not program:
         expected["program"] = f"{spec['program']} (the spec's program)"
     elif spec.get("program") is not None:

@@ -102,9 +102,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
             problems += [Problem(path, name, "must be a metric the trainer reports: " + ", ".join(reported)
                                  + did_you_mean(name, reported)) for path, name in named if name not in reported]
             problems += [Problem(f"constraints[{i}].name", c.name, "must be a metric the trainer reports or sweeper "
-                                 "measures: " + ", ".join(dict.fromkeys((*reported, *SWEEPER_OBJECTIVES)))
-                                 + did_you_mean(c.name, (*reported, *SWEEPER_OBJECTIVES)))
-                         for i, c in enumerate(spec.constraints) if c.name not in (*reported, *SWEEPER_OBJECTIVES)]
+                                 "measures: " + ", ".join(reported) + did_you_mean(c.name, reported))
+                         for i, c in enumerate(spec.constraints) if c.name not in reported]
         image_size = spec.data_settings()["image_size"]
         if image_size < trainer.min_image_size:
             problems.append(Problem("data.image_size", image_size,
