@@ -60,6 +60,22 @@ class SweepOutcome:
     exhausted: str | None = None
 
 
+def _cancelled(err: BaseException) -> bool:
+    """Whether ``err`` is, or was caused by, the cancellation of a Ray task (Tune wraps a
+    ``TaskCancelledError`` from its own ``ray.get`` as "Caught unexpected exception: Task ... was
+    cancelled")."""
+    from ray.exceptions import TaskCancelledError
+
+    seen: BaseException | None = err
+    for _ in range(20):  # a bounded walk down the chain of causes
+        if seen is None:
+            return False
+        if isinstance(seen, TaskCancelledError) or "was cancelled" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _trial_name(trial: Trial) -> str:
     return f"trial_{trial.config.get('trial_number', trial.trial_id)}"
 
@@ -184,6 +200,9 @@ def run_sweep(
         searcher.fail_unfinished("sweep interrupted (Ctrl-C)")
         raise
     except Exception as err:
+        if _cancelled(err):  # Ray Client's Ctrl-C (ray.cancel of the driver) landed in one of Tune's ray.get calls
+            searcher.fail_unfinished("sweep interrupted (Ctrl-C)")
+            raise KeyboardInterrupt from err
         searcher.fail_unfinished(f"driver error: {err}")
         raise SweeperError(f"the sweep stopped: {err}") from err
     finally:
