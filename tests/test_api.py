@@ -18,6 +18,7 @@ from sweeper import record
 from sweeper.api import FIT_TRAINER, FUNCTION_TRAINER
 from sweeper.errors import InputError
 from sweeper.spec import validate
+from sweeper.spec._schema import PROGRAM_TRAINER
 from sweeper.studies import create_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +193,7 @@ def test_agent_runs_main_functions_and_each_call_adds_count(tmp_path: Path) -> N
         [0.3, 0.6, 0.9])
     # A notebook's sweep exports (its stored configs pass the check of configs read back from a study).
     exported = sweeper.load("wandb_fn", url).export(tmp_path / "fn.yaml")
-    assert exported["trainer"] == "program" and exported["params"]["lr"] == 0.3
+    assert exported["trainer"] == PROGRAM_TRAINER and exported["params"]["lr"] == 0.3
     assert sweeper.load("plain_fit", url).export(tmp_path / "fit.yaml")["trainer"] == FIT_TRAINER
 
 
