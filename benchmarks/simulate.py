@@ -6,7 +6,8 @@
 The tabular-benchmark method of NAS-Bench-201 (Dong & Yang 2020), LCBench (Zimmer et al. 2021) and
 Syne Tune's simulator backend (Salinas et al. 2022): a trial does not train; its epochs are read
 from ``benchmarks/curves/cnn_cifar10.csv.gz``. ``W`` workers share a simulated clock. A trial's
-epoch ``e`` takes the table's ``epoch_s`` of that epoch; starting a trial (and resuming a paused
+epoch ``e`` takes the table's ``epoch_s`` of that epoch (runs slowed by other jobs scaled back,
+:func:`benchmarks.curves.table.retime`); starting a trial (and resuming a paused
 one) costs the tool's measured per-trial start, and the sweep its once-per-sweep start
 (:data:`COSTS`). Every runner makes its own decisions with its own code, called as its tool calls
 it:
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves.table import TABLE, Run, load
+from benchmarks.curves.table import TABLE, Run, load, retime
 
 CONTINUE, STOP, PAUSE = "CONTINUE", "STOP", "PAUSE"
 METRIC = "val_accuracy"
@@ -101,8 +102,10 @@ class Table:
 
     @classmethod
     def read(cls, path: Path = TABLE, seed: int = 0) -> Table:
-        """The table in ``path`` (see :mod:`benchmarks.curves.table`)."""
-        return cls(load(path), seed)
+        """The table in ``path`` (see :mod:`benchmarks.curves.table`), with the wall seconds of runs
+        slowed by other jobs on the CPUs scaled back (:func:`benchmarks.curves.table.retime`)."""
+        runs, _ = retime(load(path))
+        return cls(runs, seed)
 
     def key(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
         """The grid values of ``config`` in column order (the lookup key of its run)."""

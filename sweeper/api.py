@@ -302,9 +302,8 @@ def _finished(url: str, name: str) -> int:
     from sweeper import record
     from sweeper.studies import load_study
 
-    return sum(1 for t in load_study(url, name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                                                   TrialState.PRUNED))
-               if record.warm_start_of(t) is None)
+    counts = record.counts(load_study(url, name).get_trials(deepcopy=False, states=record.FINISHED))
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
 
 
 def _print_warnings(valid: ValidSweep) -> None:

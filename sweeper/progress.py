@@ -71,9 +71,7 @@ class SweepStart:
     @classmethod
     def of(cls, study: optuna.Study, concurrency: int) -> SweepStart:
         """Read ``study``."""
-        counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-        for trial in study.get_trials(deepcopy=False, states=tuple(counts)):
-            counts[trial.state] += not record.is_duplicate_draw(trial) and record.warm_start_of(trial) is None
+        counts = record.counts(study.get_trials(deepcopy=False, states=record.FINISHED))
         if len(study.directions) > 1:
             goals = [d.name.lower() for d in study.directions]
             return cls(concurrency, counts, None,
@@ -198,10 +196,9 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
     trial reached ``metric.target``, that the sweep stopped there; the duplicate draws re-sampled,
     and, when ``exhausted`` says so, that no new configuration was left."""
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state == s and not record.is_duplicate_draw(t) and record.warm_start_of(t) is None
-                     for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = record.counts(trials)
     duplicates = record.duplicate_draws_of(study.user_attrs)
-    warm = sum(record.warm_start_of(t) is not None for t in trials)
+    warm = sum(record.origin(t) == "warm start" for t in trials)
     head = Text(
         f"study {study.study_name}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
         f"{counts[TrialState.FAIL]} failed" + (f" in {wall_s:.0f}s" if wall_s is not None else "")

@@ -24,7 +24,7 @@ trial's last one through ``study.direction``, which raises there; ``trial.report
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -303,6 +303,38 @@ def warm_start_copy(trial: FrozenTrial, distributions: Mapping[str, Any], origin
 def is_duplicate_draw(trial: FrozenTrial) -> bool:
     """A FAIL trial that only records a duplicate draw (never run)."""
     return trial.state == TrialState.FAIL and fail_kind_of(trial) == "duplicate"
+
+
+Origin = Literal["run", "warm start", "duplicate draw"]
+
+
+def origin(trial: FrozenTrial) -> Origin:
+    """Where a trial's record comes from: ``warm start`` (a copy of an earlier study's trial,
+    :mod:`sweeper.warm_start`), ``duplicate draw`` (a FAIL that only records a draw of a
+    configuration that had run; never run, :mod:`sweeper.searcher`), else ``run`` (it ran in this
+    study). The one rule for "does this trial count": only ``run`` trials count toward a sweep's
+    budget, its best, its counts and its figures."""
+    if warm_start_of(trial) is not None:
+        return "warm start"
+    return "duplicate draw" if is_duplicate_draw(trial) else "run"
+
+
+def ran_here(trial: FrozenTrial) -> bool:
+    """``origin(trial) == "run"``: the trial ran in this study."""
+    return origin(trial) == "run"
+
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def counts(trials: Iterable[FrozenTrial]) -> dict[TrialState, int]:
+    """How many of ``trials`` that ran in this study (:func:`ran_here`) ended COMPLETE, PRUNED and
+    FAIL (every one of the three keys present)."""
+    out = dict.fromkeys(FINISHED, 0)
+    for t in trials:
+        if t.state in out and ran_here(t):
+            out[t.state] += 1
+    return out
 
 
 def count_duplicate_draw(study: optuna.Study) -> int:

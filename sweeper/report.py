@@ -38,7 +38,7 @@ STATE_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", 
 def state_of(t: FrozenTrial) -> str:
     """The state a trial is drawn and counted as: ``WARM START`` for a copy, ``INFEASIBLE`` for a
     finished trial that breaks the sweep's constraints (:mod:`sweeper.constraints`), else Optuna's."""
-    if record.warm_start_of(t):
+    if record.origin(t) == "warm start":
         return "WARM START"
     return "INFEASIBLE" if not is_feasible(t) else t.state.name
 
@@ -146,7 +146,7 @@ def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
     """The values of feasible COMPLETE trials in trial order and the running best (of the first
     objective, with several)."""
     done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values
-                   and record.warm_start_of(t) is None and is_feasible(t)), key=lambda t: t.number)
+                   and record.ran_here(t) and is_feasible(t)), key=lambda t: t.number)
     values = [float(t.values[0]) for t in done]
     best: list[float] = []
     for v in values:
@@ -177,7 +177,7 @@ def timeline_of(trials: Sequence[FrozenTrial]) -> list[Span]:
     """When each finished trial ran and on which worker (``host:pid``; ``node`` when unknown)."""
     spans = []
     for t in trials:
-        if t.datetime_start is None or t.datetime_complete is None or record.is_duplicate_draw(t):
+        if t.datetime_start is None or t.datetime_complete is None or record.origin(t) == "duplicate draw":
             continue
         spans.append(Span(t.number, record.worker_of(t), t.datetime_start, t.datetime_complete, state_of(t)))
     return spans
@@ -187,7 +187,7 @@ def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accou
     """Epochs run against epochs without early stopping; wall time and worker busy fraction."""
     run = planned = 0
     for t in trials:
-        if record.warm_start_of(t) is not None:
+        if record.origin(t) == "warm start":
             continue  # trained in an earlier study
         epochs_run = record.epochs_run_of(t)
         configured = record.configured_epochs(t, epochs_run)
@@ -231,9 +231,9 @@ def compute(study: optuna.Study) -> ReportData:
         goal=goal,
         objectives=objectives,
         # A duplicate draw (a FAIL that never ran) and a warm-start copy are counted apart.
-        counts=dict(Counter("DUPLICATE DRAW" if record.is_duplicate_draw(t) else f"WARM START ({t.state.name})"
-                            if record.warm_start_of(t) else f"INFEASIBLE ({t.state.name})" if not is_feasible(t)
-                            else t.state.name for t in trials)),
+        counts=dict(Counter("DUPLICATE DRAW" if record.origin(t) == "duplicate draw" else f"WARM START ({t.state.name})"
+                            if record.origin(t) == "warm start" else f"INFEASIBLE ({t.state.name})"
+                            if not is_feasible(t) else t.state.name for t in trials)),
         history=history_of(trials, maximize),
         curves=curves_of(trials),
         timeline=spans,

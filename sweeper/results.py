@@ -36,7 +36,7 @@ def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
     # A warm-start copy ran in another study: never this one's best (sweeper.warm_start).
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
-                and record.warm_start_of(t) is None and is_feasible(t)]
+                and record.ran_here(t) and is_feasible(t)]
     goals = [d.name.lower() for d in study.directions]
     points = [minimised(t.values, goals) for t in complete]
     if len(goals) > 1:
@@ -52,7 +52,7 @@ def infeasible_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     break a constraint, least violating first
     (by Optuna's measure: the sum of positive constraint values), then by trial number."""
     out = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_feasible(t)
-           and record.warm_start_of(t) is None]
+           and record.ran_here(t)]
     return sorted(out, key=lambda t: (excess(t), t.number))
 
 

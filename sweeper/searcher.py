@@ -102,7 +102,7 @@ class StudySearcher(Searcher):
         running_points: set[int] = set()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                TrialState.RUNNING)):
-            if record.warm_start_of(t) is not None:
+            if not record.ran_here(t):
                 continue  # an earlier study's trial: not this sweep's budget
             gid = record.grid_id_of(t)
             if t.state == TrialState.RUNNING:
@@ -154,7 +154,7 @@ class StudySearcher(Searcher):
         candidates = [(number, value)] if number is not None else [
             (t.number, t.values[0] if t.values else None)
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if record.warm_start_of(t) is None and is_feasible(t)]
+            if record.ran_here(t) and is_feasible(t)]
         for n, v in candidates:
             if v is not None and (v >= metric.target if maximize else v <= metric.target):
                 self.target_reached = (f"trial {n} reached metric.target: {metric.name} {v:.4f} "
@@ -208,8 +208,12 @@ class StudySearcher(Searcher):
             return self._wait(len(done) >= len(self.grid)), None
         return None, todo[0]
 
-    def _wait(self, budget_met: bool) -> str:
+    def _hold(self) -> None:
+        """Note a wait: the next suggest reads the study again only after ``POLL_S`` or a trial's end."""
         self._waited_at, self._ended_since_wait = time.monotonic(), False
+
+    def _wait(self, budget_met: bool) -> str:
+        self._hold()
         return Searcher.FINISHED if budget_met and not self.running else WAIT
 
     def _ask_new(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -224,7 +228,7 @@ class StudySearcher(Searcher):
             # Nothing new to draw. A running trial may yet FAIL and free its configuration: wait
             # for the running ones; the space is exhausted once every configuration has finished.
             if len({keys[t.number] for t in live if t.state in FINISHED}) < size:
-                self._waited_at, self._ended_since_wait = time.monotonic(), False
+                self._hold()
                 return None
             self.exhausted = f"every one of the search space's {size} configurations has run"
             return Searcher.FINISHED if not self.running else None
@@ -244,7 +248,7 @@ class StudySearcher(Searcher):
             self.study.tell(trial, state=TrialState.FAIL)
             record.count_duplicate_draw(study)
         if size is not None and size <= ENUMERATED:  # the unseen ones were queued meanwhile (another driver)
-            self._waited_at, self._ended_since_wait = time.monotonic(), False
+            self._hold()
             return None
         self.exhausted = f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)"
         return Searcher.FINISHED if not self.running else None

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.curves.table import Run, append, complete_members, config_id, configs, load
+from benchmarks.curves.table import Run, append, complete_members, config_id, configs, load, retime
 from benchmarks.simulate import CONTINUE, PAUSE, STOP, Costs, RayRunner, Runner, SweeperRunner, Table, simulate
 
 
@@ -114,6 +114,19 @@ def test_the_table_file_reads_back_exactly_and_a_cut_member_is_left_out(tmp_path
     assert runs[(7, 0)].param_count == 1234.0 and not runs[(7, 0)].diverged
     assert runs[(8, 1)].diverged and runs[(8, 1)].epoch_s == (0.25,)
     assert [config_id(c) for c in grid] == list(range(len(grid)))
+
+
+def test_retime_scales_back_only_the_runs_slowed_far_beyond_their_cost_class() -> None:
+    grid = configs()
+    # Configurations 0, 4, ..., 28 differ only in lr and dropout: one cost class. 1 is another.
+    totals = {0: 10.0, 4: 11.0, 8: 9.0, 12: 12.0, 16: 30.0, 20: 12.5, 1: 40.0}
+    runs = {(cid, 0): Run(cid, 0, grid[cid], 1.0, (0.1, 0.2), (1.0, 0.9), (1.0, 0.9), (total / 4, 3 * total / 4))
+            for cid, total in totals.items()}
+    fixed, scaled = retime(runs)
+    assert scaled == [16]  # 30 s against a median of 11.0 for its class; 12.5 (1.14x) is noise
+    assert fixed[(16, 0)].epoch_s == pytest.approx((11.0 / 4, 3 * 11.0 / 4))  # the class median, same shape
+    assert fixed[(16, 0)].val_accuracy == runs[(16, 0)].val_accuracy
+    assert all(fixed[k] == runs[k] for k in runs if k != (16, 0))  # a class of one is its own median
 
 
 def _curves(n: int, epochs: int) -> Table:

@@ -14,10 +14,12 @@ header in the first), which gzip, pandas and every CSV reader that reads ``.gz``
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import itertools
 import math
+import statistics
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +43,11 @@ GRID: dict[str, list[Any]] = {
 FIXED: dict[str, Any] = {"kernel_size": 3, "dense_units": 128, "optimizer": "adam"}
 METRICS = ("val_accuracy", "val_loss", "train_loss", "epoch_s")
 COLUMNS = ("config_id", "seed", "epoch", *GRID, "param_count", *METRICS)
+# The hyperparameters that set an epoch's work (dropout and the learning rate do not change it).
+COST_KEYS = ("filters", "activation", "batch_norm", "batch_size", "augment")
+# A run whose training took this many times its cost class's median was slowed by other jobs on the
+# CPUs (README, Status); :func:`retime` scales it back.
+CONTENDED = 1.3
 # How many configurations are trained a second time (seed 1) to measure the noise between seeds.
 REPLICAS = 32
 
@@ -159,6 +166,45 @@ def load(path: Path = TABLE) -> dict[tuple[int, int], Run]:
                         param_count=group[0]["param_count"],
                         **{m: tuple(r[m] for r in group) for m in METRICS})  # type: ignore[arg-type]
     return runs
+
+
+def retime(runs: Mapping[tuple[int, int], Run],
+           limit: float = CONTENDED) -> tuple[dict[tuple[int, int], Run], list[int]]:
+    """``runs`` with the wall seconds of runs slowed by other jobs scaled back to an idle machine's.
+
+    Runs whose configurations share :data:`COST_KEYS` do the same work per epoch, so their total
+    training seconds differ only by noise (0.7-1.3 times their median on an idle machine) unless
+    something else shared the CPUs (the table's README, Status: 1.5-3.1 times). A run whose total
+    is above ``limit`` times its cost class's median (taken over the runs under that limit, after
+    a first pass over all) has every ``epoch_s`` scaled by that median over its total; its curve
+    is untouched.
+
+    Returns:
+        the runs, and the ``config_id`` of each run that was scaled (in ``runs``' order).
+    """
+
+    def cost(run: Run) -> tuple[Any, ...]:
+        return tuple(run.config[k] for k in COST_KEYS)
+
+    totals = {key: sum(run.epoch_s) for key, run in runs.items()}
+    medians: dict[tuple[Any, ...], float] = {}
+    for _ in range(2):
+        classes: dict[tuple[Any, ...], list[float]] = {}
+        for key, run in runs.items():
+            median = medians.get(cost(run))
+            if median is None or totals[key] <= limit * median:
+                classes.setdefault(cost(run), []).append(totals[key])
+        medians = {c: statistics.median(v) for c, v in classes.items()}
+    out: dict[tuple[int, int], Run] = {}
+    scaled: list[int] = []
+    for key, run in runs.items():
+        median = medians[cost(run)]
+        if totals[key] > limit * median:
+            factor = median / totals[key]
+            run = dataclasses.replace(run, epoch_s=tuple(s * factor for s in run.epoch_s))
+            scaled.append(run.config_id)
+        out[key] = run
+    return out, scaled
 
 
 def append(path: Path, lines: list[list[Any]]) -> None:

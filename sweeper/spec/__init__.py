@@ -14,8 +14,9 @@ This package is the only place that knows the YAML's keys:
 """
 
 from sweeper.spec._files import apply_overrides, raw_spec, read_yaml
+from sweeper.spec._params import build_space
 from sweeper.spec._schema import SweepSpec
-from sweeper.spec._space import Dimension, SearchSpace, build_space
+from sweeper.spec._space import Dimension, SearchSpace
 from sweeper.spec._sweep import Asha, Sweep, spec_differences
 from sweeper.spec._train import check_trial_config, load_train_config
 from sweeper.spec._validate import load_sweep, validate

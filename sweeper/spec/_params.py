@@ -1,4 +1,5 @@
-"""One W&B parameter into an Optuna distribution: every W&B form and distribution, W&B's meaning of each key.
+"""The spec's parameters into a search space: one W&B parameter into an Optuna distribution
+(every W&B form and distribution, W&B's meaning of each key), and :func:`build_space` for them all.
 
 W&B's meanings (its ``sweeps`` library: ``config/schema.json`` for the keys and defaults,
 ``params.py`` for each distribution's inverse CDF):
@@ -29,14 +30,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from sweeper.errors import Problem
+from sweeper.spec._conditions import conditions_of
 from sweeper.spec._schema import DISTRIBUTIONS, ParameterSpec
-from sweeper.spec._space import Dimension
+from sweeper.spec._space import Dimension, Quantile, SearchSpace
 
 _PRIMITIVE = (bool, int, float, str, type(None))
 # The searched quantile's range: the tails beyond are 1e-9 of the probability each.
@@ -47,31 +50,6 @@ RANGE = ("int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_valu
 NORMAL_FAMILY = ("normal", "q_normal", "log_normal", "q_log_normal")
 BETA_FAMILY = ("beta", "q_beta")
 QUANTISED = ("q_uniform", "q_log_uniform", "q_log_uniform_values", "q_normal", "q_log_normal", "q_beta")
-
-
-@dataclass(frozen=True)
-class Quantile:
-    """A distribution that Optuna lacks, searched through its quantile (SciPy's inverse CDF).
-
-    Attributes:
-        kind: ``normal`` (``loc`` mu, ``scale`` sigma), ``log_normal`` (the exp of that normal:
-            ``scipy.stats.lognorm(s=sigma, scale=exp(mu))``) or ``beta`` (``a``, ``b``).
-        first, second: mu and sigma, or a and b.
-    """
-
-    kind: Literal["normal", "log_normal", "beta"]
-    first: float
-    second: float
-
-    def ppf(self, u: float) -> float:
-        """The value at quantile ``u`` (0 < u < 1)."""
-        from scipy import stats
-
-        if self.kind == "normal":
-            return float(stats.norm.ppf(u, loc=self.first, scale=self.second))
-        if self.kind == "log_normal":
-            return float(stats.lognorm.ppf(u, s=self.second, scale=math.exp(self.first)))
-        return float(stats.beta.ppf(u, a=self.first, b=self.second))
 
 
 @dataclass(frozen=True)
@@ -266,3 +244,41 @@ def _range(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimension
         return None
     # log_uniform_values, inv_log_uniform_values (1/x log-uniform is x log-uniform), q_log_uniform_values
     return Dimension(name, FloatDistribution(float(lo), float(hi), log=True), q=None if q is None else float(q))
+
+
+def build_space(parameters: Mapping[str, ParameterSpec]) -> tuple[SearchSpace, list[Problem]]:
+    """Translate the spec's ``parameters`` (nested ones at any depth) into a :class:`SearchSpace`.
+
+    Returns:
+        the space (with the valid dimensions only, when there are problems) and every
+        problem found, each naming ``parameters.<name>.<key>`` (``parameters.optimizer.lr.min``
+        for a nested one).
+    """
+    dims: list[Dimension] = []
+    constants: dict[str, Any] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    problems: list[Problem] = []
+
+    def walk(params: Mapping[str, ParameterSpec], prefix: tuple[str, ...]) -> None:
+        for key, spec in params.items():
+            path = (*prefix, key)
+            name = ".".join(path)
+            if len(path) > 1:
+                paths[name] = path
+            if spec.parameters is not None:
+                if spec.model_fields_set - {"parameters"}:
+                    problems.append(Problem(f"parameters.{name}", sorted(spec.model_fields_set),
+                                            "holds nested parameters: it takes `parameters` alone"))
+                elif not spec.parameters:
+                    problems.append(Problem(f"parameters.{name}.parameters", {}, "must hold at least one parameter"))
+                walk(spec.parameters, path)
+                continue
+            found = translate(name, spec, problems)
+            if isinstance(found, Dimension):
+                dims.append(found)
+            elif isinstance(found, Constant):
+                constants[name] = found.value
+
+    walk(parameters, ())
+    conditions = conditions_of(parameters, dims, constants, problems)
+    return SearchSpace(tuple(dims), constants, paths, conditions), problems

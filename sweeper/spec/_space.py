@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from optuna.distributions import (
     BaseDistribution,
@@ -30,16 +30,36 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sweeper.errors import Problem
-from sweeper.spec._schema import ParameterSpec
-
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.spec._params import Quantile
-
 # The most points a grid sweep may have: a grid is queued point by point and fills the study.
 GRID_POINTS_MAX = 1_000_000
+
+
+@dataclass(frozen=True)
+class Quantile:
+    """A distribution that Optuna lacks, searched through its quantile (SciPy's inverse CDF).
+
+    Attributes:
+        kind: ``normal`` (``loc`` mu, ``scale`` sigma), ``log_normal`` (the exp of that normal:
+            ``scipy.stats.lognorm(s=sigma, scale=exp(mu))``) or ``beta`` (``a``, ``b``).
+        first, second: mu and sigma, or a and b.
+    """
+
+    kind: Literal["normal", "log_normal", "beta"]
+    first: float
+    second: float
+
+    def ppf(self, u: float) -> float:
+        """The value at quantile ``u`` (0 < u < 1)."""
+        from scipy import stats
+
+        if self.kind == "normal":
+            return float(stats.norm.ppf(u, loc=self.first, scale=self.second))
+        if self.kind == "log_normal":
+            return float(stats.lognorm.ppf(u, s=self.second, scale=math.exp(self.first)))
+        return float(stats.beta.ppf(u, a=self.first, b=self.second))
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,7 @@ class Dimension:
         q: quantum applied after sampling (``round(x / q) * q``), else ``None``.
         probabilities: W&B ``probabilities`` of the categorical choices, else ``None``.
         quantile: for W&B distributions that Optuna lacks (normal, log-normal, beta), the
-            distribution (a :class:`sweeper.spec._params.Quantile`) whose inverse CDF maps the
+            distribution (a :class:`Quantile`) whose inverse CDF maps the
             searched quantile ``u`` in (0, 1) to the value; ``None`` otherwise.
     """
 
@@ -353,44 +373,3 @@ class SearchSpace:
                     grown[key] = grown.get(key, 0) + weight * times
             states = grown
         return sum(states.values())
-
-
-def build_space(parameters: Mapping[str, ParameterSpec]) -> tuple[SearchSpace, list[Problem]]:
-    """Translate the spec's ``parameters`` (nested ones at any depth) into a :class:`SearchSpace`.
-
-    Returns:
-        the space (with the valid dimensions only, when there are problems) and every
-        problem found, each naming ``parameters.<name>.<key>`` (``parameters.optimizer.lr.min``
-        for a nested one).
-    """
-    from sweeper.spec._conditions import conditions_of
-    from sweeper.spec._params import Constant, translate
-
-    dims: list[Dimension] = []
-    constants: dict[str, Any] = {}
-    paths: dict[str, tuple[str, ...]] = {}
-    problems: list[Problem] = []
-
-    def walk(params: Mapping[str, ParameterSpec], prefix: tuple[str, ...]) -> None:
-        for key, spec in params.items():
-            path = (*prefix, key)
-            name = ".".join(path)
-            if len(path) > 1:
-                paths[name] = path
-            if spec.parameters is not None:
-                if spec.model_fields_set - {"parameters"}:
-                    problems.append(Problem(f"parameters.{name}", sorted(spec.model_fields_set),
-                                            "holds nested parameters: it takes `parameters` alone"))
-                elif not spec.parameters:
-                    problems.append(Problem(f"parameters.{name}.parameters", {}, "must hold at least one parameter"))
-                walk(spec.parameters, path)
-                continue
-            found = translate(name, spec, problems)
-            if isinstance(found, Dimension):
-                dims.append(found)
-            elif isinstance(found, Constant):
-                constants[name] = found.value
-
-    walk(parameters, ())
-    conditions = conditions_of(parameters, dims, constants, problems)
-    return SearchSpace(tuple(dims), constants, paths, conditions), problems

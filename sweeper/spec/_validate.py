@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from sweeper.defaults import DEFAULT_EPOCHS, DEFAULT_RUN_CAP
 from sweeper.errors import InputError, Problem
 from sweeper.spec._files import raw_spec
+from sweeper.spec._params import build_space
 from sweeper.spec._problems import did_you_mean, pydantic_problems, without
 from sweeper.spec._schema import PROGRAM_TRAINER, SWEEPER_OBJECTIVES, WANDB_IGNORED_KEYS, SweepSpec
-from sweeper.spec._space import GRID_POINTS_MAX, SearchSpace, build_space
+from sweeper.spec._space import GRID_POINTS_MAX, SearchSpace
 from sweeper.spec._sweep import Asha, Sweep
 from trainers import get_trainer
 from trainers.base import MEASURED_METRICS, DataConfig, Trainer
