@@ -42,6 +42,7 @@ from sweeper.errors import InputError, Problem, SweeperError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from sweeper.progress import SweepProgress
     from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
 
@@ -124,7 +125,6 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
     from ray.util.queue import Empty, Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from sweeper.progress import SweepProgress
     from sweeper.ray_runtime import init_ray
 
     problems = client_problems(job)
@@ -136,31 +136,13 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
     drive = ray.remote(_drive).options(num_cpus=0, max_retries=0,
                                        scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
     ref = drive.remote(job, events)
-    progress: SweepProgress | None = None
-    running = [0]
-
-    def show(kind: str, value: Any) -> None:
-        nonlocal progress
-        if kind == "warning":
-            warn(value)
-        elif kind == "start":
-            sweep, start = value
-            progress = SweepProgress(sweep, console)
-            progress.begin(start, running=lambda: running[0])
-        elif kind == "running":
-            running[0] = value
-        elif kind == "end" and progress is not None:
-            progress.trial_ended(value)
-        elif kind == "summary":
-            if progress is not None:
-                progress.stop()
-            console.print(value)
+    view = _ClientView(console, warn)
 
     def follow(until_s: float | None = None) -> None:
         """Show events until the driver ends (or ``until_s`` passes), then the rest in the queue."""
         while until_s is None or time.monotonic() < until_s:
             try:
-                show(*events.get(timeout=0.5))
+                view.show(*events.get(timeout=0.5))
                 continue
             except Empty:
                 pass
@@ -168,7 +150,7 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
                 break
         while True:
             try:
-                show(*events.get_nowait())
+                view.show(*events.get_nowait())
             except Empty:
                 return
 
@@ -187,8 +169,41 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
         raise SweeperError(f"lost the connection to the cluster ({err}); the driver on the cluster stops with "
                            "this client's session: continue with `sweeper resume`") from err
     finally:
-        if progress is not None:
-            progress.stop()
+        view.close()
+
+
+class _ClientView:
+    """The driver's events (``(kind, value)`` pairs from :func:`_drive`) shown here: warnings,
+    the live progress, each trial's line, and the closing summary."""
+
+    def __init__(self, console: Console, warn: Callable[[str], None]):
+        self.console, self.warn = console, warn
+        self.progress: SweepProgress | None = None
+        self.running = 0
+
+    def show(self, kind: str, value: Any) -> None:
+        """Render one event: ``warning`` (a line), ``start`` (the sweep and its start), ``running``
+        (trials running now), ``end`` (a trial's end), ``summary`` (the closing table)."""
+        if kind == "warning":
+            self.warn(value)
+        elif kind == "start":
+            from sweeper.progress import SweepProgress
+
+            sweep, start = value
+            self.progress = SweepProgress(sweep, self.console)
+            self.progress.begin(start, running=lambda: self.running)
+        elif kind == "running":
+            self.running = value
+        elif kind == "end" and self.progress is not None:
+            self.progress.trial_ended(value)
+        elif kind == "summary":
+            self.close()
+            self.console.print(value)
+
+    def close(self) -> None:
+        """Stop the live progress (if it started)."""
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _mute_worker_logs() -> None:

@@ -121,11 +121,10 @@ def run_sweep(
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from sweeper import record
     from sweeper.cluster import check_nodes, warm_data_cache
     from sweeper.coordination import renew_lease, study_lock, take_lease
     from sweeper.recorder import StudyRecorder
-    from sweeper.scheduler import MultiObjectiveASHA, make_scheduler
+    from sweeper.scheduler import make_scheduler
     from sweeper.searcher import StudySearcher
     from sweeper.storage import open_storage
     from sweeper.studies import create_study, load_study_to_resume
@@ -152,19 +151,8 @@ def run_sweep(
         with study_lock(storage, sweep.spec.storage, sweep.name):
             searcher.reap_zombies()
         searcher.count_failures()
-    if resume or warm_start is not None:  # the rungs start from the curves the study holds
-        trials = study.get_trials(deepcopy=False)
-        if isinstance(scheduler, MultiObjectiveASHA):
-            # A trial stopped as infeasible was stopped at its last epoch before it was judged there.
-            scheduler.replay({f"study-trial-{t.number}": {e: v for e, v in curve.items()
-                                                          if not (record.pruned_reason_of(t) and e == max(curve))}
-                              for t in trials if (curve := record.objective_curve_of(t))})
-        elif scheduler is not None:
-            # With constraints, ASHA judged each epoch's metrics (a trial breaking a bound ranks last).
-            scheduler.replay({f"study-trial-{t.number}": ({int(r["epoch"]): r for r in record.history_of(t)}
-                                                          if sweep.bounds and record.history_of(t)
-                                                          else t.intermediate_values)
-                              for t in trials if t.intermediate_values})
+    if scheduler is not None and (resume or warm_start is not None):  # the rungs start from the study's curves
+        scheduler.replay_study(study.get_trials(deepcopy=False))
     recorder = StudyRecorder(searcher, scheduler, on_end)
     res = sweep.spec.resources_per_trial
     tuner = tune.Tuner(

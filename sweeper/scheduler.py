@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from sweeper import record
 from sweeper.constraints import Bound, final_violation, judged
 from sweeper.pareto import Vector, dominates, minimised, rank_order
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
     from ray.tune.experiment import Trial
 
     from sweeper.spec import Sweep
@@ -86,6 +88,14 @@ class RecordingASHA(ASHAScheduler):
     def infeasible(self, trial_id: str) -> str | None:
         """``infeasible: <bound>`` when the scheduler stopped the trial for a broken bound, else ``None``."""
         return self._infeasible.get(trial_id)
+
+    def replay_study(self, trials: Sequence[FrozenTrial]) -> None:
+        """:meth:`replay` the curves of a study's trials (on resume, or after a warm start): each
+        trial's intermediate values, or with constraints each epoch's metrics (a trial that breaks
+        a bound ranks last at a rung, so ASHA judged all of them)."""
+        self.replay({_name(t): ({int(r["epoch"]): r for r in record.history_of(t)}
+                                if self._bounds and record.history_of(t) else t.intermediate_values)
+                     for t in trials if t.intermediate_values})
 
     def replay(self, curves: Mapping[str, Mapping[int, float | Mapping[str, float]]]) -> None:
         """Feed earlier trials' curves (``{name: {epoch: metric value}}``, or ``{name: {epoch:
@@ -209,6 +219,13 @@ class MultiObjectiveASHA(FIFOScheduler):
         """``infeasible: <bound>`` when the scheduler stopped the trial for a broken bound, else ``None``."""
         return self._infeasible.get(trial_id)
 
+    def replay_study(self, trials: Sequence[FrozenTrial]) -> None:
+        """:meth:`replay` the objective curves of a study's trials (:func:`sweeper.record.objective_curve_of`).
+        A trial stopped as infeasible was stopped at its last epoch before the rungs judged it
+        there, so that epoch is left out."""
+        self.replay({_name(t): {e: v for e, v in curve.items() if not (record.pruned_reason_of(t) and e == max(curve))}
+                     for t in trials if (curve := record.objective_curve_of(t))})
+
     def replay(self, curves: Mapping[str, Mapping[int, Sequence[float]]]) -> None:
         """Feed earlier trials' curves (``{name: {epoch: objective values}}``) through the rungs,
         epoch by epoch in each trial's order, as they were recorded live; decisions are not kept."""
@@ -242,6 +259,9 @@ class FeasibilityScheduler(FIFOScheduler):
         """``infeasible: <bound>`` when the trial was stopped for a broken bound, else ``None``."""
         return self._infeasible.get(trial_id)
 
+    def replay_study(self, trials: Sequence[FrozenTrial]) -> None:
+        """Nothing to rebuild: each decision looks at one result only."""
+
     def replay(self, curves: Mapping[str, Any]) -> None:
         """Nothing to rebuild: each decision looks at one result only."""
 
@@ -252,6 +272,11 @@ Scheduler = RecordingASHA | MultiObjectiveASHA | FeasibilityScheduler
 @dataclass(frozen=True)
 class _ReplayedTrial:
     trial_id: str
+
+
+def _name(trial: FrozenTrial) -> str:
+    """The name a replayed study trial goes by in a scheduler's rungs."""
+    return f"study-trial-{trial.number}"
 
 
 def make_scheduler(sweep: Sweep) -> Scheduler | None:

@@ -275,6 +275,59 @@ def _fold_indices(data: ImageData, folds: int, seed: int) -> list[tuple[torch.Te
             for tr, va in splitter.split(np.zeros(len(labels)), labels)]
 
 
+def _resume(state: Mapping[str, Any], runs: list[_Run], generator: torch.Generator,
+            aug_gen: torch.Generator | None) -> tuple[EarlyStopping, int]:
+    """Load a checkpoint (:func:`fit_classifier`'s) into ``runs`` and the RNG streams; returns the
+    early-stopping state and the first epoch to train."""
+    for run, run_state in zip(runs, state.get("runs", [state]), strict=True):
+        run.load(run_state)
+    set_rng_state(state["rng"], generator, aug_gen)
+    return EarlyStopping(**state.get("early_stopping", {})), int(state["epoch"]) + 1
+
+
+def _train_epoch(runs: list[_Run], epoch: int, generator: torch.Generator, batch_size: int, num_workers: int,
+                 augment: BatchAugment | None, aug_gen: torch.Generator | None) -> dict[str, float]:
+    """One epoch of every fold's run: the means over folds of ``train_loss``, ``train_accuracy``,
+    ``val_loss`` and ``val_accuracy``, and with several folds each fold's ``fold<i>_val_loss`` and
+    ``fold<i>_val_accuracy``.
+
+    Raises:
+        FloatingPointError: a fold's training loss is NaN or infinite.
+    """
+    rows = []
+    for run in runs:
+        order = run.train_idx[torch.randperm(len(run.train_idx), generator=generator)]
+        train_loss, train_accuracy = run.train_epoch(epoch, order, batch_size, num_workers, augment, aug_gen)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"loss became {'NaN' if math.isnan(train_loss) else 'infinite'} at epoch {epoch}")
+        val_loss, val_accuracy = run.evaluate()
+        rows.append({"train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
+                     "val_accuracy": val_accuracy})
+    metrics = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    if len(runs) > 1:
+        for i, row in enumerate(rows, start=1):
+            metrics[f"fold{i}_val_loss"], metrics[f"fold{i}_val_accuracy"] = row["val_loss"], row["val_accuracy"]
+    return metrics
+
+
+def _early_stopping(best: EarlyStopping, runs: list[_Run], epoch: int, metrics: dict[str, float], score: float,
+                    patience: int, min_delta: float, epochs: int) -> bool:
+    """Update ``best`` with this epoch's ``score`` (higher is better), keeping the best weights;
+    at the last epoch or when stopping, restore them and add ``best_epoch`` (and
+    ``early_stopped`` = 1) to ``metrics``. Returns whether to stop before ``epochs``."""
+    if best.update(epoch, score, metrics, min_delta):
+        for run in runs:
+            run.keep_best()
+    stop = best.bad >= patience and epoch < epochs
+    if stop or epoch == epochs:
+        for run in runs:
+            run.restore_best()
+        metrics["best_epoch"] = float(best.epoch)
+        if stop:
+            metrics["early_stopped"] = 1.0
+    return stop
+
+
 def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, report: Report,
                    finetune: FineTune | None = None) -> dict[str, float]:
     """Train ``model`` (starting with a :class:`Normalize`, fitted here to the training
@@ -321,12 +374,7 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
     first_epoch = 1
     if config.resume_state is not None:
         # Continue a run whose worker died: same weights, optimiser moments, schedules and RNG streams.
-        state = config.resume_state
-        for run, run_state in zip(runs, state.get("runs", [state]), strict=True):
-            run.load(run_state)
-        set_rng_state(state["rng"], generator, aug_gen)
-        best = EarlyStopping(**state.get("early_stopping", {}))
-        first_epoch = int(state["epoch"]) + 1
+        best, first_epoch = _resume(config.resume_state, runs, generator, aug_gen)
     metrics: dict[str, float] = {}
     # The model as built, less what a fine-tune freezes at its first epoch.
     trainable = float(param_count(runs[0].model, finetune.frozen_at(1) if finetune else frozenset()))
@@ -334,36 +382,14 @@ def fit_classifier(model: nn.Module, data: ImageData, config: TrainConfig, repor
     for epoch in range(first_epoch, config.epochs + 1):
         started = time.perf_counter()
         lr = runs[0].lr()
-        rows = []
-        for run in runs:
-            order = run.train_idx[torch.randperm(len(run.train_idx), generator=generator)]
-            train_loss, train_accuracy = run.train_epoch(epoch, order, batch_size, config.data.num_workers,
-                                                         augment, aug_gen)
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"loss became {'NaN' if math.isnan(train_loss) else 'infinite'} at epoch {epoch}")
-            val_loss, val_accuracy = run.evaluate()
-            rows.append({"train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
-                         "val_accuracy": val_accuracy})
-        metrics = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
-        if len(runs) > 1:
-            for i, row in enumerate(rows, start=1):
-                metrics[f"fold{i}_val_loss"], metrics[f"fold{i}_val_accuracy"] = row["val_loss"], row["val_accuracy"]
+        metrics = _train_epoch(runs, epoch, generator, batch_size, config.data.num_workers, augment, aug_gen)
         metrics["lr"] = lr
         for run in runs:
             run.end_epoch(metrics[monitor])
         stop = False
         if patience > 0:
-            if best.update(epoch, sign * metrics[monitor], metrics, float(params["min_delta"])):
-                for run in runs:
-                    run.keep_best()
-            stop = best.bad >= patience and epoch < config.epochs
-            if stop or epoch == config.epochs:
-                for run in runs:
-                    run.restore_best()
-                metrics["best_epoch"] = float(best.epoch)
-                if stop:
-                    metrics["early_stopped"] = 1.0
+            stop = _early_stopping(best, runs, epoch, metrics, sign * metrics[monitor], patience,
+                                   float(params["min_delta"]), config.epochs)
         metrics["epoch_s"] = time.perf_counter() - started
         metrics["param_count"] = trainable
         if config.measure_inference:

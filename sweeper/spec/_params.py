@@ -65,23 +65,9 @@ def translate(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimens
     path = f"parameters.{name}"
     given = spec.model_fields_set
     dist = spec.distribution
-    for key in ("min", "max", "q", "mu", "sigma", "a", "b", "value", "values", "probabilities"):
-        if key in given and not _finite(getattr(spec, key)):
-            problems.append(Problem(f"{path}.{key}", getattr(spec, key),
-                                    "must be a finite number (not NaN or infinity, at most 1.8e308 in size)"
-                                    if key not in ("value", "values", "probabilities")
-                                    else "must hold finite numbers only (not NaN or infinity)"))
-            return None
-    if dist is not None and dist not in DISTRIBUTIONS:
-        problems.append(Problem(f"{path}.distribution", dist, "must be one of " + ", ".join(DISTRIBUTIONS)))
-        return None
-    for keys, family in ((("mu", "sigma"), NORMAL_FAMILY), (("a", "b"), BETA_FAMILY)):
-        for key in keys:
-            if key in given and dist not in family:
-                problems.append(Problem(f"{path}.{key}", getattr(spec, key), f"applies to {', '.join(family)} only"))
-                return None
-    if "q" in given and dist not in QUANTISED:
-        problems.append(Problem(f"{path}.q", spec.q, f"applies to {', '.join(QUANTISED)} only, not {dist}"))
+    problem = _key_problem(path, spec)
+    if problem is not None:
+        problems.append(problem)
         return None
     if dist in NORMAL_FAMILY or dist in BETA_FAMILY:
         return _quantile(name, spec, problems)
@@ -108,6 +94,27 @@ def translate(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimens
             return None
         return _categorical(name, spec, problems)
     return _range(name, spec, problems)
+
+
+def _key_problem(path: str, spec: ParameterSpec) -> Problem | None:
+    """The first key of the parameter at ``path`` that cannot be read: a number that is not
+    finite, an unknown distribution, or a key of another distribution family."""
+    given, dist = spec.model_fields_set, spec.distribution
+    for key in ("min", "max", "q", "mu", "sigma", "a", "b", "value", "values", "probabilities"):
+        if key in given and not _finite(getattr(spec, key)):
+            return Problem(f"{path}.{key}", getattr(spec, key),
+                           "must be a finite number (not NaN or infinity, at most 1.8e308 in size)"
+                           if key not in ("value", "values", "probabilities")
+                           else "must hold finite numbers only (not NaN or infinity)")
+    if dist is not None and dist not in DISTRIBUTIONS:
+        return Problem(f"{path}.distribution", dist, "must be one of " + ", ".join(DISTRIBUTIONS))
+    for keys, family in ((("mu", "sigma"), NORMAL_FAMILY), (("a", "b"), BETA_FAMILY)):
+        for key in keys:
+            if key in given and dist not in family:
+                return Problem(f"{path}.{key}", getattr(spec, key), f"applies to {', '.join(family)} only")
+    if "q" in given and dist not in QUANTISED:
+        return Problem(f"{path}.q", spec.q, f"applies to {', '.join(QUANTISED)} only, not {dist}")
+    return None
 
 
 def _finite(value: Any) -> bool:
@@ -190,6 +197,17 @@ def _categorical(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dim
     return Dimension(name, CategoricalDistribution(choices), encoded=encoded, probabilities=probs)
 
 
+def _bounds_problem(path: str, dist: str, lo: float, hi: float) -> Problem | None:
+    """What is wrong with a range parameter's distribution or its ``min``/``max``, if anything."""
+    if dist not in RANGE:
+        return Problem(f"{path}.distribution", dist, "needs value/values, not min/max")
+    if hi < lo or (hi == lo and dist != "int_uniform"):
+        return Problem(f"{path}.max", hi, f"must be greater than min ({lo})")
+    if not math.isfinite(float(hi) - float(lo)):
+        return Problem(f"{path}.max", hi, f"is too far from min ({lo}): max - min must be a finite number")
+    return None
+
+
 def _range(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimension | None:
     path = f"parameters.{name}"
     lo, hi = spec.min, spec.max
@@ -202,14 +220,9 @@ def _range(name: str, spec: ParameterSpec, problems: list[Problem]) -> Dimension
         return None
     both_int = isinstance(lo, int) and isinstance(hi, int)
     dist = spec.distribution or ("int_uniform" if both_int else "uniform")
-    if dist not in RANGE:
-        problems.append(Problem(f"{path}.distribution", dist, "needs value/values, not min/max"))
-        return None
-    if hi < lo or (hi == lo and dist != "int_uniform"):
-        problems.append(Problem(f"{path}.max", hi, f"must be greater than min ({lo})"))
-        return None
-    if not math.isfinite(float(hi) - float(lo)):
-        problems.append(Problem(f"{path}.max", hi, f"is too far from min ({lo}): max - min must be a finite number"))
+    problem = _bounds_problem(path, dist, lo, hi)
+    if problem is not None:
+        problems.append(problem)
         return None
     q = _quantised(name, spec, problems)
     if q is False:

@@ -89,27 +89,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     space, space_problems = build_space(spec.parameters)
     problems += space_problems
 
-    trainer: Trainer | None = None
-    try:
-        trainer = get_trainer(spec.trainer)
-    except LookupError as err:
-        problems.append(Problem("trainer", spec.trainer, str(err)))
-    if trainer is not None:
-        problems += _check_trainer_params(trainer, spec, space)
-        if trainer.metrics is not None:
-            reported = (*trainer.metrics, *SWEPT_BY_SWEEPER)
-            named = [(f"metrics[{i}].name", m.name) for i, m in enumerate(spec.metrics or [])] or [
-                ("metric.name", spec.metric.name)]
-            problems += [Problem(path, name, "must be a metric the trainer reports: " + ", ".join(reported)
-                                 + did_you_mean(name, reported)) for path, name in named if name not in reported]
-            problems += [Problem(f"constraints[{i}].name", c.name, "must be a metric the trainer reports or sweeper "
-                                 "measures: " + ", ".join(reported) + did_you_mean(c.name, reported))
-                         for i, c in enumerate(spec.constraints) if c.name not in reported]
-        image_size = spec.data_settings()["image_size"]
-        if image_size < trainer.min_image_size:
-            problems.append(Problem("data.image_size", image_size,
-                                    f"is too small for trainer {spec.trainer!r}; the smallest size that works is "
-                                    f"{trainer.min_image_size}"))
+    trainer, trainer_problems = _trainer(spec, space)
+    problems += trainer_problems
 
     function = trainer is not None and trainer.params is None and _zero_argument(trainer)
     max_epochs, epoch_problems = _epochs(spec, space)
@@ -120,22 +101,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     asha, asha_problems = _scheduler(spec, max_epochs)
     problems += asha_problems
 
-    budget = spec.run_cap or DEFAULT_RUN_CAP
-    if spec.method == "grid":
-        size = space.size()
-        if size is None:
-            continuous = [d.name for d in space.dimensions if d.count() is None]
-            for name in continuous:
-                problems.append(Problem(f"parameters.{name}", _distribution_of(spec, name),
-                                        "grid search needs discrete parameters: value, values, int_uniform, "
-                                        "or q_uniform (a range with a step)"))
-        elif size > GRID_POINTS_MAX:
-            problems.append(Problem("parameters", size, f"points make the grid, more than a grid search runs "
-                                    f"({GRID_POINTS_MAX:,} at most): give fewer values, or use method random or bayes"))
-        else:
-            if spec.run_cap is not None and spec.run_cap > size:
-                problems.append(Problem("run_cap", spec.run_cap, f"exceeds the grid's {size} points"))
-            budget = spec.run_cap or size
+    budget, budget_problems = _budget(spec, space)
+    problems += budget_problems
 
     data, data_problems = _data(spec)
     problems += data_problems
@@ -147,14 +114,62 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
         raise InputError(problems)
     assert trainer is not None
     max_failed = spec.max_failed_trials if spec.max_failed_trials is not None else max(1, budget // 5)
-    program = None
-    if spec.program is not None or function:
-        study = spec.name or "sweep"
-        program = {"program": spec.program, "command": [str(c) for c in spec.command] if spec.command else None,
-                   "workdir": spec.workdir or str(Path.cwd()), "metric": spec.metric.name, "study": study,
-                   "logs": str(Path(spec.artifacts) / study.replace("/", "_") / "programs"),
-                   "function": spec.trainer if function else None, "trial_timeout": spec.trial_timeout}
+    program = _program_settings(spec, function) if spec.program is not None or function else None
     return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings), program)
+
+
+def _trainer(spec: SweepSpec, space: SearchSpace) -> tuple[Trainer | None, list[Problem]]:
+    """The spec's trainer (``None`` when unknown), and the problems of the spec against it: its
+    parameters, the metrics it reports (objectives and constraints), its smallest image size."""
+    try:
+        trainer = get_trainer(spec.trainer)
+    except LookupError as err:
+        return None, [Problem("trainer", spec.trainer, str(err))]
+    problems = _check_trainer_params(trainer, spec, space)
+    if trainer.metrics is not None:
+        reported = (*trainer.metrics, *SWEPT_BY_SWEEPER)
+        named = [(f"metrics[{i}].name", m.name) for i, m in enumerate(spec.metrics or [])] or [
+            ("metric.name", spec.metric.name)]
+        problems += [Problem(path, name, "must be a metric the trainer reports: " + ", ".join(reported)
+                             + did_you_mean(name, reported)) for path, name in named if name not in reported]
+        problems += [Problem(f"constraints[{i}].name", c.name, "must be a metric the trainer reports or sweeper "
+                             "measures: " + ", ".join(reported) + did_you_mean(c.name, reported))
+                     for i, c in enumerate(spec.constraints) if c.name not in reported]
+    image_size = spec.data_settings()["image_size"]
+    if image_size < trainer.min_image_size:
+        problems.append(Problem("data.image_size", image_size,
+                                f"is too small for trainer {spec.trainer!r}; the smallest size that works is "
+                                f"{trainer.min_image_size}"))
+    return trainer, problems
+
+
+def _budget(spec: SweepSpec, space: SearchSpace) -> tuple[int, list[Problem]]:
+    """How many trials the sweep runs: ``run_cap`` (default :data:`DEFAULT_RUN_CAP`), or for grid
+    search the grid's points (a grid of discrete parameters, at most :data:`GRID_POINTS_MAX`)."""
+    budget = spec.run_cap or DEFAULT_RUN_CAP
+    if spec.method != "grid":
+        return budget, []
+    size = space.size()
+    if size is None:
+        return budget, [Problem(f"parameters.{d.name}", _distribution_of(spec, d.name),
+                                "grid search needs discrete parameters: value, values, int_uniform, "
+                                "or q_uniform (a range with a step)") for d in space.dimensions if d.count() is None]
+    if size > GRID_POINTS_MAX:
+        return budget, [Problem("parameters", size, f"points make the grid, more than a grid search runs "
+                                f"({GRID_POINTS_MAX:,} at most): give fewer values, or use method random or bayes")]
+    if spec.run_cap is not None and spec.run_cap > size:
+        return budget, [Problem("run_cap", spec.run_cap, f"exceeds the grid's {size} points")]
+    return spec.run_cap or size, []
+
+
+def _program_settings(spec: SweepSpec, function: bool) -> dict[str, Any]:
+    """What a program trial needs (:mod:`sweeper.program`): the script or command, its folder,
+    the metric it logs, where its logs go, the W&B function's trainer name, the trial timeout."""
+    study = spec.name or "sweep"
+    return {"program": spec.program, "command": [str(c) for c in spec.command] if spec.command else None,
+            "workdir": spec.workdir or str(Path.cwd()), "metric": spec.metric.name, "study": study,
+            "logs": str(Path(spec.artifacts) / study.replace("/", "_") / "programs"),
+            "function": spec.trainer if function else None, "trial_timeout": spec.trial_timeout}
 
 
 def _constraints(spec: SweepSpec) -> list[Problem]:
