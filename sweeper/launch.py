@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Group
 
     from sweeper.progress import TrialEnd
-    from sweeper.searcher import StudySearcher
+    from sweeper.searcher import Ending, StudySearcher
     from sweeper.spec import Sweep
     from sweeper.warm_start import WarmStart
 
@@ -42,22 +42,15 @@ class SweepOutcome:
         finished: COMPLETE + PRUNED trials in the study.
         failed: FAIL trials that failed by themselves (this run's, and the study's before a resume).
         wall_s: seconds from Ray's start to the end of the sweep.
-        stop_reason: why the sweep stopped early, if it did.
-        interrupted: Ctrl-C stopped it (its running trials are FAIL "sweep interrupted").
-        target_reached: which trial reached ``metric.target``, when one did (the sweep then
-            ends before its budget, successfully).
-        exhausted: why no new configuration was left to run, when none was (the sweep then
-            ends before its budget, successfully).
+        ending: why it ended before its budget (:class:`sweeper.searcher.Ending`), ``None`` when
+            it ran its budget.
     """
 
     study: optuna.Study
     finished: int
     failed: int
     wall_s: float
-    stop_reason: str | None = None
-    interrupted: bool = False
-    target_reached: str | None = None
-    exhausted: str | None = None
+    ending: Ending | None = None
 
 
 def _cancelled(err: BaseException) -> bool:
@@ -199,14 +192,12 @@ def run_sweep(
     finished = searcher.counts()[0]
     # Tune ends before the budget only when interrupted: its SIGINT handler (Ctrl-C) stops the
     # trials and returns.
-    interrupted = (searcher.stop_reason is None and searcher.target_reached is None and searcher.exhausted is None
-                   and finished < sweep.budget)
+    interrupted = searcher.ending is None and finished < sweep.budget
     searcher.fail_unfinished("sweep interrupted (Ctrl-C)" if interrupted
                              else "the trial never reported an end to the driver")
     if interrupted:
-        searcher.stop_reason = f"interrupted with {finished} of {sweep.budget} trials finished"
-    return SweepOutcome(study, finished, searcher.failed, time.time() - started, searcher.stop_reason, interrupted,
-                        searcher.target_reached, searcher.exhausted)
+        searcher.end("interrupted", f"interrupted with {finished} of {sweep.budget} trials finished")
+    return SweepOutcome(study, finished, searcher.failed, time.time() - started, searcher.ending)
 
 
 def launch(
@@ -239,11 +230,11 @@ def launch(
 
     outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end,
                         warm_start=warm_start, notice=lambda line: show(Group(Text(line))), function=function)
-    show(summary(outcome.study, sweep, outcome.wall_s, reached=outcome.target_reached, exhausted=outcome.exhausted))
-    if outcome.interrupted:
+    show(summary(outcome.study, sweep, outcome.wall_s, ending=outcome.ending))
+    if outcome.ending is not None and outcome.ending.kind == "interrupted":
         raise KeyboardInterrupt
-    if outcome.stop_reason:
-        raise SweeperError(f"the sweep stopped early: {outcome.stop_reason}")
+    if outcome.ending is not None and outcome.ending.early:
+        raise SweeperError(f"the sweep stopped early: {outcome.ending.reason}")
     if not ranked_trials(outcome.study):
         if sweep.bounds and least_violating(outcome.study) is not None:
             raise SweeperError("no trial met the constraints (see the least violating above); loosen them or "

@@ -27,7 +27,7 @@ from sweeper.pareto import dominates, minimised
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.searcher import StudySearcher
+    from sweeper.searcher import Ending, StudySearcher
     from sweeper.spec import Sweep
 
 _STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
@@ -190,11 +190,11 @@ def best_trials(study: optuna.Study, k: int | None = 5) -> list[FrozenTrial]:
 
 
 def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 5,
-            reached: str | None = None, exhausted: str | None = None) -> Group:
+            ending: Ending | None = None) -> Group:
     """State counts (and the run's wall time), the best trials (with several objectives: the
-    Pareto front, up to ``2 * top`` of it) with their parameters, and, when ``reached`` says which
-    trial reached ``metric.target``, that the sweep stopped there; the duplicate draws re-sampled,
-    and, when ``exhausted`` says so, that no new configuration was left."""
+    Pareto front, up to ``2 * top`` of it) with their parameters, the duplicate draws re-sampled,
+    and how the sweep ended when it ended before its budget (``ending``: the trial that reached
+    ``metric.target``, or that no new configuration was left)."""
     trials = study.get_trials(deepcopy=False)
     counts = record.counts(trials)
     duplicates = record.duplicate_draws_of(study.user_attrs)
@@ -205,8 +205,8 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
         + (f"; {duplicates} duplicate draw(s) re-sampled, none run" if duplicates else "")
         + (f"; {warm} warm-start trial(s) from an earlier study, not counted" if warm else "")
     )
-    if exhausted is not None:
-        head = Text.assemble(head, "\n", (f"search space exhausted: {exhausted}; the sweep ends with what it has",
+    if ending is not None and ending.kind == "exhausted":
+        head = Text.assemble(head, "\n", (f"search space exhausted: {ending.reason}; the sweep ends with what it has",
                                            "bold"))
     if sweep.bounds:
         from sweeper.results import infeasible_trials
@@ -233,8 +233,8 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
                      [(n, _fmt(config[n]) if n in config else "-") for n in names]))
     objectives = [(m.name, m.goal) for m in sweep.objectives]
     first = best[0]
-    if reached is not None:
-        head = Text.assemble(head, "\n", (f"{reached}: the sweep stopped there (W&B's metric.target)", "bold"))
+    if ending is not None and ending.kind == "target":
+        head = Text.assemble(head, "\n", (f"{ending.reason}: the sweep stopped there (W&B's metric.target)", "bold"))
     if sweep.multi_objective:
         more = f" ({len(front) - len(best)} more: `sweeper export {study.study_name} --pareto`)" if len(front) > len(
             best) else ""

@@ -13,7 +13,7 @@ study counts them) and drawn again; after :data:`DUPLICATES_IN_A_ROW` such draws
 space, an unseen configuration is queued instead. When every configuration of a finite space
 has finished or runs, nothing is drawn: the searcher waits for the running trials (one may
 FAIL, freeing its configuration), and once all have finished the sweep ends with what it has
-(:attr:`StudySearcher.exhausted`). A FAIL trial's configuration may run again.
+(an :class:`Ending` of kind ``exhausted``). A FAIL trial's configuration may run again.
 
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
 driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -50,6 +51,30 @@ MAX_DRAWS = 200
 ENUMERATED = 100_000
 
 
+EndingKind = Literal["target", "exhausted", "failures", "interrupted"]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why a sweep ended before its budget (a sweep that ran its budget has none).
+
+    Attributes:
+        kind: ``target`` (a finished trial reached ``metric.target``: W&B's meaning, the sweep asks
+            no new trials and ends successfully), ``exhausted`` (no new configuration was left: the
+            sweep ends successfully with what it has), ``failures`` (more than ``max_failed_trials``
+            failed) or ``interrupted`` (Ctrl-C; its running trials are FAIL "sweep interrupted").
+        reason: one line that says which trial, how many, or what.
+    """
+
+    kind: EndingKind
+    reason: str
+
+    @property
+    def early(self) -> bool:
+        """The sweep stopped short of what it was asked (``failures``, ``interrupted``): the command fails."""
+        return self.kind in ("failures", "interrupted")
+
+
 class StudySearcher(Searcher):
     """A Ray Tune searcher that asks the Optuna study for each trial's parameters and tells it their ends.
 
@@ -61,11 +86,8 @@ class StudySearcher(Searcher):
         running: Ray trial id → the Optuna trial this driver asked for it (until it is told).
         failed: FAIL trials of this study that failed by themselves (not a lost driver).
         grid: grid points (Optuna's representation), for ``method: grid``.
-        stop_reason: set when the sweep must stop early (no new trials are asked).
-        target_reached: set when a finished trial reached ``metric.target`` (W&B's meaning: the
-            sweep asks no new trials, lets the running ones end, and ends successfully).
-        exhausted: set when every configuration of a finite space has finished: no new trial is
-            asked; the sweep ends successfully with what it has.
+        ending: set once the sweep must end before its budget (:class:`Ending`): no new
+            trial is asked, and the running ones end.
     """
 
     # While waiting, Tune asks again at every step; the study is read at most this often.
@@ -80,9 +102,7 @@ class StudySearcher(Searcher):
         self.study, self.sweep, self.storage, self.lease, self.grid = study, sweep, storage, lease, grid
         self.running: dict[str, optuna.Trial] = {}
         self.failed = 0
-        self.stop_reason: str | None = None
-        self.target_reached: str | None = None
-        self.exhausted: str | None = None
+        self.ending: Ending | None = None
         self._renewed = 0.0
         self._waited_at = -1e9
         self._reaped_at = time.monotonic()
@@ -148,7 +168,7 @@ class StudySearcher(Searcher):
         <= when minimising); without arguments, look for such a COMPLETE trial in the study
         (a resumed sweep whose target was reached asks no more trials)."""
         metric = self.sweep.spec.metric
-        if metric.target is None or self.target_reached is not None:
+        if metric.target is None or self.ending is not None:
             return
         maximize = metric.goal == "maximize"
         candidates = [(number, value)] if number is not None else [
@@ -157,9 +177,16 @@ class StudySearcher(Searcher):
             if record.ran_here(t) and is_feasible(t)]
         for n, v in candidates:
             if v is not None and (v >= metric.target if maximize else v <= metric.target):
-                self.target_reached = (f"trial {n} reached metric.target: {metric.name} {v:.4f} "
-                                       f"{'>=' if maximize else '<='} {metric.target:g}")
+                self.end("target", f"trial {n} reached metric.target: {metric.name} {v:.4f} "
+                                   f"{'>=' if maximize else '<='} {metric.target:g}")
                 return
+
+    def end(self, kind: EndingKind, reason: str) -> None:
+        """End the sweep before its budget (:attr:`ending`). The first ending stays, except that an
+        early one (failures, an interrupt) replaces a successful one: it is what the user must see."""
+        ending = Ending(kind, reason)
+        if self.ending is None or (ending.early and not self.ending.early):
+            self.ending = ending
 
     def count_failures(self) -> None:
         """Count the study's FAIL trials that failed by themselves (on resume)."""
@@ -178,7 +205,7 @@ class StudySearcher(Searcher):
         now = time.monotonic()
         if not self._ended_since_wait and now - self._waited_at < self.POLL_S:
             return None
-        if self.stop_reason is not None or self.target_reached is not None or self.exhausted is not None:
+        if self.ending is not None:
             return Searcher.FINISHED if not self.running else None
         with study_lock(self.storage, self.sweep.spec.storage, self.sweep.name):
             if now - self._reaped_at >= self.REAP_S:
@@ -230,7 +257,7 @@ class StudySearcher(Searcher):
             if len({keys[t.number] for t in live if t.state in FINISHED}) < size:
                 self._hold()
                 return None
-            self.exhausted = f"every one of the search space's {size} configurations has run"
+            self.end("exhausted", f"every one of the search space's {size} configurations has run")
             return Searcher.FINISHED if not self.running else None
         for draw in range(MAX_DRAWS):
             if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
@@ -250,7 +277,7 @@ class StudySearcher(Searcher):
         if size is not None and size <= ENUMERATED:  # the unseen ones were queued meanwhile (another driver)
             self._hold()
             return None
-        self.exhausted = f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)"
+        self.end("exhausted", f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)")
         return Searcher.FINISHED if not self.running else None
 
     def _key_of(self, trial: optuna.trial.FrozenTrial) -> str:
@@ -301,7 +328,7 @@ class StudySearcher(Searcher):
         last intermediate value (Optuna's rule) in a single-objective study and no value in a
         multi-objective one (Optuna keeps none for PRUNED there; the returned values are then the
         last epoch's); FAIL has none. A FAIL of kind ``trial`` counts against
-        ``max_failed_trials``; one more stops the sweep (:attr:`stop_reason`).
+        ``max_failed_trials``; one more stops the sweep (an :class:`Ending` of kind ``failures``).
 
         Returns:
             the Optuna trial and its objective values (in the study's order), ``None`` without.
@@ -338,9 +365,9 @@ class StudySearcher(Searcher):
             self.study.tell(trial, state=TrialState.FAIL)
             if details.fail_kind == "trial":
                 self.failed += 1
-            if self.failed > self.sweep.max_failed and self.stop_reason is None:
-                self.stop_reason = (f"{self.failed} trials failed, more than max_failed_trials "
-                                    f"({self.sweep.max_failed}); the last: {details.fail_reason}")
+            if self.failed > self.sweep.max_failed:
+                self.end("failures", f"{self.failed} trials failed, more than max_failed_trials "
+                                     f"({self.sweep.max_failed}); the last: {details.fail_reason}")
         self._ended_since_wait = True  # counts changed: the next suggest reads the study
         return trial, values
 

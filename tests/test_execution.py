@@ -84,7 +84,7 @@ def test_failed_trials_are_fail_with_their_message_and_do_not_count(tmp_path: Pa
     outcome = run_sweep(sweep)
     trials = load(tmp_path, study_name).get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert outcome.finished == 4 and outcome.stop_reason is None
+    assert outcome.finished == 4 and outcome.ending is None
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4  # the budget counts finished trials only
     assert failed and all(t.params["fail"] for t in failed)
     for t in failed:
@@ -97,7 +97,8 @@ def test_failure_budget_stops_the_sweep(tmp_path: Path, study_name: str) -> None
     sweep = sweep_of(tmp_path, study_name, method="random", run_cap=5, trainer="tests.fake_trainers:CURVE",
                      epochs=3, max_failed_trials=2, parameters={"fail": {"value": True}})
     outcome = run_sweep(sweep)
-    assert outcome.stop_reason is not None and "more than max_failed_trials (2)" in outcome.stop_reason
+    assert outcome.ending is not None and outcome.ending.kind == "failures"
+    assert "more than max_failed_trials (2)" in outcome.ending.reason
     trials = load(tmp_path, study_name).get_trials()
     assert all(t.state == TrialState.FAIL for t in trials)
     assert 3 <= len(trials) <= 4  # the third failure stops asking; one more may have been running
@@ -204,7 +205,8 @@ def test_a_data_root_that_vanishes_fails_trials_clearly(tmp_path: Path, study_na
                      parameters={"filters": {"value": [4, 8, 8, 8, 8]}})
     shutil.rmtree(root)
     outcome = run_sweep(sweep)
-    assert outcome.stop_reason is not None and "max_failed_trials (1)" in outcome.stop_reason
+    assert outcome.ending is not None and outcome.ending.kind == "failures"
+    assert "max_failed_trials (1)" in outcome.ending.reason
     trials = load(tmp_path, study_name).get_trials()
     assert trials and all(t.state == TrialState.FAIL for t in trials)
     assert all(t.user_attrs["fail_reason"] == f"DataError: data.root: folder {str(root)!r} does not exist"

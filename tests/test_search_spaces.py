@@ -107,21 +107,21 @@ def test_an_all_categorical_space_runs_each_configuration_once_then_ends(tmp_pat
     outcome = run_sweep(validate(exact))
     done = [t for t in trials(exact) if t.state in FINISHED]
     assert len(done) == 6 and len({configuration(t) for t in done}) == 6
-    assert outcome.exhausted is None and not outcome.interrupted
+    assert outcome.ending is None
     more = spec(f"more-{method}", tmp_path, parameters, method=method, run_cap=9)
     outcome = run_sweep(validate(more))
     all_trials = trials(more)
     done = [t for t in all_trials if t.state in FINISHED]
     assert len(done) == 6 and len({configuration(t) for t in done}) == 6  # stops at the space's size
-    assert outcome.exhausted == "every one of the search space's 6 configurations has run"
-    assert not outcome.interrupted and outcome.stop_reason is None
+    assert outcome.ending is not None and outcome.ending.kind == "exhausted"
+    assert outcome.ending.reason == "every one of the search space's 6 configurations has run"
     duplicates = [t for t in all_trials if record.is_duplicate_draw(t)]
     study = optuna.load_study(study_name=more["name"], storage=more["storage"])
     assert duplicates and record.duplicate_draws_of(study.user_attrs) == len(duplicates)
     assert all(not record.failed_by_itself(t) for t in duplicates)  # never counted as failures
     from sweeper.progress import summary
 
-    head = str(summary(study, validate(more), None, reached=None, exhausted=outcome.exhausted).renderables[0])
+    head = str(summary(study, validate(more), None, ending=outcome.ending).renderables[0])
     assert f"{len(duplicates)} duplicate draw(s) re-sampled, none run" in head and "search space exhausted" in head
 
 
