@@ -239,7 +239,7 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
     from rich.console import Console
 
     from sweeper.launch import launch as launch_sweep
-    from sweeper.progress import SweepProgress
+    from sweeper.progress import SweepProgress, rendered
 
     console = console or Console(highlight=False, soft_wrap=True)
     progress: Any = SweepProgress(valid, console)
@@ -251,9 +251,9 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
         progress = NotebookProgress(valid)
         logging.getLogger("ray.widgets").setLevel(logging.WARNING)  # "install ipywidgets": not needed here
 
-    def show(table: Any) -> None:
+    def show(event: Any) -> None:
         progress.stop()
-        console.print(table)
+        console.print(rendered(event))
 
     _api_names_kept()
     try:

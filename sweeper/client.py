@@ -42,7 +42,8 @@ from sweeper.errors import InputError, Problem, SweeperError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from sweeper.progress import SweepProgress
+    from sweeper.events import TrialEnd
+    from sweeper.progress import SweepProgress, SweepStart
     from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
 
@@ -142,7 +143,7 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
         """Show events until the driver ends (or ``until_s`` passes), then the rest in the queue."""
         while until_s is None or time.monotonic() < until_s:
             try:
-                view.show(*events.get(timeout=0.5))
+                view.show(events.get(timeout=0.5))
                 continue
             except Empty:
                 pass
@@ -150,7 +151,7 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
                 break
         while True:
             try:
-                view.show(*events.get_nowait())
+                view.show(events.get_nowait())
             except Empty:
                 return
 
@@ -172,33 +173,68 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
         view.close()
 
 
+@dataclass(frozen=True)
+class Warned:
+    """A warning of the spec's validation on the cluster."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """Trials can start: the validated spec and what the study holds (the progress display's start)."""
+
+    sweep: Sweep
+    start: SweepStart
+
+
+@dataclass(frozen=True)
+class Running:
+    """How many trials run now (sent every :data:`RUNNING_EVERY_S` seconds)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Something rendered on the head node for this terminal: a notice, or the closing summary
+    (the study's storage may not be reachable from here)."""
+
+    renderable: Any
+
+
+# What the driver on the cluster sends through the Ray queue, in order: warnings, a start, trial
+# ends and running counts as they come, and last what the engine emitted, rendered.
+StreamEvent = Warned | Started | Running | TrialEnd | Shown
+
+
 class _ClientView:
-    """The driver's events (``(kind, value)`` pairs from :func:`_drive`) shown here: warnings,
-    the live progress, each trial's line, and the closing summary."""
+    """The driver's events (:data:`StreamEvent`, from :func:`_drive`) shown here: warnings, the
+    live progress, each trial's line, and the closing summary."""
 
     def __init__(self, console: Console, warn: Callable[[str], None]):
         self.console, self.warn = console, warn
         self.progress: SweepProgress | None = None
         self.running = 0
 
-    def show(self, kind: str, value: Any) -> None:
-        """Render one event: ``warning`` (a line), ``start`` (the sweep and its start), ``running``
-        (trials running now), ``end`` (a trial's end), ``summary`` (the closing table)."""
-        if kind == "warning":
-            self.warn(value)
-        elif kind == "start":
-            from sweeper.progress import SweepProgress
+    def show(self, event: StreamEvent) -> None:
+        """Render one event."""
+        from sweeper.events import TrialEnd
+        from sweeper.progress import SweepProgress
 
-            sweep, start = value
-            self.progress = SweepProgress(sweep, self.console)
-            self.progress.begin(start, running=lambda: self.running)
-        elif kind == "running":
-            self.running = value
-        elif kind == "end" and self.progress is not None:
-            self.progress.trial_ended(value)
-        elif kind == "summary":
+        if isinstance(event, Warned):
+            self.warn(event.line)
+        elif isinstance(event, Started):
+            self.progress = SweepProgress(event.sweep, self.console)
+            self.progress.begin(event.start, running=lambda: self.running)
+        elif isinstance(event, Running):
+            self.running = event.count
+        elif isinstance(event, TrialEnd):
+            if self.progress is not None:
+                self.progress.trial_ended(event)
+        else:
             self.close()
-            self.console.print(value)
+            self.console.print(event.renderable)
 
     def close(self) -> None:
         """Stop the live progress (if it started)."""
@@ -243,12 +279,11 @@ def _result(ref: Any) -> None:
 def _drive(job: DriverJob, events: Any) -> None:
     """The driver, run on the head node: validate, create or open the study, launch the sweep.
 
-    Sends ``("warning", line)``, ``("start", (sweep, SweepStart))``, ``("end", TrialEnd)``,
-    ``("running", count)`` and, last, ``("summary", closing table)`` through ``events`` (a Ray
-    queue) as the sweep goes; raises what :func:`sweeper.launch.launch` raises.
+    Sends :data:`StreamEvent` s through ``events`` (a Ray queue) as the sweep goes; raises what
+    :func:`sweeper.launch.launch` raises.
     """
     from sweeper.launch import launch
-    from sweeper.progress import SweepStart
+    from sweeper.progress import SweepStart, rendered
     from sweeper.ray_runtime import quiet_logs
     from sweeper.spec import validate
     from sweeper.studies import continues_study, stored_spec
@@ -261,22 +296,22 @@ def _drive(job: DriverJob, events: Any) -> None:
         assert job.study is not None and job.storage is not None
         sweep, resume = validate(stored_spec(job.storage, job.study)), True
     for line in sweep.warnings:
-        events.put(("warning", line))
+        events.put(Warned(line))
     done = threading.Event()
 
     def on_start(searcher: StudySearcher, concurrency: int) -> None:
-        events.put(("start", (sweep, SweepStart.of(searcher.study, concurrency))))
+        events.put(Started(sweep, SweepStart.of(searcher.study, concurrency)))
 
         def tell_running() -> None:
             while not done.wait(RUNNING_EVERY_S):
                 with contextlib.suppress(Exception):  # a full or gone queue only costs the display
-                    events.put(("running", len(searcher.running)), timeout=RUNNING_EVERY_S)
+                    events.put(Running(len(searcher.running)), timeout=RUNNING_EVERY_S)
 
         threading.Thread(target=tell_running, name="sweeper-running", daemon=True).start()
 
     try:
-        launch(sweep, lambda table: events.put(("summary", table)), resume=resume, on_start=on_start,
-               on_end=lambda end: events.put(("end", end)))
+        launch(sweep, lambda event: events.put(Shown(rendered(event))), resume=resume, on_start=on_start,
+               on_end=events.put)
     except KeyboardInterrupt:
         # Only Ray Tune's own SIGINT handler ends a sweep so, and none reaches a task: say it as a stop.
         raise SweeperError("the sweep stopped early: it was interrupted on the cluster") from None

@@ -25,9 +25,8 @@ from sweeper.ray_runtime import concurrency_for, init_ray
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
-    from rich.console import Group
 
-    from sweeper.progress import TrialEnd
+    from sweeper.events import Notice, SweepEnded, TrialEnd
     from sweeper.searcher import Ending, StudySearcher
     from sweeper.spec import Sweep
     from sweeper.warm_start import WarmStart
@@ -202,7 +201,7 @@ def run_sweep(
 
 def launch(
     sweep: Sweep,
-    show: Callable[[Group], None],
+    emit: Callable[[Notice | SweepEnded], None],
     *,
     address: str | None = None,
     resume: bool = False,
@@ -212,8 +211,9 @@ def launch(
     function: Callable[..., Any] | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep (:func:`run_sweep`, starting a new study from ``warm_start``'s
-    trials when given), ``show`` its closing summary (the counts,
-    the best trials, and that ``metric.target`` was reached when it was), and end as the command ends.
+    trials when given), ``emit`` a :class:`~sweeper.events.Notice` for what the user should know
+    before trials start and a :class:`~sweeper.events.SweepEnded` for the closing summary (the views
+    render them; this prints nothing), and end as the command ends.
 
     Raises:
         KeyboardInterrupt: Ctrl-C stopped the sweep (Ray Tune took it and stopped the trials,
@@ -222,15 +222,12 @@ def launch(
             trial of the study completed.
         InputError: as :func:`run_sweep`.
     """
-    from rich.console import Group
-    from rich.text import Text
-
-    from sweeper.progress import summary
+    from sweeper.events import Notice, SweepEnded
     from sweeper.results import least_violating, ranked_trials
 
     outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end,
-                        warm_start=warm_start, notice=lambda line: show(Group(Text(line))), function=function)
-    show(summary(outcome.study, sweep, outcome.wall_s, ending=outcome.ending))
+                        warm_start=warm_start, notice=lambda line: emit(Notice(line)), function=function)
+    emit(SweepEnded(outcome.study, sweep, outcome.wall_s, outcome.ending))
     if outcome.ending is not None and outcome.ending.kind == "interrupted":
         raise KeyboardInterrupt
     if outcome.ending is not None and outcome.ending.early:

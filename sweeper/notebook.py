@@ -21,7 +21,7 @@ from rich.text import Text
 from sweeper.progress import SweepProgress
 
 if TYPE_CHECKING:
-    from sweeper.progress import TrialEnd
+    from sweeper.events import TrialEnd
     from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
 

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweeper import record
+from sweeper.events import Notice, SweepEnded, TrialEnd
 from sweeper.pareto import dominates, minimised
 
 if TYPE_CHECKING:
@@ -31,30 +32,6 @@ if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 _STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
-
-
-@dataclass
-class TrialEnd:
-    """How one trial ended, as the progress display shows it.
-
-    Attributes:
-        number: the Optuna trial number.
-        state: COMPLETE, PRUNED or FAIL.
-        epochs_run: epochs it trained; ``epochs``: epochs it was configured for.
-        value: its value, the first objective's with several (``None`` for FAIL).
-        params: Optuna's ``trial.params``.
-        reason: why it failed, for FAIL; why it was pruned, for a PRUNED trial that broke a constraint.
-        values: every objective's value, in the sweep's order (``None`` for FAIL).
-    """
-
-    number: int
-    state: TrialState
-    epochs_run: int
-    epochs: int
-    value: float | None
-    params: dict[str, Any]
-    reason: str | None = None
-    values: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -315,3 +292,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def rendered(event: Notice | SweepEnded) -> Group:
+    """What the terminal shows for an event of :func:`sweeper.launch.launch`: a notice's line, or
+    the closing :func:`summary` of an ended sweep."""
+    if isinstance(event, Notice):
+        return Group(Text(event.line))
+    return summary(event.study, event.sweep, event.wall_s, ending=event.ending)

@@ -31,8 +31,8 @@ from ray.tune.experiment import Trial
 
 from sweeper import record
 from sweeper.constraints import constraint_values, told_row
+from sweeper.events import TrialEnd
 from sweeper.pareto import Vector, minimised, rank_order
-from sweeper.progress import TrialEnd
 from sweeper.scheduler import Scheduler
 from sweeper.searcher import StudySearcher
 from sweeper.trainable import ERROR_KEY

@@ -1,0 +1,74 @@
+"""What the engine tells the views as a sweep runs: plain data, no display and no Ray.
+
+The engine (:mod:`sweeper.launch`, :mod:`sweeper.recorder`) emits these and prints nothing; the
+terminal (:mod:`sweeper.progress`), the notebook display (:mod:`sweeper.notebook`) and the Ray
+Client stream (:mod:`sweeper.client`) each render them.
+
+- :class:`Notice`: one line the user should know before trials start (a warm start's counts);
+- :class:`TrialEnd`: how one trial ended (``run_sweep``'s ``on_end``);
+- :class:`SweepEnded`: the sweep is over: its study, wall time and :class:`~sweeper.searcher.Ending`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sweeper.searcher import Ending
+    from sweeper.spec import Sweep
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One line for the user before trials start (``warm start: 12 finished trial(s) ... added``)."""
+
+    line: str
+
+
+@dataclass
+class TrialEnd:
+    """How one trial ended, as the progress display shows it.
+
+    Attributes:
+        number: the Optuna trial number.
+        state: COMPLETE, PRUNED or FAIL.
+        epochs_run: epochs it trained; ``epochs``: epochs it was configured for.
+        value: its value, the first objective's with several (``None`` for FAIL).
+        params: Optuna's ``trial.params``.
+        reason: why it failed, for FAIL; why it was pruned, for a PRUNED trial that broke a constraint.
+        values: every objective's value, in the sweep's order (``None`` for FAIL).
+    """
+
+    number: int
+    state: TrialState
+    epochs_run: int
+    epochs: int
+    value: float | None
+    params: dict[str, Any]
+    reason: str | None = None
+    values: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SweepEnded:
+    """The sweep is over: what its closing summary shows.
+
+    Attributes:
+        study: the study (read again by the views).
+        sweep: the validated spec.
+        wall_s: seconds from Ray's start to the sweep's end.
+        ending: why it ended before its budget, ``None`` when it ran its budget.
+    """
+
+    study: optuna.Study
+    sweep: Sweep
+    wall_s: float
+    ending: Ending | None
+
+
+Event = Notice | TrialEnd | SweepEnded
