@@ -103,9 +103,16 @@ def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | 
         if differences:
             raise InputError([f"name: study {valid.name!r} in {redact(url)} exists with another spec; name this "
                               "one differently or make it match:", *differences])
+        _MADE[valid.name] = url
         return valid.name
     create_study(valid, 1)
+    _MADE[valid.name] = url
     return valid.name
+
+
+# The storage of each study that sweep() made or found in this process, by name: agent(sweep_id)
+# without `storage` finds a study whose config named its own storage, as wandb.agent finds any sweep.
+_MADE: dict[str, str] = {}
 
 
 def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int | None = None, *,
@@ -127,7 +134,8 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
             trainer or program the sweep config names.
         count: finished trials this call runs; ``None``: up to the config's ``run_cap`` for
             the whole study (for a grid, at most the points left).
-        storage: SQLAlchemy URL of the study's storage (default ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
+        storage: SQLAlchemy URL of the study's storage (default: where :func:`sweep` put it in this
+            process, else ``SWEEPER_STORAGE``, else ``sqlite:///sweeps.db``).
         address: a Ray cluster to join (``auto``, ``HEAD_IP:6379``); default: Ray on this machine.
         entity: W&B's, accepted so that a W&B call runs renamed; not used.
         project: W&B's, accepted likewise; not used (the study is ``sweep_id``).
@@ -145,8 +153,14 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
     from sweeper.spec import validate
     from sweeper.studies import stored_spec
 
-    url = storage or default_storage()
-    raw = stored_spec(url, sweep_id)
+    url = storage or _MADE.get(sweep_id) or default_storage()
+    try:
+        raw = stored_spec(url, sweep_id)
+    except InputError as err:
+        if storage is None:  # the config's own `storage:` (another process, or a kernel restarted)
+            raise InputError(f"{err}; if its sweep config names a `storage:`, pass it: "
+                             f"sweeper.agent({sweep_id!r}, storage=...)") from None
+        raise
     if function is not None:
         if not callable(function):
             raise InputError(f"function: {function!r} is not a function")

@@ -82,7 +82,7 @@ def test_sweep_creates_a_study_from_a_wandb_dict(tmp_path: Path) -> None:
     assert sweeper.sweep(tmp_path / "c.yaml", storage=url) == "from_file"
 
 
-def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path) -> None:
+def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'bad.db'}"
     with pytest.raises(InputError, match=r"parameters\.lr"):
         sweeper.sweep({**CONFIG, "parameters": {"lr": {"min": 1, "max": 0}}}, storage=url)
@@ -96,6 +96,9 @@ def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path) -> No
         sweeper.agent(sid, function=lambda: None, count=0, storage=url)
     with pytest.raises(InputError, match="does not exist"):
         sweeper.agent("nope", function=lambda: None, storage=url)
+    monkeypatch.setenv("SWEEPER_STORAGE", f"sqlite:///{tmp_path / 'default.db'}")
+    with pytest.raises(InputError, match=r"does not exist.*names a `storage:`, pass it: sweeper.agent\('nope', storage="):
+        sweeper.agent("nope", function=lambda: None)  # not told the storage: a hint to give it
     with pytest.raises(InputError, match="does not exist"):
         sweeper.load("nope", url)
 
@@ -158,7 +161,8 @@ sid = sweeper.sweep({**config, "name": "wandb_fn"}, storage=url)
 s = sweeper.agent(sid, function=train, count=3, storage=url)
 assert isinstance(s, sweeper.Sweep)
 sweeper.agent(sid, function=train, count=2, storage=url)
-sweeper.agent(sweeper.sweep({**config, "name": "plain_fit"}, storage=url), function=fit, count=2, storage=url)
+# The config names its own storage and agent is not told it: the study sweep() made is found there.
+sweeper.agent(sweeper.sweep({**config, "name": "plain_fit", "storage": url}), function=fit, count=2)
 named = {"name": "named_trainer", "method": "random", "epochs": 2, "trainer": "tests.fake_trainers:CURVE",
          "artifacts": sys.argv[2], "max_concurrent_trials": 1, "parameters": {"lr": {"min": 0.001, "max": 0.02}}}
 sweeper.agent(sweeper.sweep(named, storage=url), count=2, storage=url)  # the spec's trainer: no function
