@@ -97,7 +97,7 @@ def test_bad_input_is_one_input_error_before_anything_runs(tmp_path: Path, monke
     with pytest.raises(InputError, match="does not exist"):
         sweeper.agent("nope", function=lambda: None, storage=url)
     monkeypatch.setenv("SWEEPER_STORAGE", f"sqlite:///{tmp_path / 'default.db'}")
-    with pytest.raises(InputError, match=r"does not exist.*names a `storage:`, pass it: sweeper.agent\('nope', storage="):
+    with pytest.raises(InputError, match=r"does not exist.*a `storage:`, pass it: sweeper.agent\('nope', storage="):
         sweeper.agent("nope", function=lambda: None)  # not told the storage: a hint to give it
     with pytest.raises(InputError, match="does not exist"):
         sweeper.load("nope", url)
