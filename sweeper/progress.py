@@ -90,6 +90,8 @@ class SweepProgress:
             f"sweep [bold]{self.sweep.name}[/]: {self.sweep.spec.method} search, budget "
             f"{self.sweep.budget} finished trials, up to {self.sweep.max_epochs} epochs each, "
             f"{start.concurrency} at a time"
+            + (f", {self.sweep.spec.resources_per_trial.gpu:g} GPU each" if self.sweep.spec.resources_per_trial.gpu
+               else " on the CPU")
             + (f", {'MO-' if self.sweep.multi_objective else ''}ASHA grace {self.sweep.asha.grace_period}"
                f" / reduction {self.sweep.asha.reduction_factor:g}"
                if self.sweep.asha else ", no early stopping")

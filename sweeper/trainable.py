@@ -62,6 +62,7 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
 
     from trainers import get_trainer
     from trainers.base import DataConfig, TrainConfig
+    from trainers.device import CPU_NOTICE, silence
 
     # Ray logs every persisted checkpoint at INFO level; the study records the trial instead.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -73,6 +74,8 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
     threads = int(cfg.get("threads") or max(1, int(cpus)))
     gpu_ids = ray.get_gpu_ids()
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    if not gpu_ids:  # a trial given no GPU: the progress header says so once, not each worker
+        silence(CPU_NOTICE)
     where = {
         "node": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(),

@@ -12,6 +12,14 @@ import torch
 log = logging.getLogger("trainers")
 
 _said: set[str] = set()
+# What resolve_device says when it falls back to the CPU.
+CPU_NOTICE = "CUDA is not available; training on the CPU"
+
+
+def silence(message: str) -> None:
+    """Count ``message`` as said in this process: a runner that says it once itself (sweeper's
+    progress header says where the trials run) keeps each worker from saying it again."""
+    _said.add(message)
 
 
 def say_once(message: str) -> None:
@@ -30,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cpu":
-        say_once("CUDA is not available; training on the CPU")
+        say_once(CPU_NOTICE)
     return device
 
 
