@@ -277,12 +277,15 @@ class SweeperRunner(Runner):
         folder: where the study's SQLite file goes.
         brackets: ASHA's brackets (Ray's ``ASHAScheduler(brackets=...)``, asynchronous Hyperband,
             Li et al. 2020), a candidate the spec does not offer yet; 1 is the spec's ASHA.
+        sampler: ``TPESampler`` keyword arguments in place of :func:`sweeper.samplers.make_sampler`'s
+            (a candidate's TPE settings); ``None``: sweeper's own.
     """
 
     costs = COSTS["sweeper"]
 
     def __init__(self, table: Table, seed: int, workers: int, trials: int, method: str,
-                 scheduler: Mapping[str, Any] | None, folder: Path, brackets: int = 1):
+                 scheduler: Mapping[str, Any] | None, folder: Path, brackets: int = 1,
+                 sampler: Mapping[str, Any] | None = None):
         import optuna
 
         from sweeper.coordination import take_lease
@@ -307,6 +310,8 @@ class SweeperRunner(Runner):
         self.sweep = validate(spec)
         self.storage = open_storage(url, pool_size=1)
         study = create_study(self.sweep, workers, self.storage)
+        if sampler is not None:  # a candidate's TPE settings in place of make_sampler's
+            study.sampler = optuna.samplers.TPESampler(seed=seed, **sampler)
         self.searcher = StudySearcher(study, self.sweep, self.storage, take_lease(study))
         self.searcher.POLL_S = 0.0  # simulated time: read the study at every request
         self.scheduler = make_scheduler(self.sweep)
@@ -676,10 +681,10 @@ def _syne(name: str) -> Callable[[Table, int, int, int, Path], Runner]:
     return make
 
 
-def _sweeper(method: str, scheduler: Mapping[str, Any] | None,
-             brackets: int = 1) -> Callable[[Table, int, int, int, Path], Runner]:
+def _sweeper(method: str, scheduler: Mapping[str, Any] | None, brackets: int = 1,
+             sampler: Mapping[str, Any] | None = None) -> Callable[[Table, int, int, int, Path], Runner]:
     def make(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
-        return SweeperRunner(table, seed, workers, trials, method, scheduler, folder, brackets)
+        return SweeperRunner(table, seed, workers, trials, method, scheduler, folder, brackets, sampler)
     return make
 
 
@@ -697,6 +702,11 @@ RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
     "sweeper-hyperband": _sweeper("bayes", {"type": "asha"}, brackets=3),
     "sweeper-no-stopping": _sweeper("bayes", None),
     "sweeper-promotion": PromotionRunner,
+    # TPE's settings in parallel: sweeper's is multivariate with the constant liar and 10 startup trials.
+    "sweeper-tpe-no-liar": _sweeper("bayes", {"type": "asha"}, sampler={"multivariate": True, "n_startup_trials": 10}),
+    "sweeper-tpe-independent": _sweeper("bayes", {"type": "asha"}, sampler={"constant_liar": True,
+                                                                           "n_startup_trials": 10}),
+    "sweeper-tpe-optuna-default": _sweeper("bayes", {"type": "asha"}, sampler={}),
     "optuna-tpe-hyperband": _optuna("tpe", "hyperband"),
     "optuna-tpe-sha": _optuna("tpe", "sha"),
     "optuna-tpe-median": _optuna("tpe", "median"),

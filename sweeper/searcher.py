@@ -10,10 +10,11 @@ No configuration runs twice (``random`` and ``bayes``): a draw whose configurati
 trainer's values, after decoding and quantisation) equals that of a trial finished, running or
 queued is recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the
 study counts them) and drawn again; after :data:`DUPLICATES_IN_A_ROW` such draws in a finite
-space, an unseen configuration is queued instead. When every configuration of a finite space
-has finished or runs, nothing is drawn: the searcher waits for the running trials (one may
-FAIL, freeing its configuration), and once all have finished the sweep ends with what it has
-(an :class:`Ending` of kind ``exhausted``). A FAIL trial's configuration may run again.
+space, the unseen configuration nearest the last draw (fewest parameters changed,
+:func:`nearest`) is queued instead. When every configuration of a finite space has finished or
+runs, nothing is drawn: the searcher waits for the running trials (one may FAIL, freeing its
+configuration), and once all have finished the sweep ends with what it has (an :class:`Ending`
+of kind ``exhausted``). A FAIL trial's configuration may run again.
 
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
 driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -259,18 +261,19 @@ class StudySearcher(Searcher):
                 return None
             self.end("exhausted", f"every one of the search space's {size} configurations has run")
             return Searcher.FINISHED if not self.running else None
+        wanted: dict[str, Any] = {}
         for draw in range(MAX_DRAWS):
             if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
                 unseen = [p for p in space.iter_grid() or () if _key(space.values(p)) not in seen]
                 if not unseen:
                     break
-                point = unseen[self._rng.randrange(len(unseen))]
-                study.enqueue_trial(point, skip_if_exists=False)
+                study.enqueue_trial(nearest(unseen, wanted, self._rng), skip_if_exists=False)
             trial = self._new_trial()
             key = _key(space.values(trial.params))
             twin = seen.get(key)
             if twin is None or twin == trial.number:  # a queued retry is its own twin
                 return self._asked(trial_id, trial)
+            wanted = dict(trial.params)
             record.write_failure(trial, f"duplicate draw: the configuration of trial {twin}", "duplicate")
             self.study.tell(trial, state=TrialState.FAIL)
             record.count_duplicate_draw(study)
@@ -400,6 +403,23 @@ class StudySearcher(Searcher):
         # the live study connection stays behind.
         return {k: v for k, v in self.__dict__.items()
                 if k not in ("study", "sweep", "storage", "lease", "running", "grid")}
+
+
+def nearest(points: list[dict[str, Any]], wanted: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The point of ``points`` (Optuna's representation) that differs from ``wanted`` (the
+    sampler's last draw, a configuration that had run) in the fewest parameters; ties drawn with
+    ``rng``. The sampler wanted that region: the duplicate check moves to the closest
+    configuration not yet run, not to a random one.
+
+    Raises:
+        ValueError: ``points`` is empty.
+    """
+    def distance(point: Mapping[str, Any]) -> int:
+        return sum(point.get(k) != wanted.get(k) for k in {*point, *wanted})
+
+    closest = min(map(distance, points))
+    pool = [p for p in points if distance(p) == closest]
+    return pool[rng.randrange(len(pool))]
 
 
 def _key(values: dict[str, Any]) -> str:

@@ -98,6 +98,27 @@ def test_momentum_exists_only_in_sgd_trials(tmp_path: Path, method: str) -> None
 # --- no configuration twice ----------------------------------------------------------------
 
 
+def test_after_duplicate_draws_the_nearest_unseen_configuration_is_queued() -> None:
+    """The sampler kept drawing a configuration that had run: the one queued instead differs from
+    it in the fewest parameters (the region the sampler wanted), ties drawn at random."""
+    import itertools
+    import random
+
+    from sweeper.searcher import nearest
+
+    grid = [dict(zip(("filters", "bn", "augment", "lr"), p, strict=True))
+            for p in itertools.product(["small", "large"], [True, False], [True, False], [1e-3, 1e-2])]
+    wanted = {"filters": "large", "bn": True, "augment": True, "lr": 1e-3}
+    unseen = [p for p in grid if p != wanted]
+    picks = {json.dumps(nearest(unseen, wanted, random.Random(seed)), sort_keys=True) for seed in range(50)}
+    one_away = {json.dumps(p, sort_keys=True) for p in unseen if sum(p[k] != wanted[k] for k in wanted) == 1}
+    assert picks == one_away  # every pick one parameter away, and each of the 4 such picked at some seed
+    far = [p for p in unseen if p["filters"] == "small" and not p["bn"]]
+    assert nearest(far, wanted, random.Random(0)) in [p for p in far if p["augment"] and p["lr"] == 1e-3]
+    with pytest.raises(ValueError):
+        nearest([], wanted, random.Random(0))
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 @pytest.mark.parametrize("method", ["random", "bayes"])
