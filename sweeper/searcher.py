@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
 WAIT = "WAIT"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Duplicate draws in a row before a finite space's unseen configurations are enumerated.
-DUPLICATES_IN_A_ROW = 3
+# Duplicate draws in a row before the nearest unseen configuration of a finite space is queued
+# (1: at once; the sampler has shown the region it wants, and each draw is a FAIL row in the study).
+DUPLICATES_IN_A_ROW = 1
 # Duplicate draws in a row after which a continuous space counts as exhausted (never seen).
 MAX_DRAWS = 200
 # Above this many configurations a finite space is not enumerated: it is drawn from, as a continuous one.
