@@ -12,7 +12,8 @@ one) costs the tool's measured per-trial start, and the sweep its once-per-sweep
 (:data:`COSTS`). Every runner makes its own decisions with its own code, called as its tool calls
 it:
 
-- ``sweeper`` (its default search: ``method: bayes`` with ``scheduler: {type: asha}``) and
+- ``sweeper`` (its default search: ``method: bayes`` with no scheduler named, which runs TPE with
+  ASHA at grace period 1 and reduction factor 3, and the duplicate check) and
   ``random`` (sweeper's random search, no early stopping): sweeper's own
   :class:`~sweeper.searcher.StudySearcher`, scheduler and :class:`~sweeper.recorder.StudyRecorder`
   on a real SQLite study, driven through the calls Ray Tune's controller makes
@@ -380,7 +381,7 @@ class PromotionRunner(SweeperRunner):
 
     def __init__(self, table: Table, seed: int, workers: int, trials: int, folder: Path, grace_period: int = 1,
                  reduction_factor: int = 3):
-        super().__init__(table, seed, workers, trials, "bayes", None, folder)
+        super().__init__(table, seed, workers, trials, "bayes", {"type": "none"}, folder)
         self._rf, self._budget = reduction_factor, trials
         self._milestones: list[int] = []
         level = grace_period
@@ -693,14 +694,14 @@ def _ray(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Ru
 
 
 RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
-    "sweeper": _sweeper("bayes", {"type": "asha"}),
+    "sweeper": _sweeper("bayes", None),  # the default: what `method: bayes` runs with no scheduler named
     "random": _sweeper("random", None),
     # Candidates for sweeper's default (issue 19, part 3): each changes one thing of "sweeper".
     "sweeper-random-asha": _sweeper("random", {"type": "asha"}),
     "sweeper-grace3": _sweeper("bayes", {"type": "asha", "grace_period": 3}),
     "sweeper-rf2": _sweeper("bayes", {"type": "asha", "reduction_factor": 2}),
     "sweeper-hyperband": _sweeper("bayes", {"type": "asha"}, brackets=3),
-    "sweeper-no-stopping": _sweeper("bayes", None),
+    "sweeper-no-stopping": _sweeper("bayes", {"type": "none"}),
     "sweeper-promotion": PromotionRunner,
     # TPE's settings in parallel: sweeper's is multivariate with the constant liar and 10 startup trials.
     "sweeper-tpe-no-liar": _sweeper("bayes", {"type": "asha"}, sampler={"multivariate": True, "n_startup_trials": 10}),

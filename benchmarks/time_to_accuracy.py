@@ -3,10 +3,14 @@
 The same training function (:mod:`benchmarks.logged_cnn`: sweeper's ``cnn`` trainer, logging
 each epoch) runs inside every runner, on ``../shared/data/cifar10-5k`` (real CIFAR-10 photos,
 32 px; 10% of train held out, stratified, for validation; the test split only for the retrain),
-over the same search space, with the same trial budget, two trials at a time, one CPU thread each:
+over the same search space, with the same trial budget, two trials at a time, one CPU thread each.
+The space is the curve table's grid (:data:`benchmarks.curves.table.GRID`: 256 configurations,
+kernel 3 and 128 dense units fixed), so that the real runs check what the simulator
+(:mod:`benchmarks.simulate`) found on the same configurations:
 
-- ``sweeper``: ``run_sweep`` (what ``sweeper launch`` runs): TPE (``method: bayes``) + ASHA
-  (grace period 1, reduction factor 3), SQLite study, reused actors;
+- ``sweeper``: ``run_sweep`` (what ``sweeper launch`` runs) on ``method: bayes`` with no
+  scheduler named: sweeper's default search (TPE + ASHA at grace period 1 and reduction factor 3,
+  no configuration twice), SQLite study, reused actors;
 - ``random (sweeper, no ES)``: ``method: random``, ``scheduler: none``: every trial to the end;
 - ``Ray Tune``: ``tune.Tuner`` with ``OptunaSearch`` (its default TPE) and ``ASHAScheduler``
   (grace period 1, reduction factor 3, ``max_t`` = epochs), ``reuse_actors=True``;
@@ -21,10 +25,12 @@ of ``sweeper retrain``. Targets (issue 15): sweeper reaches random search's fina
 most a third of the epochs random search needed for it (median over seeds), and at every
 wall-clock point sweeper's median best is at least each peer's median best.
 
-Usage: ``python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--trials 16] [--epochs 12]``
+Usage: ``python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--trials 32] [--epochs 27]``
 from the repository root (``pip install -e ".[bench]"`` for matplotlib). Writes its section of
 ``benchmarks/RESULTS.md`` and ``benchmarks/time_to_accuracy.png``; the raw logs go to
-``benchmarks/time_to_accuracy.json``.
+``benchmarks/time_to_accuracy.json`` after each (runner, seed), and a run of the same trials and
+epochs skips the pairs already there: cut short, it goes on where it stopped (about an hour per
+seed for the four runners on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -40,33 +46,20 @@ from typing import Any
 import numpy as np
 
 from benchmarks._results import CIFAR_5K, cifar_data, machine, start, write_section
+from benchmarks.curves.table import FIXED, GRID
 from benchmarks.logged_cnn import cnn_params
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = 2
-FILTERS = ["8-16-32-64-64", "16-16-16-16-16", "32-32-32-32-32", "16-32-64-128-128"]
-ACTIVATIONS = ["relu", "gelu", "silu", "mish"]
-DENSE = [64, 128, 256]
-BATCH = [32, 64, 128]
-LR = (1e-4, 1e-2)
-DROPOUT = (0.0, 0.5)
 RUNNERS = ("sweeper", "random (sweeper, no ES)", "Ray Tune", "Optuna")
+SPACE = "curve-table grid"  # recorded with the raw logs: a run on another space starts them afresh
 
 
 
 def sweeper_parameters(log: Path) -> dict[str, Any]:
-    """The search space in the spec's (W&B's) format."""
-    return {
-        "filters": {"values": FILTERS},
-        "activation": {"values": ACTIVATIONS},
-        "batch_norm": {"values": [True, False]},
-        "dropout": {"min": DROPOUT[0], "max": DROPOUT[1]},
-        "dense_units": {"values": DENSE},
-        "lr": {"min": LR[0], "max": LR[1], "distribution": "log_uniform_values"},
-        "batch_size": {"values": BATCH},
-        "augment": {"values": [True, False]},
-        "log": {"value": str(log)},
-    }
+    """The search space in the spec's (W&B's) format: the curve table's grid."""
+    return {**{k: {"values": list(v)} for k, v in GRID.items()}, **{k: {"value": v} for k, v in FIXED.items()},
+            "log": {"value": str(log)}}
 
 
 def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path, *,
@@ -84,9 +77,10 @@ def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log:
         "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": cifar_data(root),
         "max_concurrent_trials": CONCURRENCY, "resources_per_trial": {"cpu": 1, "gpu": 0},
         "storage": storage, "artifacts": str(tmp / "artifacts"),
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3} if early_stopping else {"type": "none"},
         "parameters": sweeper_parameters(log),
     }
+    if not early_stopping:
+        raw["scheduler"] = {"type": "none"}
     outcome = run_sweep(validate(raw))
     return export_config(outcome.study, storage)
 
@@ -107,12 +101,7 @@ def run_ray_tune(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log
         LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=epochs, seed=seed, threads=1),
                        lambda epoch, metrics, checkpoint=None: tune.report(dict(metrics)))
 
-    space = {
-        "filters": tune.choice(FILTERS), "activation": tune.choice(ACTIVATIONS),
-        "batch_norm": tune.choice([True, False]), "dropout": tune.uniform(*DROPOUT),
-        "dense_units": tune.choice(DENSE), "lr": tune.loguniform(*LR), "batch_size": tune.choice(BATCH),
-        "augment": tune.choice([True, False]), "log": str(log),
-    }
+    space = {**{k: tune.choice(list(v)) for k, v in GRID.items()}, **FIXED, "log": str(log)}
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space=space,
@@ -137,18 +126,8 @@ def run_optuna(seed: int, trials: int, epochs: int, root: Path, log: Path) -> di
     data = cifar_data(root)
 
     def objective(trial: optuna.Trial) -> float:
-        params = {
-            **LOGGED_CNN.defaults(),
-            "filters": trial.suggest_categorical("filters", FILTERS),
-            "activation": trial.suggest_categorical("activation", ACTIVATIONS),
-            "batch_norm": trial.suggest_categorical("batch_norm", [True, False]),
-            "dropout": trial.suggest_float("dropout", *DROPOUT),
-            "dense_units": trial.suggest_categorical("dense_units", DENSE),
-            "lr": trial.suggest_float("lr", *LR, log=True),
-            "batch_size": trial.suggest_categorical("batch_size", BATCH),
-            "augment": trial.suggest_categorical("augment", [True, False]),
-            "log": str(log),
-        }
+        chosen = {k: trial.suggest_categorical(k, list(v)) for k, v in GRID.items()}
+        params = {**LOGGED_CNN.defaults(), **FIXED, **chosen, "log": str(log)}
         best = 0.0
 
         def report(epoch: int, metrics: Any, checkpoint: Any = None) -> None:
@@ -222,7 +201,7 @@ def epochs_to(epochs: np.ndarray, best: np.ndarray, target: float) -> int | None
 
 def main() -> None:
     args = start(__doc__.splitlines()[0], data=CIFAR_5K, extra=lambda p: (
-        p.add_argument("--trials", type=int, default=16), p.add_argument("--epochs", type=int, default=12),
+        p.add_argument("--trials", type=int, default=32), p.add_argument("--epochs", type=int, default=27),
         p.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS),
         p.add_argument("--write-only", action="store_true", help="redo the table and picture from the raw logs")))
     from trainers.base import DataConfig
@@ -233,12 +212,17 @@ def main() -> None:
     if args.write_only:
         write(raw)
         return
+    meta = raw.get("_meta", {})
+    if (meta.get("trials"), meta.get("epochs"), meta.get("space")) != (args.trials, args.epochs, SPACE):
+        raw = {}  # another benchmark's logs (git keeps them): start afresh
     root = args.data.resolve()
     load_data(DataConfig(**cifar_data(root)))  # decode into the node cache once, before any runner
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for seed in args.seeds:
             for runner in args.runners:
+                if f"{runner}|{seed}" in raw:
+                    continue  # done in an earlier run of this command
                 log = tmp / f"{runner.split()[0]}-{seed}.jsonl"
                 log.unlink(missing_ok=True)
                 started = time.time()
@@ -250,7 +234,7 @@ def main() -> None:
                 print(f"seed {seed} {runner:<24} wall {wall:6.1f} s  epochs {len(raw[f'{runner}|{seed}']['reports'])}"
                       f"  best val {max(a for _, a in raw[f'{runner}|{seed}']['reports']):.4f}  test {test_acc:.4f}",
                       flush=True)
-                raw["_meta"] = {"trials": args.trials, "epochs": args.epochs, "machine": machine(),
+                raw["_meta"] = {"trials": args.trials, "epochs": args.epochs, "space": SPACE, "machine": machine(),
                                 "date": dt.date.today().isoformat()}
                 raw_path.write_text(json.dumps(raw))
     write(raw)
@@ -258,8 +242,10 @@ def main() -> None:
 
 def write(raw: dict[str, Any]) -> None:
     """The figure, the table and the reading of the targets from the raw logs."""
-    seeds = sorted({int(k.split("|")[1]) for k in raw if "|" in k})
-    runners = [r for r in RUNNERS if all(f"{r}|{s}" in raw for s in seeds)]
+    # The seeds that every runner has finished (a run cut short leaves some pairs for the next).
+    runners = [r for r in RUNNERS if any(k.startswith(f"{r}|") for k in raw)]
+    seeds = sorted(s for s in {int(k.split("|")[1]) for k in raw if "|" in k}
+                   if all(f"{r}|{s}" in raw for r in runners))
     curves = {(r, s): best_curve([tuple(x) for x in raw[f"{r}|{s}"]["reports"]]) for r in runners for s in seeds}
     end = max(c[0][-1] for c in curves.values())
     t_grid = np.linspace(0, end, 400)
@@ -323,8 +309,9 @@ def write(raw: dict[str, Any]) -> None:
         f"{' '.join(map(str, seeds))} --trials {meta.get('trials')} --epochs {meta.get('epochs')}`. "
         f"Data: `cifar10-5k` (5,000 train photos, 10% held out for validation; 1,000 test photos), 32 px. "
         f"Each runner: {meta.get('trials')} trials of up to {meta.get('epochs')} epochs, {CONCURRENCY} at a time, "
-        "1 CPU thread each, the same training function and search space (filters, activation, batch norm, "
-        "dropout, dense units, lr, batch size, augment). Wall seconds from the runner's call, Ray already "
+        "1 CPU thread each, the same training function and search space (the curve table's grid of 256 "
+        "configurations: filters, activation, batch norm, dropout, lr, batch size, augment). Wall seconds "
+        "from the runner's call, Ray already "
         "started. Median (min-max) over seeds. Picture: `benchmarks/time_to_accuracy.png`.",
         "",
         "| runner | best val_accuracy | wall s | epochs trained | s to 90% / 95% / 100% of the seed's top | "

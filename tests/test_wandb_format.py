@@ -19,6 +19,7 @@ from sweeper.errors import InputError
 from sweeper.samplers import WeightedRandomSampler
 from sweeper.spec import build_space, validate
 from sweeper.spec._schema import ParameterSpec
+from sweeper.spec._validate import DEFAULT_ASHA
 from tests.conftest import write_spec
 
 runner = CliRunner()
@@ -150,7 +151,8 @@ def test_wandb_scheduler_engine_form_is_recognised(tmp_path: Path) -> None:
     base = {"method": "bayes", "name": "eng", "storage": f"sqlite:///{tmp_path / 'e.db'}",
             "parameters": {"lr": {"min": 0.0001, "max": 0.01}}}
     sweep = validate({**base, "scheduler": {"engine": "optuna", "settings": {"pruner": {"type": "Hyperband"}}}})
-    assert sweep.asha is None and any("W&B's engine form" in w for w in sweep.warnings)
+    # The engine's settings are ignored: method bayes runs with sweeper's default early stopping.
+    assert sweep.asha == DEFAULT_ASHA and any("W&B's engine form" in w for w in sweep.warnings)
     with pytest.raises(InputError) as err:
         validate({**base, "scheduler": {"engine": "ray", "num_workers": 2}})
     assert [str(p) for p in err.value.problems] == [

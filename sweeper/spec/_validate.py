@@ -273,7 +273,8 @@ def _wandb_scheduler(raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[st
         return rest, [], [Problem("scheduler.engine", engine, "is a W&B external engine sweeper cannot run; use "
                                   "engine: optuna (sweeper's own Optuna samplers) or remove `scheduler`")]
     return rest, [f"scheduler: W&B's engine form ({', '.join(sorted(scheduler))}) runs with sweeper's own Optuna "
-                  "samplers (method) and early_terminate; its other keys are ignored"], []
+                  "samplers (method) and early stopping (early_terminate, else sweeper's default); its other keys "
+                  "are ignored"], []
 
 
 def _check_trainer_params(trainer: Trainer, spec: SweepSpec, space: SearchSpace) -> list[Problem]:
@@ -313,7 +314,15 @@ def _epochs(spec: SweepSpec, space: SearchSpace) -> tuple[int, list[Problem]]:
     return top, []
 
 
+# What `method: bayes` stops trials with when the spec names neither `scheduler` nor `early_terminate`.
+DEFAULT_ASHA = Asha(grace_period=1, reduction_factor=3)
+
+
 def _scheduler(spec: SweepSpec, max_epochs: int) -> tuple[Asha | None, list[Problem]]:
+    """The sweep's early stopping: W&B's ``early_terminate`` read as W&B means it (ASHA judging
+    each trial on its best value so far unless ``strict``), ``scheduler: {type: asha, ...}``,
+    ``scheduler: {type: none}``, or when neither key is given, :data:`DEFAULT_ASHA` for
+    ``method: bayes`` and none for ``random`` and ``grid`` (as in W&B)."""
     if spec.scheduler is not None and spec.early_terminate is not None:
         return None, [Problem("scheduler", spec.scheduler.type,
                               "and early_terminate are alternatives; keep one of them")]
@@ -331,6 +340,11 @@ def _scheduler(spec: SweepSpec, max_epochs: int) -> tuple[Asha | None, list[Prob
         asha = Asha(grace, et.eta, best_so_far=not et.strict)
     elif spec.scheduler is not None and spec.scheduler.type == "asha":
         asha = Asha(spec.scheduler.grace_period, spec.scheduler.reduction_factor)
+    elif spec.scheduler is None and spec.method == "bayes":
+        # sweeper's default search: TPE with ASHA at grace period 1 and reduction factor 3, the
+        # fastest to the top 1% of the curve table among the candidates and the peers
+        # (benchmarks/RESULTS.md, "Simulated search on the curve table").
+        asha = DEFAULT_ASHA
     if asha is not None and asha.grace_period > max_epochs:
         return None, [Problem(key, asha.grace_period, f"must not exceed epochs ({max_epochs})")]
     return asha, []
