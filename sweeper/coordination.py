@@ -39,10 +39,14 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from sweeper import record
-from sweeper.storage import retrying, sqlite_path
+from sweeper.storage import RETRY_FOR_S, retrying, sqlite_path
 
 LEASE_RENEW_S = 10.0
 LEASE_TTL_S = 60.0
+# A driver waiting out a storage fault renews its lease after at most RETRY_FOR_S more: its lease
+# must outlast that, or another driver would take its live trials for a dead driver's.
+if LEASE_TTL_S <= RETRY_FOR_S + LEASE_RENEW_S:
+    raise RuntimeError("LEASE_TTL_S must exceed storage.RETRY_FOR_S + LEASE_RENEW_S")
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,15 @@ from sweeper.errors import SweeperError
 from sweeper.ray_runtime import concurrency_for, init_ray
 
 if TYPE_CHECKING:
+    from ray import tune
     from ray.tune.experiment import Trial
 
     from sweeper.events import Notice, SweepEnded, TrialEnd
+    from sweeper.recorder import StudyRecorder
+    from sweeper.scheduler import Scheduler
     from sweeper.searcher import Ending, StudySearcher
     from sweeper.spec import Sweep
+    from sweeper.storage import StorageFault
     from sweeper.warm_start import WarmStart
 
 
@@ -68,8 +72,58 @@ def _cancelled(err: BaseException) -> bool:
     return False
 
 
+def _storage_fault(err: BaseException) -> StorageFault | None:
+    """The :class:`~sweeper.storage.StorageFault` in ``err``'s chain (Tune wraps what a callback
+    raised), if any."""
+    from sweeper.storage import StorageFault
+
+    seen: BaseException | None = err
+    for _ in range(20):
+        if seen is None or isinstance(seen, StorageFault):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _trial_name(trial: Trial) -> str:
     return f"trial_{trial.config.get('trial_number', trial.trial_id)}"
+
+
+def _tuner(sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None, recorder: StudyRecorder,
+           concurrency: int, function: Callable[..., Any] | None) -> tune.Tuner:
+    """Ray Tune's ``Tuner`` for the sweep: the trainable with its resources, the study's searcher,
+    the scheduler (FIFO when none), the recorder as its callback, and one experiment folder per driver."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from sweeper.trainable import run_trial
+
+    res = sweep.spec.resources_per_trial
+    return tune.Tuner(
+        tune.with_resources(run_trial if function is None else tune.with_parameters(run_trial, function=function),
+                            {"cpu": res.cpu, "gpu": res.gpu}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler or FIFOScheduler(),
+            num_samples=-1,
+            max_concurrent_trials=concurrency,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            # One Ray experiment folder per driver: two drivers of a study never share one.
+            name=f"{sweep.name.replace('/', '_')}/driver-{searcher.lease.driver_id}",
+            storage_path=sweep.spec.artifacts,
+            verbose=0,
+            # Tune's terminal reporter (silent at verbose 0) in Jupyter too: Tune's notebook one
+            # clears the cell's output, sweeper's progress display included.
+            progress_reporter=tune.CLIReporter(),
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
 
 
 def run_sweep(
@@ -110,8 +164,6 @@ def run_sweep(
         SweeperError: Ray could not start or the sweep broke.
     """
     init_ray(address)  # sets Ray Tune's environment before Tune is imported below
-    from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
 
     from sweeper.cluster import check_nodes, warm_data_cache
     from sweeper.coordination import renew_lease, study_lock, take_lease
@@ -120,7 +172,6 @@ def run_sweep(
     from sweeper.searcher import StudySearcher
     from sweeper.storage import open_storage
     from sweeper.studies import create_study, load_study_to_resume
-    from sweeper.trainable import run_trial
 
     check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
     started = time.time()
@@ -146,48 +197,28 @@ def run_sweep(
     if scheduler is not None and (resume or warm_start is not None):  # the rungs start from the study's curves
         scheduler.replay_study(study.get_trials(deepcopy=False))
     recorder = StudyRecorder(searcher, scheduler, on_end)
-    res = sweep.spec.resources_per_trial
-    tuner = tune.Tuner(
-        tune.with_resources(run_trial if function is None else tune.with_parameters(run_trial, function=function),
-                            {"cpu": res.cpu, "gpu": res.gpu}),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler or FIFOScheduler(),
-            num_samples=-1,
-            max_concurrent_trials=concurrency,
-            reuse_actors=True,
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
-        ),
-        run_config=tune.RunConfig(
-            # One Ray experiment folder per driver: two drivers of a study never share one.
-            name=f"{sweep.name.replace('/', '_')}/driver-{searcher.lease.driver_id}",
-            storage_path=sweep.spec.artifacts,
-            verbose=0,
-            # Tune's terminal reporter (silent at verbose 0) in Jupyter too: Tune's notebook one
-            # clears the cell's output, sweeper's progress display included.
-            progress_reporter=tune.CLIReporter(),
-            callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
+    tuner = _tuner(sweep, searcher, scheduler, recorder, concurrency, function)
     if on_start is not None:
         on_start(searcher, concurrency)
+    storage_fault = None
     try:
         tuner.fit()
     except KeyboardInterrupt:
         searcher.fail_unfinished("sweep interrupted (Ctrl-C)")
         raise
     except Exception as err:
+        storage_fault = _storage_fault(err)
+        if storage_fault is not None:  # nothing more can be written: the trials left RUNNING are reaped on resume
+            raise storage_fault from None
         if _cancelled(err):  # Ray Client's Ctrl-C (ray.cancel of the driver) landed in one of Tune's ray.get calls
             searcher.fail_unfinished("sweep interrupted (Ctrl-C)")
             raise KeyboardInterrupt from err
         searcher.fail_unfinished(f"driver error: {err}")
         raise SweeperError(f"the sweep stopped: {err}") from err
     finally:
-        with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
-            renew_lease(study, searcher.lease, released=True)
+        if storage_fault is None:  # else the database is gone: the lease expires on its own
+            with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
+                renew_lease(study, searcher.lease, released=True)
     finished = searcher.counts()[0]
     # Tune ends before the budget only when interrupted: its SIGINT handler (Ctrl-C) stops the
     # trials and returns.

@@ -12,13 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
-from sweeper.errors import InputError, Problem
+from sweeper.errors import InputError, Problem, SweeperError
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,24 @@ def unreadable(url: str, err: BaseException) -> InputError:
     return InputError(Problem("storage", redact(url), f"cannot be read as a study database: {reason}"))
 
 
+# libpq's connection parameters for PostgreSQL (postgresql.org/docs/current/libpq-connect.html):
+# give up connecting after 5 s; TCP keepalives, so a connection to a server that vanished without
+# closing it (a network cut, a killed VM) fails within about a minute instead of hanging; and
+# lock_timeout, so no statement (the study's advisory lock included) waits on a lock for more
+# than 30 s: it fails with SQLSTATE 55P03, which is retried (fault()).
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5, "application_name": "sweeper", "keepalives": 1, "keepalives_idle": 30,
+    "keepalives_interval": 10, "keepalives_count": 3, "options": "-c lock_timeout=30000",
+}
+
+
 def open_storage(url: str, pool_size: int = 4, *, read_only: bool = False) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``url``; creates the SQLite file or the tables if needed, unless
     ``read_only``: then an SQLite file is opened read-only (nothing is created or written, and a
     file in a read-only folder can be read) and must already hold a study database.
 
-    PostgreSQL connections are checked before use (``pool_pre_ping``), pooled for
+    PostgreSQL connections are checked before use (``pool_pre_ping``), kept alive and bounded in
+    their lock waits (:data:`PG_CONNECT_ARGS`), pooled for
     ``pool_size`` concurrent trials (the driver's writers plus a few readers), and every
     storage call that hits a dropped connection or a restarting server is retried with
     exponential backoff for up to :data:`RETRY_FOR_S` seconds (:class:`RetryingRDBStorage`).
@@ -98,8 +110,7 @@ def open_storage(url: str, pool_size: int = 4, *, read_only: bool = False) -> op
     sqlite = parsed.get_backend_name() == "sqlite"
     target = url
     if not sqlite:
-        engine_kwargs.update(connect_args={"connect_timeout": 5, "application_name": "sweeper"},
-                             pool_size=pool_size + 2, max_overflow=pool_size)
+        engine_kwargs.update(connect_args=PG_CONNECT_ARGS, pool_size=pool_size + 2, max_overflow=pool_size)
     else:
         # The driver is the only writer; a generous timeout covers readers (dashboard).
         engine_kwargs["connect_args"] = {"timeout": 30}
@@ -133,12 +144,32 @@ def _read_only_url(path: Path) -> str:
     return f"sqlite:///{uri}&uri=true"
 
 
-RETRY_FOR_S = 120.0
+# How long a storage call is retried through a dropped connection or a restarting server. It stays
+# shorter than a driver's lease (sweeper.coordination.LEASE_TTL_S, checked there): a driver that is
+# waiting out a fault is never taken for dead by another driver, which would reap its live trials.
+RETRY_FOR_S = 45.0
+
+
+class StorageFault(SweeperError):
+    """The study's database cannot be used now; what it holds is left as it was, and the sweep
+    resumes (``sweeper resume``) once the cause is fixed. One line, naming the cause."""
+
+
+class StorageUnwritable(StorageFault):
+    """The database refuses writes in a way that waiting does not cure: the disk is full, the file
+    or the server is read-only, or the disk failed a write. Raised at once, never retried."""
+
+
+class StorageUnavailable(StorageFault):
+    """The database did not answer (a dropped connection, a server down or restarting) for the
+    whole retry window, :data:`RETRY_FOR_S` seconds."""
 
 
 def retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` retried on transient database errors with exponential backoff (0.25 s doubling
-    to 10 s, for up to :data:`RETRY_FOR_S` seconds); other errors are raised at once."""
+    to 10 s, for up to :data:`RETRY_FOR_S` seconds, then :class:`StorageUnavailable`); a write that
+    cannot succeed (:func:`fault` says ``unwritable``) raises :class:`StorageUnwritable` at once;
+    other errors are raised at once, as they are."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -153,9 +184,15 @@ def retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             except Exception as err:
                 # Optuna wraps errors raised at commit in StorageInternalError: look down the chain.
-                cause = _transient_cause(err)
-                if cause is None or time.monotonic() + delay > deadline:
+                kind, cause = fault(err)
+                if kind == "unwritable":
+                    raise StorageUnwritable(f"storage: {cause}; nothing more was written and the study is left "
+                                            "as it was: fix that, then continue with `sweeper resume`") from None
+                if kind != "transient":
                     raise
+                if time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(f"storage: {cause}, for {RETRY_FOR_S:.0f} s; the study is left as it "
+                                             "was: once the database answers, continue with `sweeper resume`") from err
                 log.warning("storage: %s; retrying in %.1f s", cause, delay)
                 retried = True
                 time.sleep(delay)
@@ -164,31 +201,66 @@ def retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _transient_cause(err: BaseException) -> str | None:
-    """The first line of a transient database error in ``err``'s chain, else ``None``."""
+Fault = Literal["transient", "unwritable", "other"]
+
+
+def fault(err: BaseException) -> tuple[Fault, str]:
+    """What a database error in ``err``'s chain means for a caller, and its first line.
+
+    By the database's own code, not the driver's exception class (in SQLite one class,
+    ``OperationalError``, covers a busy lock and a full disk alike):
+
+    - ``transient`` (retry): a connection that dropped or was invalidated; SQLite's ``SQLITE_BUSY``
+      and ``SQLITE_LOCKED``; PostgreSQL's SQLSTATE class 08 (connection exception), 57P01-57P03
+      (the server shutting down or starting), 40001/40P01 (serialisation failure, deadlock),
+      55P03 (a lock not granted within ``lock_timeout``) and 53300 (too many connections); a
+      session left in a failed transaction by an earlier statement;
+    - ``unwritable`` (stop at once): SQLite's ``SQLITE_FULL``, ``SQLITE_READONLY`` and
+      ``SQLITE_IOERR``; PostgreSQL's 53100 (disk full) and 25006 (a read-only transaction);
+    - ``other``: anything else (a missing table, a bug), raised as it is.
+
+    Sources: sqlite.org/rescode.html (primary result codes), PostgreSQL's "Appendix A. Error Codes".
+    """
     from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
     seen: BaseException | None = err
     for _ in range(10):
         if seen is None:
-            return None
-        if isinstance(seen, DBAPIError) and (
-            seen.connection_invalidated or type(seen.orig).__name__ in _TRANSIENT
-        ) and not any(text in str(seen.orig) for text in _PERMANENT):
-            return str(seen.orig).strip().splitlines()[0] if str(seen.orig).strip() else type(seen.orig).__name__
+            break
         if isinstance(seen, PendingRollbackError):
             # A statement failed earlier in the same session (Optuna caught it and went on):
             # the connection is gone, and a fresh session succeeds.
-            return "the session's connection was lost"
+            return "transient", "the session's connection was lost"
+        if isinstance(seen, DBAPIError):
+            orig = seen.orig
+            line = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            code = getattr(orig, "sqlite_errorcode", None)
+            state = getattr(orig, "sqlstate", None)
+            if code is not None:
+                primary = int(code) & 0xFF
+                if primary in _SQLITE_UNWRITABLE:
+                    return "unwritable", f"{_SQLITE_UNWRITABLE[primary]} ({line})"
+                return ("transient" if primary in _SQLITE_TRANSIENT else "other"), line
+            if state is not None:
+                if state in _PG_UNWRITABLE:
+                    return "unwritable", f"{_PG_UNWRITABLE[state]} ({line})"
+                transient = state[:2] == "08" or state in _PG_TRANSIENT
+                return ("transient" if transient else "other"), line
+            if seen.connection_invalidated or type(orig).__name__ in _NO_CODE_TRANSIENT:
+                return "transient", line  # the connection failed before the server said anything
+            return "other", line
         seen = seen.__cause__ or seen.__context__
-    return None
+    return "other", (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-# psycopg / sqlite3 exception class names that mean "try again": the server went away or is
-# restarting, or another connection holds the SQLite write lock.
-_TRANSIENT = {"OperationalError", "InterfaceError", "AdminShutdown", "CannotConnectNow", "ConnectionTimeout"}
-# SQLite's OperationalErrors that waiting does not cure: a read-only file, a missing one, no tables.
-_PERMANENT = ("readonly database", "unable to open database file", "no such table")
+# SQLite's primary result codes (sqlite.org/rescode.html).
+_SQLITE_TRANSIENT = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: another connection holds the lock
+_SQLITE_UNWRITABLE = {13: "the disk is full", 8: "the database is read-only", 10: "the disk failed a write"}
+# PostgreSQL's SQLSTATEs (Appendix A); class 08 (connection exception) is transient as a whole.
+_PG_TRANSIENT = {"57P01", "57P02", "57P03", "40001", "40P01", "55P03", "53300"}
+_PG_UNWRITABLE = {"53100": "the server's disk is full", "25006": "the server is read-only"}
+# Driver errors with neither code: the connection could not be made or was lost on the way.
+_NO_CODE_TRANSIENT = {"OperationalError", "InterfaceError"}
 
 
 class RetryingRDBStorage(optuna.storages.RDBStorage):

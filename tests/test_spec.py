@@ -63,6 +63,22 @@ def test_defaults_when_keys_are_left_out() -> None:
     assert sweep.max_failed == 4
 
 
+
+def test_bayes_stops_weak_trials_by_default_random_and_grid_do_not() -> None:
+    """sweeper's default search (benchmarks/RESULTS.md, the simulated search): method bayes with
+    neither `scheduler` nor `early_terminate` runs ASHA at grace period 1 and reduction factor 3;
+    random and grid search run every trial to the end, as in W&B; `scheduler: {type: none}` and
+    W&B's early_terminate keep their meaning."""
+    bayes = validate({"name": "b", "method": "bayes", "parameters": {"lr": {"min": 0.001, "max": 0.1}}})
+    assert bayes.asha is not None and (bayes.asha.grace_period, bayes.asha.reduction_factor) == (1, 3)
+    assert not bayes.asha.best_so_far  # judged at the rung, as Ray's ASHA judges
+    assert validate({"name": "r", "method": "random"}).asha is None
+    assert validate({"name": "g", "method": "grid", "parameters": {"lr": {"values": [0.1, 0.2]}}}).asha is None
+    assert validate({"name": "n", "method": "bayes", "scheduler": {"type": "none"}}).asha is None
+    wandb = validate({"name": "w", "method": "bayes", "early_terminate": {"type": "hyperband", "min_iter": 2}})
+    assert wandb.asha is not None and wandb.asha.grace_period == 2 and wandb.asha.best_so_far
+
+
 def test_wandb_sweep_file_works_unchanged(tmp_path: Path) -> None:
     """A W&B sweep as the seeds wrote them: program/project keys, hyperband, epochs as a parameter.
     With `trainer:` named, the built-in trainer runs and W&B's program and command are ignored
