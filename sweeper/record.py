@@ -179,7 +179,7 @@ def mark_driver_lost(storage: optuna.storages.BaseStorage, trial_id: int, why: s
     storage.set_trial_user_attr(trial_id, FAIL_KIND, "driver")
 
 
-def queue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+def queue_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
     """Queue ``trial``'s parameters to run again, linked back to it by ``retry_of``."""
     study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
 

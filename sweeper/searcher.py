@@ -376,10 +376,15 @@ class StudySearcher(Searcher):
         return trial, values
 
     def fail_unfinished(self, reason: str) -> None:
-        """Tell FAIL (kind ``driver``) for every trial this driver asked and never saw end (a crash, Ctrl-C)."""
+        """Tell FAIL (kind ``driver``) for every trial this driver asked and never saw end (a crash,
+        Ctrl-C), and queue its parameters again, so that the next run of the study (``sweeper
+        resume``, another ``agent`` call) runs them first, as it does a lost driver's trials
+        (grid points are re-run by the grid itself)."""
         for trial_id, trial in list(self.running.items()):
             record.write_failure(trial, reason, "driver")
             self.study.tell(trial, state=TrialState.FAIL)
+            if self.grid is None:
+                record.queue_retry(self.study, trial)
             del self.running[trial_id]
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:

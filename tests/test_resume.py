@@ -241,7 +241,11 @@ def assert_interrupted_then_resumed(url: str, study_name: str, budget: int, cwd:
     assert stopped, "Ctrl-C should catch trials running"
     assert all(t.user_attrs["fail_reason"] == "sweep interrupted (Ctrl-C)" for t in stopped)
     assert all(t.user_attrs["fail_kind"] == "driver" for t in stopped)
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # Their parameters wait to run first when the study goes on (grid points are re-run by the grid).
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in stopped) or all(
+        "grid_id" in t.user_attrs for t in stopped)
     resumed = start(["resume", study_name, "--storage", url, *resume_args], cwd, log, env=env)
     try:
         assert_finishes(resumed, log, 300)
@@ -251,6 +255,8 @@ def assert_interrupted_then_resumed(url: str, study_name: str, budget: int, cwd:
     after = trials_of(url, study_name)
     assert sum(t.state in FINISHED for t in after) == budget
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for t in waiting:  # each interrupted configuration ran again, first
+        assert after[t.number].state in FINISHED and after[t.number].params == after[t.user_attrs["retry_of"]].params
 
 
 @pytest.mark.slow
