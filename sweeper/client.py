@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper.errors import InputError, Problem, SweeperError
+from sweeper.events import TrialEnd
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from sweeper.events import TrialEnd
     from sweeper.progress import SweepProgress, SweepStart
     from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
@@ -219,7 +219,6 @@ class _ClientView:
 
     def show(self, event: StreamEvent) -> None:
         """Render one event."""
-        from sweeper.events import TrialEnd
         from sweeper.progress import SweepProgress
 
         if isinstance(event, Warned):

@@ -6,21 +6,44 @@ Client stream (:mod:`sweeper.client`) each render them.
 
 - :class:`Notice`: one line the user should know before trials start (a warm start's counts);
 - :class:`TrialEnd`: how one trial ended (``run_sweep``'s ``on_end``);
-- :class:`SweepEnded`: the sweep is over: its study, wall time and :class:`~sweeper.searcher.Ending`.
+- :class:`SweepEnded`: the sweep is over: its study, wall time and :class:`Ending`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from optuna.trial import TrialState
 
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.searcher import Ending
     from sweeper.spec import Sweep
+
+
+EndingKind = Literal["target", "exhausted", "failures", "interrupted"]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why a sweep ended before its budget (a sweep that ran its budget has none).
+
+    Attributes:
+        kind: ``target`` (a finished trial reached ``metric.target``: W&B's meaning, the sweep asks
+            no new trials and ends successfully), ``exhausted`` (no new configuration was left: the
+            sweep ends successfully with what it has), ``failures`` (more than ``max_failed_trials``
+            failed) or ``interrupted`` (Ctrl-C; its running trials are FAIL "sweep interrupted").
+        reason: one line that says which trial, how many, or what.
+    """
+
+    kind: EndingKind
+    reason: str
+
+    @property
+    def early(self) -> bool:
+        """The sweep stopped short of what it was asked (``failures``, ``interrupted``): the command fails."""
+        return self.kind in ("failures", "interrupted")
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     from ray import tune
     from ray.tune.experiment import Trial
 
-    from sweeper.events import Notice, SweepEnded, TrialEnd
+    from sweeper.events import Ending, Notice, SweepEnded, TrialEnd
     from sweeper.recorder import StudyRecorder
     from sweeper.scheduler import Scheduler
-    from sweeper.searcher import Ending, StudySearcher
+    from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
     from sweeper.storage import StorageFault
     from sweeper.warm_start import WarmStart
@@ -45,7 +45,7 @@ class SweepOutcome:
         finished: COMPLETE + PRUNED trials in the study.
         failed: FAIL trials that failed by themselves (this run's, and the study's before a resume).
         wall_s: seconds from Ray's start to the end of the sweep.
-        ending: why it ended before its budget (:class:`sweeper.searcher.Ending`), ``None`` when
+        ending: why it ended before its budget (:class:`sweeper.events.Ending`), ``None`` when
             it ran its budget.
     """
 

@@ -28,7 +28,8 @@ from sweeper.pareto import dominates, minimised
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.searcher import Ending, StudySearcher
+    from sweeper.events import Ending
+    from sweeper.searcher import StudySearcher
     from sweeper.spec import Sweep
 
 _STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}

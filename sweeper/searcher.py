@@ -9,11 +9,11 @@ the sweep's live state: the trials it asked and has not told, the failures, the 
 No configuration runs twice (``random`` and ``bayes``): a draw whose configuration (the
 trainer's values, after decoding and quantisation) equals that of a trial finished, running or
 queued is recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the
-study counts them) and drawn again; after :data:`DUPLICATES_IN_A_ROW` such draws in a finite
+study counts them) and drawn again; after :data:`~sweeper.duplicates.DUPLICATES_IN_A_ROW` such draws in a finite
 space, the unseen configuration nearest the last draw (fewest parameters changed,
-:func:`nearest`) is queued instead. When every configuration of a finite space has finished or
+:func:`~sweeper.duplicates.nearest`) is queued instead. When every configuration of a finite space has finished or
 runs, nothing is drawn: the searcher waits for the running trials (one may FAIL, freeing its
-configuration), and once all have finished the sweep ends with what it has (an :class:`Ending`
+configuration), and once all have finished the sweep ends with what it has (an :class:`~sweeper.events.Ending`
 of kind ``exhausted``). A FAIL trial's configuration may run again.
 
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
@@ -25,12 +25,9 @@ running; a point whose trial FAILed runs again. Several drivers of one study dec
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -39,43 +36,14 @@ from ray.tune.search import Searcher
 from sweeper import record
 from sweeper.constraints import constraint_values, is_feasible, told_row
 from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
+from sweeper.duplicates import DUPLICATES_IN_A_ROW, ENUMERATED, MAX_DRAWS, config_key, nearest
+from sweeper.events import Ending, EndingKind
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 WAIT = "WAIT"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Duplicate draws in a row before the nearest unseen configuration of a finite space is queued
-# (1: at once; the sampler has shown the region it wants, and each draw is a FAIL row in the study).
-DUPLICATES_IN_A_ROW = 1
-# Duplicate draws in a row after which a continuous space counts as exhausted (never seen).
-MAX_DRAWS = 200
-# Above this many configurations a finite space is not enumerated: it is drawn from, as a continuous one.
-ENUMERATED = 100_000
-
-
-EndingKind = Literal["target", "exhausted", "failures", "interrupted"]
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Why a sweep ended before its budget (a sweep that ran its budget has none).
-
-    Attributes:
-        kind: ``target`` (a finished trial reached ``metric.target``: W&B's meaning, the sweep asks
-            no new trials and ends successfully), ``exhausted`` (no new configuration was left: the
-            sweep ends successfully with what it has), ``failures`` (more than ``max_failed_trials``
-            failed) or ``interrupted`` (Ctrl-C; its running trials are FAIL "sweep interrupted").
-        reason: one line that says which trial, how many, or what.
-    """
-
-    kind: EndingKind
-    reason: str
-
-    @property
-    def early(self) -> bool:
-        """The sweep stopped short of what it was asked (``failures``, ``interrupted``): the command fails."""
-        return self.kind in ("failures", "interrupted")
 
 
 class StudySearcher(Searcher):
@@ -89,7 +57,7 @@ class StudySearcher(Searcher):
         running: Ray trial id → the Optuna trial this driver asked for it (until it is told).
         failed: FAIL trials of this study that failed by themselves (not a lost driver).
         grid: grid points (Optuna's representation), for ``method: grid``.
-        ending: set once the sweep must end before its budget (:class:`Ending`): no new
+        ending: set once the sweep must end before its budget (:class:`~sweeper.events.Ending`): no new
             trial is asked, and the running ones end.
     """
 
@@ -265,12 +233,12 @@ class StudySearcher(Searcher):
         wanted: dict[str, Any] = {}
         for draw in range(MAX_DRAWS):
             if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
-                unseen = [p for p in space.iter_grid() or () if _key(space.values(p)) not in seen]
+                unseen = [p for p in space.iter_grid() or () if config_key(space.values(p)) not in seen]
                 if not unseen:
                     break
                 study.enqueue_trial(nearest(unseen, wanted, self._rng), skip_if_exists=False)
             trial = self._new_trial()
-            key = _key(space.values(trial.params))
+            key = config_key(space.values(trial.params))
             twin = seen.get(key)
             if twin is None or twin == trial.number:  # a queued retry is its own twin
                 return self._asked(trial_id, trial)
@@ -289,7 +257,7 @@ class StudySearcher(Searcher):
         so an ask costs no key building per finished trial of a long study."""
         key = self._keys.get(trial.number)
         if key is None:
-            key = _key(self.sweep.space.values(trial.params))
+            key = config_key(self.sweep.space.values(trial.params))
             if trial.state in FINISHED:
                 self._keys[trial.number] = key
         return key
@@ -332,7 +300,7 @@ class StudySearcher(Searcher):
         last intermediate value (Optuna's rule) in a single-objective study and no value in a
         multi-objective one (Optuna keeps none for PRUNED there; the returned values are then the
         last epoch's); FAIL has none. A FAIL of kind ``trial`` counts against
-        ``max_failed_trials``; one more stops the sweep (an :class:`Ending` of kind ``failures``).
+        ``max_failed_trials``; one more stops the sweep (an :class:`~sweeper.events.Ending` of kind ``failures``).
 
         Returns:
             the Optuna trial and its objective values (in the study's order), ``None`` without.
@@ -409,26 +377,3 @@ class StudySearcher(Searcher):
         # the live study connection stays behind.
         return {k: v for k, v in self.__dict__.items()
                 if k not in ("study", "sweep", "storage", "lease", "running", "grid")}
-
-
-def nearest(points: list[dict[str, Any]], wanted: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
-    """The point of ``points`` (Optuna's representation) that differs from ``wanted`` (the
-    sampler's last draw, a configuration that had run) in the fewest parameters; ties drawn with
-    ``rng``. The sampler wanted that region: the duplicate check moves to the closest
-    configuration not yet run, not to a random one.
-
-    Raises:
-        ValueError: ``points`` is empty.
-    """
-    def distance(point: Mapping[str, Any]) -> int:
-        return sum(point.get(k) != wanted.get(k) for k in {*point, *wanted})
-
-    closest = min(map(distance, points))
-    pool = [p for p in points if distance(p) == closest]
-    return pool[rng.randrange(len(pool))]
-
-
-def _key(values: dict[str, Any]) -> str:
-    """A configuration's identity: its trainer values as canonical JSON (lists and nested values
-    compared as values)."""
-    return json.dumps(values, sort_keys=True, default=str)

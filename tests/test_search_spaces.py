@@ -104,7 +104,7 @@ def test_after_duplicate_draws_the_nearest_unseen_configuration_is_queued() -> N
     import itertools
     import random
 
-    from sweeper.searcher import nearest
+    from sweeper.duplicates import nearest
 
     grid = [dict(zip(("filters", "bn", "augment", "lr"), p, strict=True))
             for p in itertools.product(["small", "large"], [True, False], [True, False], [1e-3, 1e-2])]

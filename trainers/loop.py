@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from trainers.measure import inference_ms, param_count
 from trainers.normalize import Normalize
 from trainers.optim import make_optimizer, make_scheduler
 from trainers.rng import rng_state, seed_everything, set_rng_state
+from trainers.stopping import EarlyStopping
 
 
 @dataclass(frozen=True)
@@ -229,35 +230,6 @@ class _Run:
     def restore_best(self) -> None:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-
-
-@dataclass
-class EarlyStopping:
-    """Early stopping's state, saved with each checkpoint (as a plain dict).
-
-    Attributes:
-        epoch: the best epoch so far (0: none yet).
-        score: its monitored value, signed so that higher is better (``val_loss`` negated).
-        metrics: the metrics that epoch reported.
-        bad: epochs since the best one without progress by more than ``min_delta``.
-    """
-
-    epoch: int = 0
-    score: float = -math.inf
-    metrics: dict[str, float] = field(default_factory=dict)
-    bad: int = 0
-
-    def update(self, epoch: int, score: float, metrics: Mapping[str, float], min_delta: float) -> bool:
-        """Count ``epoch``; True when it is the new best (its score beats the best by more than ``min_delta``)."""
-        if score > self.score + min_delta or self.epoch == 0:
-            self.epoch, self.score, self.metrics, self.bad = epoch, score, dict(metrics), 0
-            return True
-        self.bad += 1
-        return False
-
-    def state(self) -> dict[str, Any]:
-        """The state in types that ``torch.load(weights_only=True)`` reads back."""
-        return {"epoch": self.epoch, "score": self.score, "metrics": dict(self.metrics), "bad": self.bad}
 
 
 def _fold_indices(data: ImageData, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
