@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 # Duplicate draws in a row before the nearest unseen configuration of a finite space is queued
 # (1: at once; the sampler has shown the region it wants, and each draw is a FAIL row in the study).
@@ -45,3 +45,9 @@ def config_key(values: dict[str, Any]) -> str:
     """A configuration's identity: its trainer values as canonical JSON (lists and nested values
     compared as values)."""
     return json.dumps(values, sort_keys=True, default=str)
+
+
+def finite_enumerated(size: int | None) -> TypeGuard[int]:
+    """Whether a search space of ``size`` configurations (``None``: continuous) is listed for
+    the duplicate check's nearest unseen configuration (at most :data:`ENUMERATED`)."""
+    return size is not None and size <= ENUMERATED

@@ -36,7 +36,7 @@ from ray.tune.search import Searcher
 from sweeper import record
 from sweeper.constraints import constraint_values, is_feasible, told_row
 from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
-from sweeper.duplicates import DUPLICATES_IN_A_ROW, ENUMERATED, MAX_DRAWS, config_key, nearest
+from sweeper.duplicates import DUPLICATES_IN_A_ROW, MAX_DRAWS, config_key, finite_enumerated, nearest
 from sweeper.events import Ending, EndingKind
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class StudySearcher(Searcher):
         keys = {t.number: self._key_of(t) for t in live}
         seen = {keys[t.number]: t.number for t in live}
         size = self._size
-        if size is not None and size <= ENUMERATED and len(seen) >= size:
+        if finite_enumerated(size) and len(seen) >= size:
             # Nothing new to draw. A running trial may yet FAIL and free its configuration: wait
             # for the running ones; the space is exhausted once every configuration has finished.
             if len({keys[t.number] for t in live if t.state in FINISHED}) < size:
@@ -232,7 +232,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED if not self.running else None
         wanted: dict[str, Any] = {}
         for draw in range(MAX_DRAWS):
-            if draw == DUPLICATES_IN_A_ROW and size is not None and size <= ENUMERATED:
+            if draw == DUPLICATES_IN_A_ROW and finite_enumerated(size):
                 unseen = [p for p in space.iter_grid() or () if config_key(space.values(p)) not in seen]
                 if not unseen:
                     break
@@ -246,7 +246,7 @@ class StudySearcher(Searcher):
             record.write_failure(trial, f"duplicate draw: the configuration of trial {twin}", "duplicate")
             self.study.tell(trial, state=TrialState.FAIL)
             record.count_duplicate_draw(study)
-        if size is not None and size <= ENUMERATED:  # the unseen ones were queued meanwhile (another driver)
+        if finite_enumerated(size):  # the unseen ones were queued meanwhile (another driver)
             self._hold()
             return None
         self.end("exhausted", f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)")

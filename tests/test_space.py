@@ -95,7 +95,7 @@ def test_log_uniform_samples_are_log_uniform() -> None:
     assert hist.min() > 400 and hist.max() < 600  # 500 expected per bin
 
 
-def test_bayes_is_multivariate_tpe_with_constant_liar_in_parallel() -> None:
+def test_bayes_is_multivariate_tpe_with_constant_liar_in_parallel_in_a_continuous_space() -> None:
     sweep = validate({"name": "b", "method": "bayes", "run_cap": 30,
                       "parameters": {"lr": {"min": 0.001, "max": 0.1}}})
     parallel = make_sampler(sweep, concurrency=4)
@@ -103,6 +103,11 @@ def test_bayes_is_multivariate_tpe_with_constant_liar_in_parallel() -> None:
     assert parallel._multivariate and parallel._constant_liar
     assert parallel._n_startup_trials == 10
     assert not make_sampler(sweep, concurrency=1)._constant_liar
+    # a finite space: the duplicate check does the liar's work (sweeper.samplers' docstring)
+    finite = validate({"name": "b", "method": "bayes", "run_cap": 30,
+                       "parameters": {"lr": {"values": [0.001, 0.01, 0.1]}, "dropout": {"values": [0.0, 0.3]}}})
+    assert not make_sampler(finite, concurrency=4)._constant_liar
+    assert make_sampler(finite, concurrency=4)._multivariate
 
 
 def test_tpe_beats_random_on_a_known_function() -> None:
