@@ -689,6 +689,14 @@ def _sweeper(method: str, scheduler: Mapping[str, Any] | None, brackets: int = 1
     return make
 
 
+def _at_optuna_costs(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
+    """sweeper's default search charged Optuna's start costs instead of its own (Ray's start, the
+    trial actors'): what its decisions alone are worth against Optuna's."""
+    runner = _sweeper("bayes", None)(table, seed, workers, trials, folder)
+    runner.costs = COSTS["optuna"]
+    return runner
+
+
 def _ray(table: Table, seed: int, workers: int, trials: int, folder: Path) -> Runner:
     return RayRunner(table, seed)
 
@@ -703,6 +711,7 @@ RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
     "sweeper-hyperband": _sweeper("bayes", {"type": "asha"}, brackets=3),
     "sweeper-no-stopping": _sweeper("bayes", {"type": "none"}),
     "sweeper-promotion": PromotionRunner,
+    "sweeper-optuna-costs": _at_optuna_costs,
     # TPE's settings in parallel. sweeper's is Optuna 5's default for one objective: multivariate,
     # the constant liar, 10 startup trials (fewer for budgets under 30); each candidate turns one off.
     "sweeper-tpe-no-liar": _sweeper("bayes", {"type": "asha"}, sampler={"multivariate": True, "constant_liar": False,
