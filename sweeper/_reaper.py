@@ -16,7 +16,9 @@ signal covers its being killed). The inner launcher
 - on SIGTERM, SIGINT or SIGHUP (the trial stopped, its worker gone), and also once the program
   itself has exited, sends SIGTERM to every descendant still alive, then SIGKILL to those left
   after ``GRACE_S`` seconds, and reaps them all;
-- exits as the program did (its exit code, or the same signal), only when no descendant is left.
+- exits as the program did (its exit code, or the same signal), only when two scans of ``/proc``
+  in a row find no descendant left, after a last SIGKILL to any process it ever saw as a
+  descendant that still runs (same pid and start time).
 
 Elsewhere than Linux (no ``prctl``, no ``/proc``) it degrades to signalling its process group.
 Imports nothing of sweeper: it starts in a few tens of milliseconds.
@@ -48,9 +50,15 @@ def _prctl(option: int, value: int) -> bool:
         return False
 
 
-def _descendants(root: int) -> list[int] | None:
-    """The live (not zombie) descendants of ``root``, from ``/proc``; ``None`` without ``/proc``."""
+def _descendants(root: int) -> dict[int, bytes] | None:
+    """The live (not zombie) descendants of ``root`` from ``/proc``, each with its start time
+    (``stat`` field 22, to tell a pid reused later); ``None`` without ``/proc``.
+
+    A zombie is walked through, not returned: a child read while its parent lived, the parent
+    then exiting before it is read (pids wrap, so a child may be listed first), is still found.
+    """
     parents: dict[int, list[int]] = {}
+    live: dict[int, bytes] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -63,28 +71,46 @@ def _descendants(root: int) -> list[int] | None:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue  # gone meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(entry))
         if fields[0] != b"Z":
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [root]
+            live[int(entry)] = fields[19]
+    found: dict[int, bytes] = {}
+    todo = [root]
     while todo:
         for child in parents.get(todo.pop(), []):
-            found.append(child)
+            if child in live:
+                found[child] = live[child]
             todo.append(child)
     return found
 
 
-def _signal_all(sig: int) -> int:
-    """Send ``sig`` to every live descendant (or, without ``/proc``, to the process group);
-    returns how many were alive (1 when that cannot be known)."""
+def _signal_all(sig: int, seen: dict[int, bytes]) -> int:
+    """Send ``sig`` to every live descendant (or, without ``/proc``, to the process group), and
+    add them to ``seen``; returns how many were alive (1 when that cannot be known)."""
     pids = _descendants(os.getpid())
     if pids is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(os.getpgid(0), sig)
         return 1
+    seen.update(pids)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
     return len(pids)
+
+
+def _kill_strays(seen: dict[int, bytes]) -> None:
+    """SIGKILL each process once seen as a descendant that still runs (same pid, same start time):
+    the last resort for one that left this tree all the same."""
+    for pid, started in seen.items():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z" and fields[19] == started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _requested(signum: int, _frame: object) -> None:
@@ -143,6 +169,8 @@ def _inner(argv: list[str]) -> int:
     child = subprocess.Popen(words)
     status: int | None = None
     deadline: float | None = None
+    seen: dict[int, bytes] = {}
+    empty = 0  # scans in a row that found no descendant: two end the wait
     while True:
         while True:  # reap every child that ended: the program, and orphans handed to us
             try:
@@ -156,17 +184,20 @@ def _inner(argv: list[str]) -> int:
                 child.returncode = status
         if deadline is None and (_stop_requested or status is not None):
             deadline = time.monotonic() + grace
-            if _signal_all(signal.SIGTERM) == 0 and status is not None:
-                break
+            _signal_all(signal.SIGTERM, seen)
         if deadline is not None:
             alive = _descendants(os.getpid())
-            if alive is not None and not alive and status is not None:
+            if alive is not None:
+                seen.update(alive)
+            empty = empty + 1 if alive is not None and not alive else 0
+            if empty >= 2 and status is not None:
                 break
             if time.monotonic() >= deadline:
-                _signal_all(signal.SIGKILL)
+                _signal_all(signal.SIGKILL, seen)
                 if alive is None:  # no /proc: the group was killed, this process with it
                     break
         time.sleep(TICK_S)
+    _kill_strays(seen)
     return 1 if status is None else _exit_as(status)
 
 

@@ -281,3 +281,22 @@ def test_a_python_trainer_past_trial_timeout_fails_at_its_next_report(tmp_path: 
                        trial.user_attrs["fail_reason"])
     assert stopped is not None and 2 <= int(stopped.group(1)) <= 4, trial.user_attrs["fail_reason"]
     assert sorted(trial.intermediate_values) == list(range(1, int(stopped.group(1))))  # epoch 6 never reached
+
+
+def test_a_stray_once_seen_is_killed_but_not_a_reused_pid() -> None:
+    """The launcher's last resort: a process once seen as a descendant that still runs is
+    SIGKILLed at the end; a pid whose start time differs (reused since) is left alone."""
+    from sweeper import _reaper
+
+    strays = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    try:
+        started = {p.pid: Path(f"/proc/{p.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19]
+                   for p in strays}
+        _reaper._kill_strays({strays[0].pid: started[strays[0].pid], strays[1].pid: b"0"})
+        assert strays[0].wait(timeout=5) == -signal.SIGKILL
+        time.sleep(0.3)
+        assert strays[1].poll() is None
+    finally:
+        for p in strays:
+            p.kill()
+            p.wait()
