@@ -84,19 +84,44 @@ def exited(process: subprocess.Popen[bytes]) -> bool:
         return True
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in process group ``pgid``, from ``/proc``;
+    ``False`` where there is no ``/proc`` (the caller then kills the group at once)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 def stop(process: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
     """End the program's whole process group: SIGTERM (the launcher then stops every descendant,
-    SIGKILL after ``grace_s`` seconds, default :data:`KILL_GRACE_S`), wait up to ``grace_s`` + 5 s,
-    then SIGKILL the group whether or not its leader has exited, and reap the launcher. Returns at
-    once for a launcher already reaped."""
+    SIGKILL after ``grace_s`` seconds, default :data:`KILL_GRACE_S`), wait up to ``grace_s`` + 5 s
+    for the group to empty, then SIGKILL it whether or not its leader has exited, and reap the
+    launcher. Returns at once for a launcher already reaped.
+
+    The wait is for the whole group, not its leader: when the outer launcher is killed (its Ray
+    worker exiting SIGKILLs its children), the inner one is still stopping the program's tree,
+    descendants outside the group included, and a SIGKILL to the group then would leave those.
+    """
     if process.returncode is not None:
         return
     if not exited(process):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + (KILL_GRACE_S if grace_s is None else grace_s) + 5.0
-        while not exited(process) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    deadline = time.monotonic() + (KILL_GRACE_S if grace_s is None else grace_s) + 5.0
+    while (not exited(process) or _group_alive(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)  # the leader unreaped: its group id is still ours
     process.wait()

@@ -61,6 +61,23 @@ def _wait_gone(marker: str, timeout_s: float = 20.0) -> list[str]:
     return _running(marker)
 
 
+def _described(lines: list[str]) -> str:
+    """What a leftover process is, for the failure message: its parent, group, session, state,
+    start and trial (the run id in its environment)."""
+    out = []
+    for line in lines:
+        pid = line.split()[0]
+        ps = subprocess.run(["ps", "-o", "pid,ppid,pgid,sid,stat,lstart,args", "-p", pid],
+                            capture_output=True, text=True, check=False).stdout
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            run = [e.decode() for e in env if e.startswith(b"WANDB_RUN_ID=")]
+        except OSError:
+            run = []
+        out.append(f"{ps.strip()} {run}")
+    return "\n".join(out)
+
+
 @pytest.fixture(autouse=True)
 def _short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """One second between SIGTERM and SIGKILL (the launcher gets it as an argument)."""
@@ -96,6 +113,21 @@ def test_stopping_a_launched_program_kills_its_whole_tree(tmp_path: Path) -> Non
     assert time.monotonic() - began < 10
     assert process.returncode is not None
     assert not _wait_gone(marker, 5.0)
+
+
+def test_stopping_after_the_outer_launcher_was_killed_leaves_nothing(tmp_path: Path) -> None:
+    """A Ray worker that exits SIGKILLs its direct children, the outer launcher among them, while
+    the trial's thread is in stop(): the inner launcher, still stopping the program's tree, must
+    not be killed with the group before it has killed the orphan in another session (before: a
+    pruned trial's new-session grandchild was left running, 1 run in about 17)."""
+    marker = f"linger_outer_{uuid.uuid4().hex[:8]}"
+    script = tmp_path / f"{marker}.py"
+    script.write_text(LINGER + "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n")
+    process = start([sys.executable, str(script)], str(tmp_path), {"PATH": os.environ["PATH"]})
+    wait_until(lambda: len(_running(marker)) >= 5, 20)  # two launchers, the program, two orphans
+    os.kill(process.pid, signal.SIGKILL)
+    stop(process, grace_s=1.0)
+    assert not _wait_gone(marker, 5.0), _described(_running(marker))
 
 
 def test_output_is_read_once_split_on_carriage_returns_and_capped(tmp_path: Path) -> None:
@@ -238,7 +270,8 @@ def test_pruned_failed_timed_out_and_killed_program_trials_leave_nothing_behind(
         if proc.poll() is None:
             kill(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
-    assert not _wait_gone(marker, 10.0)
+    left = _wait_gone(marker, 10.0)
+    assert not left, _described(left)
     trials = {t.number: t for t in trials_of(url, "hostile")}
     assert trials[0].state == TrialState.COMPLETE and trials[0].user_attrs["worker_retries"] == 1
     assert trials[1].state == TrialState.FAIL
