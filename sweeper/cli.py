@@ -93,10 +93,7 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
     size = sweep.space.size()
     out.print(f"# search space: {len(sweep.space.dimensions)} searched parameter(s), "
               + (f"{size} distinct configuration(s)" if size is not None else "continuous (infinite)"))
-    out.print(f"# budget: {sweep.budget} finished trials; up to {sweep.max_epochs} epochs each; "
-              + (f"{'multi-objective ' if sweep.multi_objective else ''}ASHA grace period "
-                 f"{sweep.asha.grace_period}, reduction factor {sweep.asha.reduction_factor:g}"
-                 if sweep.asha else "no early stopping"))
+    out.print(f"# budget: {sweep.budget} finished trials; up to {sweep.max_epochs} epochs each; {sweep.scheduler_line}")
 
 
 StudyArg = Annotated[str, typer.Argument(help="Name of the study.", show_default=False)]
@@ -290,17 +287,20 @@ def train(
                                                show_default=False)] = None,
 ) -> None:
     """Train one config, without a sweep and without Ray, printing each epoch's metrics."""
+    from sweeper.replay import fit_scheduled
     from sweeper.spec import load_train_config, read_yaml
 
-    trainer, train_config = load_train_config(read_yaml(config), epochs=epochs)
+    raw = read_yaml(config)
+    trainer, train_config = load_train_config(raw, epochs=epochs)
+    schedule = raw.get("schedule")
     out.print(f"training {trainer.name} for {train_config.epochs} epochs on {train_config.data.dataset} "
-              f"(seed {train_config.seed})")
+              f"(seed {train_config.seed})" + (f", following its {len(schedule)}-step schedule" if schedule else ""))
 
     def report(epoch: int, metrics: Any, checkpoint: Any = None) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         out.print(f"epoch {epoch:>3}/{train_config.epochs}  {shown}")
 
-    final = trainer.fit(train_config, report)
+    final = fit_scheduled(trainer, train_config, schedule, report)
     out.print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
 
 

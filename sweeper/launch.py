@@ -121,7 +121,8 @@ def _tuner(sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None, r
             progress_reporter=tune.CLIReporter(),
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # PBT copies a trial from a checkpoint of its past: all are kept (one per interval).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if sweep.population else 1),
         ),
     )
 

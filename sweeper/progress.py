@@ -95,7 +95,7 @@ class SweepProgress:
                else " on the CPU")
             + (f", {'MO-' if self.sweep.multi_objective else ''}ASHA grace {self.sweep.asha.grace_period}"
                f" / reduction {self.sweep.asha.reduction_factor:g}"
-               if self.sweep.asha else ", no early stopping")
+               if self.sweep.asha else f", {self.sweep.scheduler_line}")
         )
         self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2, transient=True)
         self._live.start()

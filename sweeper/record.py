@@ -54,6 +54,8 @@ WORKER_RETRIES = "worker_retries"
 RETRY_OF = "retry_of"
 GRID_ID = "grid_id"
 OBJECTIVE_CURVE = "objective_curve"
+# A population-based trial's effective schedule (see sweeper.population): [{epoch, params, source, seed?}].
+SCHEDULE = "schedule"
 # A trial copied from an earlier study by warm start: "OLD_STUDY#number" (see sweeper.warm_start).
 WARM_START_FROM = "warm_start_from"
 # What a warm-start copy keeps of the earlier trial's attributes.
@@ -137,6 +139,8 @@ class TrialDetails:
         fail_reason: why it failed (its error's last line), ``None`` unless FAIL.
         fail_kind: ``trial`` (counts against ``max_failed_trials``) or ``driver``.
         pruned_reason: why a PRUNED trial stopped when not by ASHA (``infeasible: ...``), else ``None``.
+        schedule: a population-based trial's effective schedule, its sources as study trial
+            numbers (:meth:`sweeper.population.PopulationScheduler.schedule`); ``None`` otherwise.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -147,6 +151,7 @@ class TrialDetails:
     fail_reason: str | None = None
     fail_kind: FailKind = "trial"
     pruned_reason: str | None = None
+    schedule: list[dict[str, Any]] | None = None
 
 
 def write_details(trial: optuna.Trial, details: TrialDetails) -> None:
@@ -161,6 +166,8 @@ def write_details(trial: optuna.Trial, details: TrialDetails) -> None:
         attrs[FAIL_KIND] = details.fail_kind
     if details.pruned_reason:
         attrs[PRUNED_REASON] = details.pruned_reason
+    if details.schedule:
+        attrs[SCHEDULE] = details.schedule
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
@@ -241,6 +248,11 @@ def trained_params(trial: FrozenTrial) -> dict[str, Any]:
 def history_of(trial: FrozenTrial) -> list[dict[str, float]]:
     """Every metric of every epoch the trial reported, one row per epoch."""
     return list(trial.user_attrs.get(HISTORY) or [])
+
+
+def schedule_of(trial: FrozenTrial) -> list[dict[str, Any]]:
+    """A population-based trial's effective schedule (empty for any other trial)."""
+    return list(trial.user_attrs.get(SCHEDULE) or [])
 
 
 def epochs_run_of(trial: FrozenTrial, default: int | None = None) -> int:

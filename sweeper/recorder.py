@@ -33,6 +33,7 @@ from sweeper import record
 from sweeper.constraints import constraint_values, told_row
 from sweeper.events import TrialEnd
 from sweeper.pareto import Vector, minimised, rank_order
+from sweeper.population import PopulationScheduler
 from sweeper.scheduler import Scheduler
 from sweeper.searcher import StudySearcher
 from sweeper.trainable import ERROR_KEY
@@ -58,6 +59,7 @@ class StudyRecorder(tune.Callback):
         self._history: dict[str, list[dict[str, float]]] = {}
         self._where: dict[str, dict[str, str]] = {}
         self._retries: dict[str, int] = {}
+        self._numbers: dict[str, int] = {}  # Ray trial id -> study trial number (a schedule's sources)
         self._best: list[tuple[Vector, Path]] = []  # (minimised values, trial folder) of COMPLETE trials
 
     def __getstate__(self) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class StudyRecorder(tune.Callback):
         optuna_trial = self.searcher.running.get(trial.trial_id)
         if optuna_trial is None or "epoch" not in result:
             return
+        self._numbers[trial.trial_id] = optuna_trial.number
         sweep = self.searcher.sweep
         metric = sweep.spec.metric.name
         epoch = int(result["epoch"])
@@ -147,7 +150,7 @@ class StudyRecorder(tune.Callback):
             history=self._history.pop(trial.trial_id, []), epochs_run=epochs_run,
             where=self._where.pop(trial.trial_id, {}), wall_s=time.time() - started if started is not None else None,
             worker_retries=self._retries.pop(trial.trial_id, 0), fail_reason=reason, fail_kind=kind,
-            pruned_reason=pruned)
+            pruned_reason=pruned, schedule=self._schedule(trial.trial_id))
         history = details.history
         optuna_trial, values = self.searcher.tell(trial.trial_id, state, details)
         bounds = self.searcher.sweep.bounds
@@ -158,6 +161,16 @@ class StudyRecorder(tune.Callback):
             self.on_end(TrialEnd(optuna_trial.number, state, epochs_run, int(trial.config["sweeper"]["epochs"]),
                                  values[0] if values else None, dict(optuna_trial.params), reason or pruned,
                                  tuple(values) if values else None))
+
+    def _schedule(self, trial_id: str) -> list[dict[str, Any]] | None:
+        """A population-based trial's effective schedule, its sources as study trial numbers."""
+        if not isinstance(self.scheduler, PopulationScheduler):
+            return None
+        steps = self.scheduler.schedule(trial_id)
+        for step in steps:
+            if step["source"] is not None:
+                step["source"]["trial"] = self._numbers.get(step["source"]["trial"], -1)
+        return steps
 
     def _prune_checkpoints(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:
         """Keep the checkpoints of the ``keep_checkpoints`` best COMPLETE trials (by

@@ -13,6 +13,7 @@ as "best".
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,8 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     with where it came from.
 
     The result is valid input for ``sweeper train`` and ``sweeper retrain``: ``trainer``,
-    ``params``, ``data``, ``epochs``, ``seed``, plus ``provenance`` (study, trial number,
+    ``params``, ``data``, ``epochs``, ``seed``, for a population-based trial its ``schedule``
+    (:mod:`sweeper.population`; ``params`` are then the last step's), plus ``provenance`` (study, trial number,
     rank (``None`` for a trial chosen by number), storage without password, metric(s), goal(s),
     value(s), epochs run, versions, time).
 
@@ -128,6 +130,13 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     if config is None:
         raise InputError(f"study: trial {chosen.number} of {study.study_name!r} has no stored config "
                          "(was the study made by sweeper?)")
+    if schedule := record.schedule_of(chosen):
+        # A population-based trial ends with the last step's values; its weights began with the
+        # first step's seed. `sweeper train`/`retrain` replay the whole schedule (sweeper.replay).
+        final = dict(config["params"])
+        for step in schedule:  # each step names what it changed
+            final.update(copy.deepcopy(step["params"]))
+        config = {**config, "params": final, "seed": schedule[0].get("seed", config["seed"]), "schedule": schedule}
     from sweeper.spec import check_trial_config
 
     check_trial_config(config, record.stored_spec(study.user_attrs), f"trial {chosen.number} of {study.study_name!r}")

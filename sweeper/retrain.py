@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from sweeper.errors import InputError
+from sweeper.replay import fit_scheduled
 from sweeper.spec import load_train_config
 from trainers.data import load_data
 from trainers.device import resolve_device
@@ -98,7 +99,7 @@ def retrain(
             if checkpoint is not None and "model" in checkpoint:
                 store["model"] = copy.deepcopy(dict(checkpoint["model"]))
 
-        trainer.fit(cfg, report)
+        fit_scheduled(trainer, cfg, config.get("schedule"), report)  # a PBT trial's schedule, replayed
         if "model" not in last:
             raise InputError(f"trainer: {trainer.name!r} reported no checkpoint with its model's state")
         model = trainer.build(cfg, data.channels, len(data.classes))

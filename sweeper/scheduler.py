@@ -15,6 +15,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from sweeper import record
 from sweeper.constraints import Bound, final_violation, judged
 from sweeper.pareto import Vector, dominates, minimised, rank_order
+from sweeper.population import RecordingPB2, RecordingPBT, make_population_scheduler
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -266,7 +267,7 @@ class FeasibilityScheduler(FIFOScheduler):
         """Nothing to rebuild: each decision looks at one result only."""
 
 
-Scheduler = RecordingASHA | MultiObjectiveASHA | FeasibilityScheduler
+Scheduler = RecordingASHA | MultiObjectiveASHA | FeasibilityScheduler | RecordingPBT | RecordingPB2
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,10 @@ def make_scheduler(sweep: Sweep) -> Scheduler | None:
     from ``scheduler`` or W&B's ``early_terminate``; ``max_t`` the sweep's ``epochs``), or ``None``:
     Ray's ASHA on the metric (judging W&B's way unless ``strict``), or, with several
     ``metrics``, :class:`MultiObjectiveASHA` on all of them; each with the sweep's constraints.
-    Without ASHA, a sweep with constraints gets :class:`FeasibilityScheduler`."""
+    Without ASHA, a sweep with constraints gets :class:`FeasibilityScheduler`; ``scheduler: {type:
+    pbt | pb2}`` gets Ray's population-based training (:mod:`sweeper.population`)."""
+    if sweep.population is not None:
+        return make_population_scheduler(sweep, sweep.population)
     if sweep.asha is None:
         return FeasibilityScheduler(sweep.bounds) if sweep.bounds else None
     objectives = sweep.objectives

@@ -274,7 +274,11 @@ class StudySearcher(Searcher):
         config = self.sweep.trial_config(trial.params, trial.number)
         record.write_asked(trial, config, self.lease.driver_id, trial_id)
         self.running[trial_id] = trial
-        return {"sweeper": config, "trial_number": trial.number, "trial_timeout": self.sweep.spec.trial_timeout}
+        population = self.sweep.population
+        # Under PBT a checkpoint is kept only where a trial may be copied (every interval).
+        every = population.perturbation_interval if population is not None else 1
+        return {"sweeper": config, "trial_number": trial.number, "trial_timeout": self.sweep.spec.trial_timeout,
+                "checkpoint_every": every}
 
     def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
         study = self.study

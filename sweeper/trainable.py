@@ -20,6 +20,10 @@ CHECKPOINT_FILE = "trainer_state.pt"
 TRAIN_S_KEY = "sweeper_train_s"
 # A result carrying this key ends the trial as FAIL with its value as the reason.
 ERROR_KEY = "sweeper_error"
+# Ray logs each restore from a checkpoint at INFO ("Restored on ... from checkpoint"): under PBT
+# that is every exploit, and the study records it. Set where the trainable is unpickled, before
+# Ray restores the worker's first trial.
+logging.getLogger("ray.tune.trainable.trainable").setLevel(logging.WARNING)
 
 
 def _quiet_exit_in_callbacks(unraisable: Any, default: Any = sys.__unraisablehook__) -> None:
@@ -102,6 +106,9 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
         train_s = trained_before + time.perf_counter() - started
         result = {"train_s": train_s, "gpu_hours": train_s * gpu_share / 3600.0,
                   **{k: float(v) for k, v in metrics.items()}, "epoch": int(epoch), **where}
+        every = int(config.get("checkpoint_every", 1))
+        if checkpoint is not None and every > 1 and epoch % every and epoch < train_config.epochs:
+            checkpoint = None  # population-based training keeps one where a trial may be copied
         if checkpoint is None:
             tune.report(result)
             return

@@ -227,6 +227,9 @@ class Trainer:
         check: checks across parameters before anything runs: given every value each
             parameter may take (``{name: [values]}``), returns problems as
             ``(parameter, value, rule)``; ``None`` when there is nothing to check.
+        mutable: the parameters whose value may change when a run resumes from a checkpoint
+            (population-based training's explore step: the model keeps its shape);
+            ``None`` when undeclared (any of the spec's parameters may).
     """
 
     name: str
@@ -236,6 +239,7 @@ class Trainer:
     min_image_size: int = 1
     build: Callable[[TrainConfig, int, int], Any] | None = None
     check: Callable[[Mapping[str, Sequence[Any]]], list[tuple[str, Any, str]]] | None = None
+    mutable: frozenset[str] | None = None
 
     def defaults(self) -> dict[str, Any]:
         """The declared parameters' defaults, by name (empty when undeclared)."""

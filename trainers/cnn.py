@@ -17,7 +17,7 @@ from trainers.base import EPOCH_METRICS, MEASURED_METRICS, Param, Report, TrainC
 from trainers.data import load_data
 from trainers.loop import fit_classifier
 from trainers.normalize import with_normalization
-from trainers.optim import OPTIMIZATION_PARAMS
+from trainers.optim import MUTABLE_PARAMS, OPTIMIZATION_PARAMS
 from trainers.rng import seed_everything
 
 BLOCKS = 5
@@ -91,4 +91,4 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
 
 TRAINER = Trainer(name="cnn", fit=fit, params=PARAMS, metrics=EPOCH_METRICS + MEASURED_METRICS,
                   min_image_size=2**BLOCKS,
-                  build=build)
+                  build=build, mutable=MUTABLE_PARAMS)

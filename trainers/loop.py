@@ -29,7 +29,7 @@ from trainers.data import ImageData
 from trainers.device import autocast_dtype, resolve_device
 from trainers.measure import inference_ms, param_count
 from trainers.normalize import Normalize
-from trainers.optim import make_optimizer, make_scheduler
+from trainers.optim import make_optimizer, make_scheduler, retune
 from trainers.rng import rng_state, seed_everything, set_rng_state
 from trainers.stopping import EarlyStopping
 
@@ -124,7 +124,7 @@ class _Run:
 
     def __init__(self, model: nn.Module, data: ImageData, train_idx: torch.Tensor, val_idx: torch.Tensor,
                  config: TrainConfig, device: torch.device, finetune: FineTune | None):
-        params = config.params
+        params = self.params = config.params
         self.model, self.data, self.train_idx, self.val_idx = model, data, train_idx, val_idx
         self.device, self.finetune = device, finetune
         self.amp = autocast_dtype(str(params["precision"]), device)
@@ -209,7 +209,7 @@ class _Run:
 
     def state(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                               "scaler": self.scaler.state_dict()}
+                               "scaler": self.scaler.state_dict(), "lr": float(self.params["lr"])}
         if self.scheduler is not None:
             out["scheduler"] = self.scheduler.state_dict()
         if self.best_state is not None:
@@ -222,6 +222,8 @@ class _Run:
         self.scaler.load_state_dict(state["scaler"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+        # A checkpoint resumed with other values (population-based training's explore step).
+        retune(self.optimizer, self.scheduler, self.params, state.get("lr"))
         self.best_state = state.get("best_model")
 
     def keep_best(self) -> None:

@@ -48,6 +48,35 @@ OPTIMIZATION_PARAMS: dict[str, Param] = {
 }
 
 
+# What a resumed run may take a new value of (population-based training explores these): the
+# optimiser's settings, applied to the restored optimiser by :func:`retune`; the loss's; and dropout,
+# which holds no weights.
+MUTABLE_PARAMS = frozenset({"lr", "momentum", "weight_decay", "grad_clip", "label_smoothing", "dropout"})
+# The learning-rate entries of a torch param group (its own, and those LR schedulers keep there).
+_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+
+
+def retune(optimizer: torch.optim.Optimizer, scheduler: Any, params: Mapping[str, Any], old_lr: float | None) -> None:
+    """Give a restored ``optimizer`` (and its LR ``scheduler``) the values of ``params``: every
+    learning rate scaled by ``params['lr'] / old_lr`` (so a schedule's shape and each group's
+    factor are kept), ``weight_decay`` and ``momentum`` set. ``old_lr``: the ``lr`` the checkpoint
+    was trained with (``None``: unknown, the rates are left as restored)."""
+    new_lr = float(params["lr"])
+    ratio = new_lr / old_lr if old_lr else 1.0
+    for group in optimizer.param_groups:
+        for key in _LR_KEYS:
+            if key in group and ratio != 1.0:
+                group[key] = group[key] * ratio
+        if "weight_decay" in group:
+            group["weight_decay"] = float(params["weight_decay"])
+        if "momentum" in group and params.get("optimizer") == "sgd":
+            group["momentum"] = float(params["momentum"])
+    if scheduler is not None and ratio != 1.0:
+        for name in ("base_lrs", "_last_lr"):
+            if isinstance(getattr(scheduler, name, None), list):
+                setattr(scheduler, name, [v * ratio for v in getattr(scheduler, name)])
+
+
 def make_optimizer(params: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> torch.optim.Optimizer:
     """The optimiser named by ``params['optimizer']`` over parameter ``groups``.
 

@@ -23,7 +23,7 @@ from trainers.base import EPOCH_METRICS, MEASURED_METRICS, Param, Report, TrainC
 from trainers.data import load_data
 from trainers.loop import FineTune, fit_classifier
 from trainers.normalize import Normalize
-from trainers.optim import OPTIMIZATION_PARAMS
+from trainers.optim import MUTABLE_PARAMS, OPTIMIZATION_PARAMS
 from trainers.rng import seed_everything
 
 # torchvision's classification models (its top-level `models` module: not detection,
@@ -265,4 +265,4 @@ def fit(config: TrainConfig, report: Report) -> dict[str, float]:
 
 TRAINER = Trainer(name="torchvision", fit=fit, params=PARAMS, metrics=EPOCH_METRICS + MEASURED_METRICS,
                   min_image_size=32,
-                  build=build, check=check)
+                  build=build, check=check, mutable=MUTABLE_PARAMS)

@@ -131,11 +131,24 @@ class EarlyTerminateSpec(_Model):
 
 
 class SchedulerSpec(_Model):
-    """``scheduler``: ASHA (Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning") or none."""
+    """``scheduler``: ASHA (Li et al. 2020, "A System for Massively Parallel Hyperparameter
+    Tuning"), none, or population-based training: ``pbt`` (Jaderberg et al. 2017, "Population
+    Based Training of Neural Networks") and ``pb2`` (Parker-Holder et al. 2020, "Provably Efficient
+    Online Hyperparameter Optimization with Population-Based Bandits"), run by Ray Tune's
+    ``PopulationBasedTraining`` and ``PB2`` with their own option names."""
 
-    type: Literal["asha", "none"] = "asha"
+    type: Literal["asha", "none", "pbt", "pb2"] = "asha"
     grace_period: int = Field(default=1, ge=1, description="epochs a trial runs before it can be stopped")
     reduction_factor: float = Field(default=3, gt=1, description="1/fraction of trials promoted at each rung")
+    perturbation_interval: int = Field(default=4, ge=1, description="PBT: epochs between two exploit/explore steps")
+    quantile_fraction: float = Field(default=0.25, gt=0, le=0.5,
+                                     description="PBT: the fraction of the population that copies the top one")
+    resample_probability: float = Field(default=0.25, ge=0, le=1,
+                                        description="PBT: the chance a mutated value is drawn afresh")
+    # PBT: the parameters that change during a run, each in the spec's parameter forms.
+    hyperparam_mutations: dict[str, ParameterSpec] | None = None
+    # PB2: the parameters that change during a run, each {min, max}.
+    hyperparam_bounds: dict[str, ParameterSpec] | None = None
 
 
 DataSpec = model_of(DataConfig, "DataSpec", "``data``: the images (see :class:`trainers.base.DataConfig`); the "
@@ -206,11 +219,23 @@ class ProgramRunSpec(_Model):
     trial_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
+class ScheduleStep(_Model):
+    """One step of a population-based trial's schedule (``schedule`` of a training config): from
+    ``epoch`` on, the run trains with ``params``; ``source`` is the trial (and its epoch) whose
+    checkpoint the run continued from there, ``None`` for the first step."""
+
+    epoch: int = Field(ge=1)
+    params: dict[str, Any]
+    source: dict[str, int] | None = None
+    seed: int | None = None
+    curve: list[list[float]] | None = None  # [epoch, metric] as the trial's lineage trained them
+
+
 TrainFileSpec = model_of(
     TrainConfig, "TrainFileSpec", "A single training run's config, as ``sweeper export`` writes it and "
     "``sweeper train`` reads it: :class:`trainers.base.TrainConfig`'s fields, the trainer's name and provenance.",
     exclude=(*RUNTIME_FIELDS, "data", "params", "program"),
     extra={"trainer": (str, "cnn"), "params": (dict[str, Any], Field(default_factory=dict)),
-           "program": (ProgramRunSpec | None, None),
+           "program": (ProgramRunSpec | None, None), "schedule": (list[ScheduleStep] | None, None),
            "data": (TrainDataSpec, TrainDataSpec()), "provenance": (dict[str, Any] | None, None)},
 )

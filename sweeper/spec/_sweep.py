@@ -28,6 +28,21 @@ class Asha:
 
 
 @dataclass(frozen=True)
+class Population:
+    """Population-based training's settings (``scheduler: {type: pbt | pb2}``), in epochs.
+
+    ``mutations``: each mutating parameter's form, as the spec gives it (``{"values": [...]}`` or
+    ``{"min": a, "max": b, "distribution": d}``); see :func:`sweeper.scheduler.make_scheduler`.
+    """
+
+    kind: str
+    perturbation_interval: int
+    quantile_fraction: float
+    resample_probability: float
+    mutations: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A validated spec with everything derived from it.
 
@@ -44,6 +59,7 @@ class Sweep:
         warnings: one line each, for keys accepted and ignored.
         program: for a W&B program sweep, how each trial runs it (``program``, ``command``,
             ``workdir``, ``metric``, ``study``, ``logs``; see :func:`sweeper.program.fit`).
+        population: population-based training's settings, or ``None``.
     """
 
     spec: SweepSpec
@@ -56,6 +72,7 @@ class Sweep:
     data: DataConfig
     warnings: tuple[str, ...] = ()
     program: Mapping[str, Any] | None = None
+    population: Population | None = None
 
     @property
     def objectives(self) -> tuple[MetricSpec, ...]:
@@ -71,6 +88,18 @@ class Sweep:
     def bounds(self) -> tuple[Bound, ...]:
         """The ``constraints`` as bounds, one per ``max`` or ``min`` (empty without constraints)."""
         return bounds_of(c.model_dump() for c in self.spec.constraints)
+
+    @property
+    def scheduler_line(self) -> str:
+        """The sweep's scheduler in words, for headers: ``ASHA grace period 1, reduction factor 3``,
+        ``PBT every 4 epochs, mutating lr, dropout`` or ``no early stopping``."""
+        if self.population is not None:
+            return (f"{self.population.kind.upper()} every {self.population.perturbation_interval} epochs, mutating "
+                    + ", ".join(self.population.mutations))
+        if self.asha is not None:
+            return (f"{'multi-objective ' if self.multi_objective else ''}ASHA grace period {self.asha.grace_period}, "
+                    f"reduction factor {self.asha.reduction_factor:g}")
+        return "no early stopping"
 
     @property
     def name(self) -> str:

@@ -39,13 +39,19 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
         trainer = get_trainer(name_of_trainer)
     except LookupError as err:
         problems.append(Problem("trainer", name_of_trainer, str(err)))
+    # A population-based trial's schedule (sweeper.replay): each step's parameters checked as params are.
+    steps = [(f"schedule[{i}].params", step["params"]) for i, step in enumerate(spec.get("schedule") or [])]
+    starts = [step["epoch"] for step in spec.get("schedule") or []]
+    if starts and (starts[0] != 1 or starts != sorted(set(starts))):
+        problems.append(Problem("schedule", starts, "its steps' epochs must start at 1 and increase"))
     if trainer is not None and trainer.params is not None:
-        for name, value in given_params.items():
-            if name not in trainer.params:
-                problems.append(Problem(f"params.{name}", name, f"is not a parameter of trainer {name_of_trainer!r}"
-                                        + did_you_mean(name, list(trainer.params))))
-            elif (reason := trainer.params[name].check(value)) is not None:
-                problems.append(Problem(f"params.{name}", value, reason))
+        for where, checked in (("params", given_params), *steps):
+            for name, value in checked.items():
+                if name not in trainer.params:
+                    problems.append(Problem(f"{where}.{name}", name, "is not a parameter of trainer "
+                                            f"{name_of_trainer!r}" + did_you_mean(name, list(trainer.params))))
+                elif (reason := trainer.params[name].check(value)) is not None:
+                    problems.append(Problem(f"{where}.{name}", value, reason))
         if trainer.check is not None and not problems:
             given = {**trainer.defaults(), **given_params}
             problems += [Problem(f"params.{key}", value, rule)

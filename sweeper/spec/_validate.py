@@ -20,6 +20,7 @@ from sweeper.defaults import DEFAULT_EPOCHS, DEFAULT_RUN_CAP
 from sweeper.errors import InputError, Problem
 from sweeper.spec._files import raw_spec
 from sweeper.spec._params import build_space
+from sweeper.spec._population import population
 from sweeper.spec._problems import did_you_mean, pydantic_problems, without
 from sweeper.spec._schema import PROGRAM_TRAINER, SWEEPER_OBJECTIVES, WANDB_IGNORED_KEYS, SweepSpec
 from sweeper.spec._space import GRID_POINTS_MAX, SearchSpace
@@ -100,6 +101,8 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
                                 f"logs {spec.metric.name}; set `epochs` or an `epochs` parameter"))
     asha, asha_problems = _scheduler(spec, max_epochs)
     problems += asha_problems
+    pbt, pbt_problems = population(spec, trainer, max_epochs, spec.program is None and not function)
+    problems += pbt_problems
 
     budget, budget_problems = _budget(spec, space)
     problems += budget_problems
@@ -115,7 +118,7 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     assert trainer is not None
     max_failed = spec.max_failed_trials if spec.max_failed_trials is not None else max(1, budget // 5)
     program = _program_settings(spec, function) if spec.program is not None or function else None
-    return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings), program)
+    return Sweep(spec, space, trainer, budget, max_failed, max_epochs, asha, data, tuple(warnings), program, pbt)
 
 
 def _trainer(spec: SweepSpec, space: SearchSpace) -> tuple[Trainer | None, list[Problem]]:

@@ -1,0 +1,167 @@
+"""Population-based training: Ray Tune's ``PopulationBasedTraining`` and ``PB2``, each trial's
+schedule kept for the study.
+
+PBT (Jaderberg et al. 2017, "Population Based Training of Neural Networks") and PB2
+(Parker-Holder et al. 2020, "Provably Efficient Online Hyperparameter Optimization with
+Population-Based Bandits") are Ray Tune's own schedulers, run unchanged; sweeper adds two things:
+
+- **The searcher draws the first population.** Ray refuses any search algorithm beside PBT,
+  because PBT changes a trial's config under it and a model-based searcher would learn from
+  configs it never proposed. sweeper's searcher only asks Optuna for each trial's *initial*
+  parameters and tells Optuna those (the study's ``params`` stay the drawn ones), so that check
+  is passed by (:class:`_WithoutSearcher`); nothing else of Ray's code is changed.
+- **Each trial's schedule is kept.** When a trial in the lower quantile copies a trial of the
+  upper one (exploit) and perturbs its values (explore), it continues from the other trial's
+  checkpoint: its weights were trained by that trial's schedule up to that epoch. The
+  *effective* schedule of a trial is therefore the schedule of the trial it copied up to the
+  checkpoint's epoch, then its new values (:meth:`PopulationScheduler.schedule`); that is the
+  schedule the recorder stores, ``sweeper export`` writes and ``sweeper retrain`` replays
+  (:func:`sweeper.retrain.fit_schedule`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers.pb2 import PB2
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+    from ray.tune.experiment import Trial
+
+    from sweeper.spec import Sweep
+    from sweeper.spec._sweep import Population
+
+# The part of a Ray trial's config that holds the trainer's parameters (see StudySearcher._asked).
+PARAMS_PATH = ("sweeper", "params")
+
+
+class _WithoutSearcher:
+    """A Tune controller seen without its search algorithm: Ray's PBT refuses any (see the module
+    docstring for why sweeper's searcher is not what that check guards against)."""
+
+    search_alg = None
+
+    def __init__(self, controller: Any):
+        self._controller = controller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+
+def _params(config: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(config[PARAMS_PATH[0]][PARAMS_PATH[1]])
+
+
+class PopulationScheduler:
+    """The schedule keeping shared by :class:`RecordingPBT` and :class:`RecordingPB2` (a mixin
+    before Ray's scheduler class)."""
+
+    _trial_state: dict[Trial, Any]
+    _schedules: dict[str, list[dict[str, Any]]]
+    _curves: dict[str, dict[int, float]]
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(_WithoutSearcher(tune_controller), trial)  # type: ignore[misc]
+        self._schedules.setdefault(trial.trial_id, [{
+            "epoch": 1, "params": _params(trial.config), "seed": int(trial.config["sweeper"]["seed"]),
+            "source": None}])
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        metric: str = self._metric  # type: ignore[attr-defined]
+        if "epoch" in result and metric in result:
+            self._curves.setdefault(trial.trial_id, {})[int(result["epoch"])] = float(result[metric])
+        decision: str = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+        return decision
+
+    def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
+        super()._exploit(tune_controller, trial, trial_to_clone)  # type: ignore[misc]
+        # The checkpoint ``trial`` continues from is the one saved with this result of the other.
+        donor_epoch = int(self._trial_state[trial_to_clone].last_result["epoch"])
+        kept = [step for step in self._schedules[trial_to_clone.trial_id] if step["epoch"] <= donor_epoch]
+        self._schedules[trial.trial_id] = [*copy.deepcopy(kept), {
+            "epoch": donor_epoch + 1, "params": _params(trial.config),
+            "source": {"trial": trial_to_clone.trial_id, "epoch": donor_epoch}}]
+        donor_curve = self._curves.get(trial_to_clone.trial_id, {})
+        self._curves[trial.trial_id] = {e: v for e, v in donor_curve.items() if e <= donor_epoch}
+
+    def schedule(self, trial_id: str) -> list[dict[str, Any]]:
+        """The effective schedule of trial ``trial_id``: ``[{epoch, params, source, curve, seed?}]``,
+        ``params`` applying from ``epoch`` to the next step's (the first step: every trainer
+        parameter; a later step: the values that differ from the step before); the first
+        step carries the ``seed`` its weights were first trained with, a later one the ``source``
+        (Ray trial id and epoch) whose checkpoint the run continued from; ``curve`` holds
+        ``[epoch, metric]`` of the step's epochs as its weights' lineage trained them (what a
+        replay of the schedule should reproduce). Empty for an unknown trial."""
+        steps = copy.deepcopy(self._schedules.get(trial_id, []))
+        curve = self._curves.get(trial_id, {})
+        ends = [step["epoch"] for step in steps[1:]] + [max(curve, default=0) + 1]
+        for step, end in zip(steps, ends, strict=True):
+            step["curve"] = [[e, curve[e]] for e in sorted(curve) if step["epoch"] <= e < end]
+        # A later step keeps only what differs from the step before: a schedule reads as what
+        # changed when.
+        full = [step["params"] for step in steps]
+        for i, step in enumerate(steps[1:], start=1):
+            step["params"] = {k: v for k, v in full[i].items() if full[i - 1].get(k) != v}
+        return steps
+
+    def stopped(self, trial_id: str) -> bool:
+        """Never: PBT ends no trial early (an exploit continues the same trial)."""
+        return False
+
+    def infeasible(self, trial_id: str) -> str | None:
+        """Never: a population sweep has no constraints."""
+        return None
+
+    def replay_study(self, trials: Sequence[FrozenTrial]) -> None:
+        """Nothing is rebuilt from a study: a resumed sweep starts a new population."""
+
+
+class RecordingPBT(PopulationScheduler, PopulationBasedTraining):
+    """Ray Tune's ``PopulationBasedTraining``, its schedules kept (:class:`PopulationScheduler`)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._schedules, self._curves = {}, {}
+
+
+class RecordingPB2(PopulationScheduler, PB2):
+    """Ray Tune's ``PB2``, its schedules kept (:class:`PopulationScheduler`)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._schedules, self._curves = {}, {}
+
+
+def _domain(form: Mapping[str, Any]) -> Any:
+    """A mutation in Ray Tune's terms: a list for ``values`` (PBT shifts along it), else
+    ``tune.loguniform``, ``tune.randint`` (``max`` included) or ``tune.uniform``."""
+    if "values" in form:
+        return list(form["values"])
+    low, high, distribution = form["min"], form["max"], form.get("distribution", "uniform")
+    if distribution == "log_uniform_values":
+        return tune.loguniform(low, high)
+    if distribution == "int_uniform":
+        return tune.randint(int(low), int(high) + 1)
+    return tune.uniform(low, high)
+
+
+def make_population_scheduler(sweep: Sweep, population: Population) -> RecordingPBT | RecordingPB2:
+    """Ray's PBT or PB2 for the sweep: ``epoch`` as the time, the sweep's metric and goal,
+    ``population``'s options under Ray's names, the mutations nested where the trial's config
+    holds the parameters."""
+    metric = sweep.spec.metric
+    common: dict[str, Any] = {
+        "time_attr": "epoch", "metric": metric.name, "mode": "max" if metric.goal == "maximize" else "min",
+        "perturbation_interval": population.perturbation_interval,
+        "quantile_fraction": population.quantile_fraction, "log_config": False}
+    if population.kind == "pb2":
+        bounds = {name: [form["min"], form["max"]] for name, form in population.mutations.items()}
+        return RecordingPB2(hyperparam_bounds={PARAMS_PATH[0]: {PARAMS_PATH[1]: bounds}}, **common)
+    mutations = {name: _domain(form) for name, form in population.mutations.items()}
+    return RecordingPBT(hyperparam_mutations={PARAMS_PATH[0]: {PARAMS_PATH[1]: mutations}},
+                        resample_probability=population.resample_probability, **common)
