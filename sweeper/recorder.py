@@ -60,6 +60,7 @@ class StudyRecorder(tune.Callback):
         self._where: dict[str, dict[str, str]] = {}
         self._retries: dict[str, int] = {}
         self._numbers: dict[str, int] = {}  # Ray trial id -> study trial number (a schedule's sources)
+        self._reported: dict[str, set[int]] = {}  # epochs whose values the study has, per trial
         self._best: list[tuple[Vector, Path]] = []  # (minimised values, trial folder) of COMPLETE trials
 
     def __getstate__(self) -> dict[str, Any]:
@@ -90,9 +91,11 @@ class StudyRecorder(tune.Callback):
         # every write here lengthens every trial. The rest of the epoch is kept in memory
         # and written with the trial's end.
         history = self._history.setdefault(trial.trial_id, [])
-        # An epoch seen before (redone after a worker was lost, or a program's last step coming
-        # again with its end) already has its intermediate value.
-        seen = any(r["epoch"] == epoch for r in history)
+        # An epoch seen before (redone after a worker was lost or a PBT exploit, or a program's
+        # last step coming again with its end) already has its intermediate value.
+        reported = self._reported.setdefault(trial.trial_id, set())
+        seen = epoch in reported
+        reported.add(epoch)
         names = self._metric_names(result)
         row = {k: float(v) for k, v in result.items() if k in names and isinstance(v, (int, float))}
         while history and history[-1]["epoch"] >= epoch:  # epochs redone after a worker was lost
@@ -146,6 +149,7 @@ class StudyRecorder(tune.Callback):
         if trial.trial_id not in self.searcher.running:
             return
         started = self._started.pop(trial.trial_id, None)
+        self._reported.pop(trial.trial_id, None)
         details = record.TrialDetails(
             history=self._history.pop(trial.trial_id, []), epochs_run=epochs_run,
             where=self._where.pop(trial.trial_id, {}), wall_s=time.time() - started if started is not None else None,

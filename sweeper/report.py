@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper import record
 from sweeper.constraints import is_feasible
+from sweeper.report_population import population_figures
 from sweeper.results import ranked_trials
 
 IMPORTANCE_TRIALS = 1000
@@ -241,7 +242,7 @@ def compute(study: optuna.Study) -> ReportData:
         top=top_of(ranked, multi),
         points=points_of(trials, {t.number for t in ranked}) if multi else [],
     )
-    data.figures = _optuna_figures(study, trials, objectives, data.points)
+    data.figures = {**_optuna_figures(study, trials, objectives, data.points), **population_figures(trials)}
     return data
 
 

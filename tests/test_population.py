@@ -163,6 +163,13 @@ def test_a_pbt_sweep_keeps_each_schedule_and_train_replays_the_best_to_the_same_
     lineage = {int(e): v for s in schedules[number] for e, v in s["curve"]}
     assert sorted(replayed) == list(range(1, 7))
     assert all(abs(replayed[e] - lineage[e]) <= 0.01 for e in lineage), (replayed, lineage)
+    # the report draws the lineage and each mutated parameter's schedule
+    page = tmp_path / "r.html"
+    proc = _cli(["report", "pbt", "--storage", url, "--output", str(page)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    assert f"Population lineage: {sum(len(s) - 1 for s in schedules.values())} exploit(s)" in text
+    assert "Schedule of lr" in text or "Schedule of dropout" in text
 
 
 @pytest.mark.slow
