@@ -150,10 +150,26 @@ def _domain(form: Mapping[str, Any]) -> Any:
     return tune.uniform(low, high)
 
 
+class _KeepInRange:
+    """PBT's ``custom_explore_fn``: a perturbed value (Ray multiplies by 0.8 or 1.2 and does not
+    clip) brought back into its range, so a trial never trains with a value the spec excludes."""
+
+    def __init__(self, ranges: Mapping[str, tuple[float, float, bool]]):
+        self.ranges = dict(ranges)  # name -> (min, max, whole numbers)
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        params = config[PARAMS_PATH[0]][PARAMS_PATH[1]]
+        for name, (low, high, whole) in self.ranges.items():
+            if name in params:
+                value = min(max(params[name], low), high)
+                params[name] = round(value) if whole else value
+        return config
+
+
 def make_population_scheduler(sweep: Sweep, population: Population) -> RecordingPBT | RecordingPB2:
     """Ray's PBT or PB2 for the sweep: ``epoch`` as the time, the sweep's metric and goal,
     ``population``'s options under Ray's names, the mutations nested where the trial's config
-    holds the parameters."""
+    holds the parameters; PBT's perturbed values kept within their ranges (:class:`_KeepInRange`)."""
     metric = sweep.spec.metric
     common: dict[str, Any] = {
         "time_attr": "epoch", "metric": metric.name, "mode": "max" if metric.goal == "maximize" else "min",
@@ -163,5 +179,8 @@ def make_population_scheduler(sweep: Sweep, population: Population) -> Recording
         bounds = {name: [form["min"], form["max"]] for name, form in population.mutations.items()}
         return RecordingPB2(hyperparam_bounds={PARAMS_PATH[0]: {PARAMS_PATH[1]: bounds}}, **common)
     mutations = {name: _domain(form) for name, form in population.mutations.items()}
+    ranges = {name: (form["min"], form["max"], form.get("distribution") == "int_uniform")
+              for name, form in population.mutations.items() if "values" not in form}
     return RecordingPBT(hyperparam_mutations={PARAMS_PATH[0]: {PARAMS_PATH[1]: mutations}},
-                        resample_probability=population.resample_probability, **common)
+                        resample_probability=population.resample_probability,
+                        custom_explore_fn=_KeepInRange(ranges), **common)

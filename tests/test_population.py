@@ -80,6 +80,9 @@ def test_the_spec_becomes_rays_pbt_and_pb2_with_the_mutations_where_the_config_h
     assert mutations["dropout"] == [0.0, 0.1, 0.2, 0.3]
     assert (mutations["lr"].lower, mutations["lr"].upper) == (1e-4, 1e-1)
     assert pbt._perturbation_interval == 2 and pbt._quantile_fraction == 0.5 and pbt._time_attr == "epoch"
+    # Ray multiplies by 1.2 or 0.8 without clipping: a value past the range comes back to its edge
+    explored = pbt._custom_explore_fn({"sweeper": {"params": {"lr": 0.09 * 1.2, "dropout": 0.3}}})
+    assert explored["sweeper"]["params"] == {"lr": 1e-1, "dropout": 0.3}
     pb2 = make_scheduler(validate({**BASE, "scheduler": {"type": "pb2", "perturbation_interval": 2,
                                                          "hyperparam_bounds": {"lr": {"min": 1e-4, "max": 1e-1}}}}))
     assert isinstance(pb2, RecordingPB2)
@@ -143,6 +146,7 @@ def test_a_pbt_sweep_keeps_each_schedule_and_train_replays_the_best_to_the_same_
     assert step["epoch"] in (3, 5) and step["source"]["epoch"] == step["epoch"] - 1
     assert step["source"]["trial"] in schedules and step["source"]["trial"] != number
     assert set(step["params"]) <= {"lr", "dropout"}
+    assert all(1e-4 <= s["params"].get("lr", 1e-4) <= 1e-1 for steps in schedules.values() for s in steps)
     # Optuna's params stay the drawn ones: what the sampler proposed
     drawn = next(t for t in trials if t.number == number)
     assert record.config_of(drawn)["params"]["lr"] == drawn.params["lr"]
