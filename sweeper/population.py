@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.schedulers.pb2 import PB2
+
+from sweeper import record
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -67,6 +71,20 @@ class PopulationScheduler:
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         super().on_trial_add(_WithoutSearcher(tune_controller), trial)  # type: ignore[misc]
+        prior = trial.config.get("prior_schedule")
+        if prior and trial.trial_id not in self._schedules:  # a member brought back by a resume
+            epoch = int(trial.config["resume_epoch"])
+            params: dict[str, Any] = {}
+            steps = []
+            for step in prior:
+                params = {**params, **step["params"]}
+                steps.append({"epoch": step["epoch"], "params": dict(params), "source": step["source"],
+                              **({"seed": step["seed"]} if "seed" in step else {})})
+            self._schedules[trial.trial_id] = steps
+            self._curves[trial.trial_id] = {int(e): float(v) for step in prior for e, v in step.get("curve") or []
+                                            if int(e) <= epoch}
+            state = self._trial_state[trial]
+            state.last_perturbation_time = state.last_train_time = epoch
         self._schedules.setdefault(trial.trial_id, [{
             "epoch": 1, "params": _params(trial.config), "seed": int(trial.config["sweeper"]["seed"]),
             "source": None}])
@@ -135,6 +153,24 @@ class RecordingPB2(PopulationScheduler, PB2):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._schedules, self._curves = {}, {}
+
+
+def resumed_member(study: optuna.Study, trial: optuna.Trial, config: dict[str, Any]) -> dict[str, Any]:
+    """The Ray config of a trial asked to run again a population member whose driver was lost
+    (``retry_of``): the member's values, seed and schedule at its last checkpoint
+    (:data:`sweeper.record.POPULATION_STATE`), and that checkpoint to start from
+    (``resume_from``, read by :func:`sweeper.trainable.run_trial`); ``config`` unchanged for any
+    other trial, or when the checkpoint's folder is gone (the member then starts afresh)."""
+    number = record.retry_of(trial)  # type: ignore[arg-type]
+    if number is None:
+        return config
+    lost = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    state = lost.user_attrs.get(record.POPULATION_STATE) if lost is not None else None
+    if not state or not Path(state["checkpoint"]).is_dir():
+        return config
+    member = {**config["sweeper"], "params": dict(state["params"]), "seed": int(state["seed"])}
+    return {**config, "sweeper": member, "resume_from": state["checkpoint"], "resume_epoch": int(state["epoch"]),
+            "prior_schedule": state["schedule"]}
 
 
 def _domain(form: Mapping[str, Any]) -> Any:

@@ -56,6 +56,8 @@ GRID_ID = "grid_id"
 OBJECTIVE_CURVE = "objective_curve"
 # A population-based trial's effective schedule (see sweeper.population): [{epoch, params, source, seed?}].
 SCHEDULE = "schedule"
+# Its state at its last checkpoint, to resume it: {epoch, checkpoint (a folder), params, schedule}.
+POPULATION_STATE = "population_state"
 # A trial copied from an earlier study by warm start: "OLD_STUDY#number" (see sweeper.warm_start).
 WARM_START_FROM = "warm_start_from"
 # What a warm-start copy keeps of the earlier trial's attributes.

@@ -166,14 +166,27 @@ class StudyRecorder(tune.Callback):
                                  values[0] if values else None, dict(optuna_trial.params), reason or pruned,
                                  tuple(values) if values else None))
 
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
+        """Under PBT, keep in the study what resumes the trial from this checkpoint: its epoch, the
+        checkpoint's folder, its values and its schedule so far (one write per interval)."""
+        optuna_trial = self.searcher.running.get(trial.trial_id)
+        if not isinstance(self.scheduler, PopulationScheduler) or optuna_trial is None:
+            return
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        optuna_trial.set_user_attr(record.POPULATION_STATE, {
+            "epoch": epoch, "checkpoint": str(checkpoint.path), "params": dict(trial.config["sweeper"]["params"]),
+            "seed": int(trial.config["sweeper"]["seed"]), "schedule": self._schedule(trial.trial_id)})
+
     def _schedule(self, trial_id: str) -> list[dict[str, Any]] | None:
-        """A population-based trial's effective schedule, its sources as study trial numbers."""
+        """A population-based trial's effective schedule, its sources as study trial numbers (a
+        step brought back by a resume has its number already)."""
         if not isinstance(self.scheduler, PopulationScheduler):
             return None
         steps = self.scheduler.schedule(trial_id)
         for step in steps:
-            if step["source"] is not None:
-                step["source"]["trial"] = self._numbers.get(step["source"]["trial"], -1)
+            source = step["source"]
+            if source is not None and isinstance(source["trial"], str):
+                source["trial"] = self._numbers.get(source["trial"], -1)
         return steps
 
     def _prune_checkpoints(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:

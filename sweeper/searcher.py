@@ -38,6 +38,7 @@ from sweeper.constraints import constraint_values, is_feasible, told_row
 from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
 from sweeper.duplicates import DUPLICATES_IN_A_ROW, MAX_DRAWS, config_key, finite_enumerated, nearest
 from sweeper.events import Ending, EndingKind
+from sweeper.population import resumed_member
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep
@@ -277,8 +278,9 @@ class StudySearcher(Searcher):
         population = self.sweep.population
         # Under PBT a checkpoint is kept only where a trial may be copied (every interval).
         every = population.perturbation_interval if population is not None else 1
-        return {"sweeper": config, "trial_number": trial.number, "trial_timeout": self.sweep.spec.trial_timeout,
-                "checkpoint_every": every}
+        ray_config = {"sweeper": config, "trial_number": trial.number, "trial_timeout": self.sweep.spec.trial_timeout,
+                      "checkpoint_every": every}
+        return resumed_member(self.study, trial, ray_config) if population is not None else ray_config
 
     def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
         study = self.study

@@ -87,7 +87,10 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
         "device": f"cuda:{gpu_ids[0]}" if device == "cuda" else "cpu",
     }
     trainer = get_trainer(cfg["trainer"]) if function is None else _given(function, cfg)
-    resume_state = _load_checkpoint(tune.get_checkpoint())
+    # Ray's checkpoint (a lost worker, a PBT exploit), else a population member's last one, left
+    # by a driver that was lost (sweeper.population.resumed_member).
+    resume_state = _load_checkpoint(tune.get_checkpoint() or (
+        tune.Checkpoint.from_directory(config["resume_from"]) if config.get("resume_from") else None))
     train_config = TrainConfig(
         params=cfg["params"], data=DataConfig(**cfg["data"]), epochs=int(cfg["epochs"]),
         seed=int(cfg["seed"]), device=device, resume_state=resume_state,

@@ -193,3 +193,46 @@ def test_a_pb2_sweep_runs_through_ray_and_keeps_its_schedules(tmp_path: Path) ->
     # PB2's GP proposes within the bounds, as float32 (1e-4 comes back as 9.9999997e-05)
     assert steps and all(set(s["params"]) <= {"lr"} for s in steps)
     assert all(1e-4 * (1 - 1e-6) <= s["params"]["lr"] <= 1e-1 * (1 + 1e-6) for s in steps if s["params"])
+
+
+@pytest.mark.slow
+def test_a_killed_pbt_driver_resumes_its_population_from_their_checkpoints(tmp_path: Path) -> None:
+    """SIGKILL the driver while members run (each has kept its state at a checkpoint), then
+    `sweeper resume`: each lost member runs again from its last checkpoint with its values and
+    schedule so far (its new history starts after that epoch), and the budget is met."""
+    from tests.test_resume import kill, run_to_end, start, trials_of, wait_until
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    spec = write_spec(tmp_path / "k.yaml", {**BASE, "name": "pbtk", "epochs": 10, "storage": url,
+                                            "artifacts": str(tmp_path / "a"), "scheduler": PBT})
+    log = tmp_path / "driver.log"
+    driver = start(["launch", str(spec)], tmp_path, log)
+
+    def members_kept() -> bool:
+        running = [t for t in trials_of(url, "pbtk") if t.state == TrialState.RUNNING]
+        return any((t.user_attrs.get(record.POPULATION_STATE) or {}).get("epoch", 0) >= 4 for t in running)
+
+    wait_until(members_kept, 240, driver, log)
+    kill(driver)
+    lost = {t.number: t.user_attrs.get(record.POPULATION_STATE) for t in trials_of(url, "pbtk")
+            if t.state == TrialState.RUNNING}
+    kept = {n: state for n, state in lost.items() if state}
+    assert kept, lost
+
+    run_to_end(["resume", "pbtk", "--storage", url], tmp_path, log)
+    trials = trials_of(url, "pbtk")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4, log.read_text()[-3000:]
+    retries = {record.retry_of(t): t for t in trials if record.retry_of(t) is not None}
+    for number, state in kept.items():
+        again = retries[number]
+        assert again.state == TrialState.COMPLETE
+        assert record.config_of(again)["params"] == state["params"]  # the values it had, mutated ones too
+        history = record.history_of(again)
+        assert history[0]["epoch"] == state["epoch"] + 1 and history[-1]["epoch"] == 10  # not from epoch 1
+        steps = record.schedule_of(again)
+        assert [e for s in steps for e, _ in s["curve"]] == list(range(1, 11))
+        if all(s["source"] in [p["source"] for p in state["schedule"]] for s in steps):
+            # not copied since the resume: the lineage it had goes on
+            assert [(s["epoch"], s.get("seed")) for s in steps] == [(s["epoch"], s.get("seed"))
+                                                                    for s in state["schedule"]]
+            assert steps[0]["curve"][:state["epoch"]] == state["schedule"][0]["curve"][:state["epoch"]]
