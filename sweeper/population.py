@@ -15,8 +15,12 @@ Population-Based Bandits") are Ray Tune's own schedulers, run unchanged; sweeper
   checkpoint: its weights were trained by that trial's schedule up to that epoch. The
   *effective* schedule of a trial is therefore the schedule of the trial it copied up to the
   checkpoint's epoch, then its new values (:meth:`PopulationScheduler.schedule`); that is the
-  schedule the recorder stores, ``sweeper export`` writes and ``sweeper retrain`` replays
-  (:func:`sweeper.retrain.fit_schedule`).
+  schedule the recorder stores, ``sweeper export`` writes and ``sweeper train``/``retrain``
+  replay (:func:`sweeper.replay.fit_scheduled`).
+- **A lost driver's population comes back.** At each checkpoint the recorder keeps the member's
+  state in the study (:data:`sweeper.record.POPULATION_STATE`); on resume, the member asked again
+  (``retry_of``) starts from that checkpoint with those values and that schedule
+  (:func:`resumed_member`), its perturbation clock at that epoch.
 """
 
 from __future__ import annotations
