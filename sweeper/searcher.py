@@ -272,15 +272,17 @@ class StudySearcher(Searcher):
         return self.study.ask(fixed_distributions=space.distributions)
 
     def _asked(self, trial_id: str, trial: optuna.Trial) -> dict[str, Any]:
-        config = self.sweep.trial_config(trial.params, trial.number)
-        record.write_asked(trial, config, self.lease.driver_id, trial_id)
-        self.running[trial_id] = trial
         population = self.sweep.population
         # Under PBT a checkpoint is kept only where a trial may be copied (every interval).
         every = population.perturbation_interval if population is not None else 1
-        ray_config = {"sweeper": config, "trial_number": trial.number, "trial_timeout": self.sweep.spec.trial_timeout,
-                      "checkpoint_every": every}
-        return resumed_member(self.study, trial, ray_config) if population is not None else ray_config
+        ray_config: dict[str, Any] = {
+            "sweeper": self.sweep.trial_config(trial.params, trial.number), "trial_number": trial.number,
+            "trial_timeout": self.sweep.spec.trial_timeout, "checkpoint_every": every}
+        if population is not None:  # a lost driver's member goes on from its checkpoint
+            ray_config = resumed_member(self.study, trial, ray_config)
+        record.write_asked(trial, ray_config["sweeper"], self.lease.driver_id, trial_id)
+        self.running[trial_id] = trial
+        return ray_config
 
     def _ask(self, trial_id: str, grid_id: int | None) -> dict[str, Any]:
         study = self.study

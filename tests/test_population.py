@@ -226,7 +226,9 @@ def test_a_killed_pbt_driver_resumes_its_population_from_their_checkpoints(tmp_p
     for number, state in kept.items():
         again = retries[number]
         assert again.state == TrialState.COMPLETE
-        assert record.config_of(again)["params"] == state["params"]  # the values it had, mutated ones too
+        # the values it had at its checkpoint, mutated ones too (its Optuna params stay the drawn ones)
+        assert record.config_of(again)["params"] == state["params"]
+        assert again.params == next(t.params for t in trials if t.number == number)
         history = record.history_of(again)
         assert history[0]["epoch"] == state["epoch"] + 1 and history[-1]["epoch"] == 10  # not from epoch 1
         steps = record.schedule_of(again)
