@@ -50,6 +50,25 @@ def _prctl(option: int, value: int) -> bool:
         return False
 
 
+def proc_stats() -> dict[int, list[bytes]] | None:
+    """Every process's ``/proc/PID/stat`` fields after the command name (``[state, ppid, pgrp,
+    ...]``: field 3 of proc(5) first), by pid; ``None`` without ``/proc``. A process that ends
+    meanwhile is left out."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    stats: dict[int, list[bytes]] = {}
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stats[int(entry)] = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+    return stats
+
+
 def _descendants(root: int) -> dict[int, bytes] | None:
     """The live (not zombie) descendants of ``root`` from ``/proc``, each with its start time
     (``stat`` field 22, to tell a pid reused later); ``None`` without ``/proc``.
@@ -57,29 +76,18 @@ def _descendants(root: int) -> dict[int, bytes] | None:
     A zombie is walked through, not returned: a child read while its parent lived, the parent
     then exiting before it is read (pids wrap, so a child may be listed first), is still found.
     """
-    parents: dict[int, list[int]] = {}
-    live: dict[int, bytes] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
+    stats = proc_stats()
+    if stats is None:
         return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        parents.setdefault(int(fields[1]), []).append(int(entry))
-        if fields[0] != b"Z":
-            live[int(entry)] = fields[19]
+    parents: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        parents.setdefault(int(fields[1]), []).append(pid)
     found: dict[int, bytes] = {}
     todo = [root]
     while todo:
         for child in parents.get(todo.pop(), []):
-            if child in live:
-                found[child] = live[child]
+            if stats[child][0] != b"Z":
+                found[child] = stats[child][19]
             todo.append(child)
     return found
 

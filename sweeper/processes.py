@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from sweeper._reaper import proc_stats
+
 REAPER = Path(__file__).resolve().parent / "_reaper.py"
 # Seconds between SIGTERM and SIGKILL when a trial is stopped (W&B's agent waits 30 s).
 KILL_GRACE_S = float(os.environ.get("SWEEPER_PROGRAM_KILL_GRACE_S", "10"))
@@ -87,21 +89,8 @@ def exited(process: subprocess.Popen[bytes]) -> bool:
 def _group_alive(pgid: int) -> bool:
     """Whether a live (not zombie) process is left in process group ``pgid``, from ``/proc``;
     ``False`` where there is no ``/proc`` (the caller then kills the group at once)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return False
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
-            return True
-    return False
+    stats = proc_stats()
+    return stats is not None and any(f[0] != b"Z" and int(f[2]) == pgid for f in stats.values())
 
 
 def stop(process: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
