@@ -85,6 +85,11 @@ def write(raw: dict[str, Any]) -> None:
         accs = [r["accuracies"] for r in runs]
         rows.append(f"| {runner} | {len(runs)} | " + " | ".join(cell([best_after(a, b) for a in accs]) for b in BUDGETS)
                     + f" | {statistics.median(len(a) for a in accs):.0f} | {cell([max(a) for a in accs])} |")
+    medians = {runner: [statistics.median(v for v in vals) if all(v is not None for v in vals) else None
+                        for vals in ([best_after(raw[f"{runner}|{s}"]["accuracies"], b) for s in seeds
+                                      if f"{runner}|{s}" in raw] for b in BUDGETS)] for runner in RUNNERS}
+    ratios = [f"{p / t:.3f}" if p is not None and t else "-" for p, t in zip(*medians.values(), strict=True)]
+    rows.append("| pbt / tpe+asha (medians) | | " + " | ".join(ratios) + " | | |")
     meta = raw.get("_meta", {})
     body = [f"Run {meta.get('date')} on {meta.get('machine')}: `python -m benchmarks.pbt --seeds "
             f"{' '.join(map(str, seeds))}`. Population {POPULATION} x {EPOCHS} epochs, perturbation every "
