@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 
 from sweeper import record
@@ -83,7 +83,7 @@ class PopulationScheduler:
             for step in prior:
                 params = {**params, **step["params"]}
                 steps.append({"epoch": step["epoch"], "params": dict(params), "source": step["source"],
-                              **({"seed": step["seed"]} if "seed" in step else {})})
+                              "by": step.get("by"), **({"seed": step["seed"]} if "seed" in step else {})})
             self._schedules[trial.trial_id] = steps
             self._curves[trial.trial_id] = {int(e): float(v) for step in prior for e, v in step.get("curve") or []
                                             if int(e) <= epoch}
@@ -91,12 +91,16 @@ class PopulationScheduler:
             state.last_perturbation_time = state.last_train_time = epoch
         self._schedules.setdefault(trial.trial_id, [{
             "epoch": 1, "params": _params(trial.config), "seed": int(trial.config["sweeper"]["seed"]),
-            "source": None}])
+            "source": None, "by": trial.trial_id}])
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         metric: str = self._metric  # type: ignore[attr-defined]
         if "epoch" in result and metric in result:
             self._curves.setdefault(trial.trial_id, {})[int(result["epoch"])] = float(result[metric])
+        if int(result.get("epoch", 0)) >= int(trial.config["sweeper"]["epochs"]):
+            # Its last epoch: the trial is done. Ray would still copy another trial into it and
+            # retrain epochs whose weights nothing uses.
+            return str(TrialScheduler.CONTINUE)
         decision: str = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
         return decision
 
@@ -107,16 +111,17 @@ class PopulationScheduler:
         kept = [step for step in self._schedules[trial_to_clone.trial_id] if step["epoch"] <= donor_epoch]
         self._schedules[trial.trial_id] = [*copy.deepcopy(kept), {
             "epoch": donor_epoch + 1, "params": _params(trial.config),
-            "source": {"trial": trial_to_clone.trial_id, "epoch": donor_epoch}}]
+            "source": {"trial": trial_to_clone.trial_id, "epoch": donor_epoch}, "by": trial.trial_id}]
         donor_curve = self._curves.get(trial_to_clone.trial_id, {})
         self._curves[trial.trial_id] = {e: v for e, v in donor_curve.items() if e <= donor_epoch}
 
     def schedule(self, trial_id: str) -> list[dict[str, Any]]:
-        """The effective schedule of trial ``trial_id``: ``[{epoch, params, source, curve, seed?}]``,
+        """The effective schedule of trial ``trial_id``: ``[{epoch, params, source, by, curve, seed?}]``,
         ``params`` applying from ``epoch`` to the next step's (the first step: every trainer
         parameter; a later step: the values that differ from the step before); the first
         step carries the ``seed`` its weights were first trained with, a later one the ``source``
-        (Ray trial id and epoch) whose checkpoint the run continued from; ``curve`` holds
+        (Ray trial id and epoch) whose checkpoint the run continued from; ``by`` the trial that
+        trained the step (a step copied with a checkpoint keeps its own); ``curve`` holds
         ``[epoch, metric]`` of the step's epochs as its weights' lineage trained them (what a
         replay of the schedule should reproduce). Empty for an unknown trial."""
         steps = copy.deepcopy(self._schedules.get(trial_id, []))

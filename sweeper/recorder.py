@@ -187,6 +187,8 @@ class StudyRecorder(tune.Callback):
             source = step["source"]
             if source is not None and isinstance(source["trial"], str):
                 source["trial"] = self._numbers.get(source["trial"], -1)
+            if isinstance(step.get("by"), str):
+                step["by"] = self._numbers.get(step["by"], -1)
         return steps
 
     def _prune_checkpoints(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:

@@ -39,7 +39,10 @@ def population_figures(trials: Sequence[FrozenTrial]) -> dict[str, go.Figure]:
     if not schedules:
         return {}
     lineage = go.Figure()
-    copies = [(n, s) for n, steps in schedules.items() for s in steps[1:]]
+    # Each copy once, drawn at the trial that made it (a step inherited with a checkpoint keeps its `by`).
+    made = {(s.get("by", n), s["epoch"], str(s["source"])): (s.get("by", n), s)
+            for n, steps in schedules.items() for s in steps[1:]}
+    copies = sorted(made.values(), key=lambda c: (c[1]["epoch"], c[0]))
     for number, step in copies:
         source = step["source"] or {}
         lineage.add_annotation(x=step["epoch"], y=number, ax=source.get("epoch", step["epoch"] - 1),

@@ -119,14 +119,14 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_a_pbt_sweep_keeps_each_schedule_and_train_replays_the_best_to_the_same_curve(tmp_path: Path) -> None:
-    """Real Ray, SQLite, the CNN on real digits: 4 trials, 6 epochs, PBT every 2 epochs. Every trial
+    """Real Ray, SQLite, the CNN on real digits: 4 trials, 8 epochs, PBT every 2 epochs. Every trial
     is COMPLETE with its drawn values as Optuna params; some trial copied another (a step with a
     source); `sweeper export` writes that trial's schedule and `sweeper train` replays it: its
     val_accuracy per epoch is the lineage's (CPU, one thread, same seed; measured equal to 4
     decimals, asserted within 0.01)."""
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    spec = write_spec(tmp_path / "p.yaml", {**BASE, "name": "pbt", "storage": url, "artifacts": str(tmp_path / "a"),
-                                            "scheduler": PBT})
+    spec = write_spec(tmp_path / "p.yaml", {**BASE, "name": "pbt", "epochs": 8, "storage": url,
+                                            "artifacts": str(tmp_path / "a"), "scheduler": PBT})
     proc = _cli(["launch", str(spec)], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PBT every 2 epochs, mutating lr, dropout" in proc.stdout
@@ -138,12 +138,12 @@ def test_a_pbt_sweep_keeps_each_schedule_and_train_replays_the_best_to_the_same_
     for t in trials:
         first = schedules[t.number][0]
         assert first["epoch"] == 1 and first["source"] is None and "seed" in first
-        assert [e for step in schedules[t.number] for e, _ in step["curve"]] == list(range(1, 7))
+        assert [e for step in schedules[t.number] for e, _ in step["curve"]] == list(range(1, 9))
     copied = [n for n, steps in schedules.items() if len(steps) > 1]
-    assert copied, schedules  # with quantile 0.5 of 4, the lower half copies the upper at epoch 2 or 4
+    assert copied, schedules  # with quantile 0.5 of 4, the lower half copies the upper at epoch 2, 4 or 6
     number = copied[0]
-    step = schedules[number][1]
-    assert step["epoch"] in (3, 5) and step["source"]["epoch"] == step["epoch"] - 1
+    step = schedules[number][-1]  # the last copy is its own (earlier steps may come with the checkpoint)
+    assert step["by"] == number and step["epoch"] in (3, 5, 7) and step["source"]["epoch"] == step["epoch"] - 1
     assert step["source"]["trial"] in schedules and step["source"]["trial"] != number
     assert set(step["params"]) <= {"lr", "dropout"}
     assert all(1e-4 <= s["params"].get("lr", 1e-4) <= 1e-1 for steps in schedules.values() for s in steps)
@@ -163,16 +163,17 @@ def test_a_pbt_sweep_keeps_each_schedule_and_train_replays_the_best_to_the_same_
     assert proc.returncode == 0, proc.stderr
     assert f"following its {len(config['schedule'])}-step schedule" in proc.stdout
     replayed = {int(m.group(1)): float(m.group(2))
-                for m in re.finditer(r"epoch\s+(\d+)/6 .*?val_accuracy (\d\.\d+)", proc.stdout)}
+                for m in re.finditer(r"epoch\s+(\d+)/8 .*?val_accuracy (\d\.\d+)", proc.stdout)}
     lineage = {int(e): v for s in schedules[number] for e, v in s["curve"]}
-    assert sorted(replayed) == list(range(1, 7))
+    assert sorted(replayed) == list(range(1, 9))
     assert all(abs(replayed[e] - lineage[e]) <= 0.01 for e in lineage), (replayed, lineage)
     # the report draws the lineage and each mutated parameter's schedule
     page = tmp_path / "r.html"
     proc = _cli(["report", "pbt", "--storage", url, "--output", str(page)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     text = page.read_text()
-    assert f"Population lineage: {sum(len(s) - 1 for s in schedules.values())} exploit(s)" in text
+    made = {(s["by"], s["epoch"], str(s["source"])) for steps in schedules.values() for s in steps[1:]}
+    assert f"Population lineage: {len(made)} exploit(s)" in text
     assert "Schedule of lr" in text or "Schedule of dropout" in text
 
 
@@ -182,7 +183,7 @@ def test_a_pb2_sweep_runs_through_ray_and_keeps_its_schedules(tmp_path: Path) ->
     made recorded with the learning rate it chose, within the bounds."""
     url = f"sqlite:///{tmp_path / 'b.db'}"
     spec = write_spec(tmp_path / "b.yaml", {
-        **BASE, "name": "pb2", "storage": url, "artifacts": str(tmp_path / "a"),
+        **BASE, "name": "pb2", "epochs": 8, "storage": url, "artifacts": str(tmp_path / "a"),
         "scheduler": {"type": "pb2", "perturbation_interval": 2, "quantile_fraction": 0.5,
                       "hyperparam_bounds": {"lr": {"min": 1e-4, "max": 1e-1}}}})
     proc = _cli(["launch", str(spec)], tmp_path)

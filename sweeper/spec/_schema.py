@@ -227,6 +227,7 @@ class ScheduleStep(_Model):
     epoch: int = Field(ge=1)
     params: dict[str, Any]
     source: dict[str, int] | None = None
+    by: int | None = None  # the trial that trained the step
     seed: int | None = None
     curve: list[list[float]] | None = None  # [epoch, metric] as the trial's lineage trained them
 
