@@ -174,7 +174,7 @@ def resumed_member(study: optuna.Study, trial: optuna.Trial, config: dict[str, A
     if number is None:
         return config
     lost = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    state = lost.user_attrs.get(record.POPULATION_STATE) if lost is not None else None
+    state = record.population_state_of(lost) if lost is not None else None
     if not state or not Path(state["checkpoint"]).is_dir():
         return config
     member = {**config["sweeper"], "params": dict(state["params"]), "seed": int(state["seed"])}

@@ -252,6 +252,16 @@ def history_of(trial: FrozenTrial) -> list[dict[str, float]]:
     return list(trial.user_attrs.get(HISTORY) or [])
 
 
+def write_population_state(trial: optuna.Trial, state: Mapping[str, Any]) -> None:
+    """Keep a PBT member's state at its checkpoint (:data:`POPULATION_STATE`)."""
+    trial.set_user_attr(POPULATION_STATE, dict(state))
+
+
+def population_state_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """A PBT member's state at its last checkpoint, ``None`` when none was kept."""
+    return trial.user_attrs.get(POPULATION_STATE)
+
+
 def schedule_of(trial: FrozenTrial) -> list[dict[str, Any]]:
     """A population-based trial's effective schedule (empty for any other trial)."""
     return list(trial.user_attrs.get(SCHEDULE) or [])

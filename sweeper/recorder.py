@@ -173,7 +173,7 @@ class StudyRecorder(tune.Callback):
         if not isinstance(self.scheduler, PopulationScheduler) or optuna_trial is None:
             return
         epoch = int((trial.last_result or {}).get("epoch", 0))
-        optuna_trial.set_user_attr(record.POPULATION_STATE, {
+        record.write_population_state(optuna_trial, {
             "epoch": epoch, "checkpoint": str(checkpoint.path), "params": dict(trial.config["sweeper"]["params"]),
             "seed": int(trial.config["sweeper"]["seed"]), "schedule": self._schedule(trial.trial_id)})
 
