@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sweeper.errors import InputError, Problem
 from trainers.base import Report, TrainConfig, Trainer
 
 
@@ -34,15 +35,17 @@ def fit_scheduled(trainer: Trainer, config: TrainConfig, schedule: Sequence[Mapp
         the last epoch's metrics (the trainer's return value of the last step).
 
     Raises:
-        ValueError: a step after the first ends with no checkpoint to continue from (the trainer
-            reports none), or the steps' epochs do not increase from 1.
+        InputError: the steps' epochs do not increase from 1, or a step before the last ends with
+            no checkpoint reported at its last epoch to continue from (a trainer that reports
+            none, or not every epoch, cannot replay a schedule): one line, ``sweeper train``'s
+            exit code 2.
     """
     schedule = [step for step in schedule or () if int(step["epoch"]) <= config.epochs]  # fewer epochs asked
     if not schedule:
         return dict(trainer.fit(config, report))
     starts = [int(step["epoch"]) for step in schedule]
     if starts[0] != 1 or any(b <= a for a, b in itertools.pairwise(starts)):
-        raise ValueError(f"schedule: its steps' epochs {starts} must start at 1 and increase")
+        raise InputError(Problem("schedule", starts, "must be epochs that start at 1 and increase"))
     state: dict[str, Any] | None = None
     final: dict[str, float] = {}
     params = dict(config.params)  # each step sets what it names
@@ -53,9 +56,9 @@ def fit_scheduled(trainer: Trainer, config: TrainConfig, schedule: Sequence[Mapp
         def step_report(epoch: int, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None,
                         last: int = last, kept: dict[str, Any] = kept) -> None:
             report(epoch, metrics, checkpoint)
-            if checkpoint is not None:
-                kept["state"], kept["metrics"] = copy.deepcopy(dict(checkpoint)), dict(metrics)
             if epoch >= last and last < config.epochs:
+                if checkpoint is not None:  # copied once per step: the trainer may reuse its objects
+                    kept["state"], kept["metrics"] = copy.deepcopy(dict(checkpoint)), dict(metrics)
                 raise _StepEnded
 
         params = {**params, **step["params"]}
@@ -64,7 +67,8 @@ def fit_scheduled(trainer: Trainer, config: TrainConfig, schedule: Sequence[Mapp
             final = dict(trainer.fit(run, step_report))
         except _StepEnded:
             if "state" not in kept:
-                raise ValueError(f"schedule: trainer {trainer.name!r} reported no checkpoint to continue "
-                                 f"from at epoch {last}") from None
+                raise InputError(Problem(f"schedule[{i + 1}].epoch", last + 1,
+                                         f"needs a checkpoint of epoch {last} to continue from, and trainer "
+                                         f"{trainer.name!r} reported none then")) from None
             state, final = kept["state"], kept["metrics"]
     return final
