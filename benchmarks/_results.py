@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,32 @@ def write_section(title: str, body: list[str]) -> None:
         end = text.find("\n## ", start + len(head))
         text = text[:start] + (text[end + 1:] if end != -1 else "")
     RESULTS_MD.write_text(text.rstrip("\n") + "\n\n" + head + "\n" + "\n".join(body).rstrip("\n") + "\n")
+
+
+class RawLogs:
+    """A benchmark's raw logs, one entry per (runner, seed) in one JSON file, saved after each
+    pair, so that a run cut short goes on where it stopped.
+
+    The file maps ``"{runner}|{seed}"`` to that pair's logs, and ``"_meta"`` to the settings the
+    logs were made with (``meta``), the machine and the date. Logs made with other settings are
+    set aside at load (git keeps them): the run starts afresh.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any] | None = None) -> None:
+        self.path, self.meta = path, dict(meta or {})
+        self.raw: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        stored = self.raw.get("_meta", {})
+        if any(stored.get(k) != v for k, v in self.meta.items()):
+            self.raw = {}
+
+    def todo(self, runners: Iterable[str], seeds: Iterable[int]) -> Iterator[tuple[int, str]]:
+        """The (seed, runner) pairs not yet logged, seed by seed."""
+        runners = list(runners)
+        for seed in seeds:
+            yield from ((seed, r) for r in runners if f"{r}|{seed}" not in self.raw)
+
+    def save(self, runner: str, seed: int, logs: Any) -> None:
+        """Keep ``logs`` for (runner, seed) and write the file at once."""
+        self.raw[f"{runner}|{seed}"] = logs
+        self.raw["_meta"] = {**self.meta, "machine": machine(), "date": dt.date.today().isoformat()}
+        self.path.write_text(json.dumps(self.raw))

@@ -23,7 +23,6 @@ and a run skips the pairs already there.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import statistics
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._results import CIFAR_5K, cifar_data, machine, start, write_section
+from benchmarks._results import CIFAR_5K, RawLogs, cifar_data, start, write_section
 
 HERE = Path(__file__).resolve().parent
 RUNNERS = ("pbt", "tpe+asha")
@@ -109,31 +108,25 @@ def main() -> None:
     from trainers.base import DataConfig
     from trainers.data import load_data
 
-    raw_path = HERE / "pbt.json"
-    raw: dict[str, Any] = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    logs = RawLogs(HERE / "pbt.json")
     if args.write_only:
-        write(raw)
+        write(logs.raw)
         return
     root = args.data.resolve()
     load_data(DataConfig(**cifar_data(root)))  # decode into the node cache once, before any runner
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for seed in args.seeds:
-            for runner in args.runners:
-                if f"{runner}|{seed}" in raw:
-                    continue
-                log = tmp / f"{runner.replace('+', '-')}-{seed}.jsonl"
-                log.unlink(missing_ok=True)
-                started = time.time()
-                run_sweep(validate(spec(runner, seed, root, tmp, log)))
-                lines = sorted((json.loads(x) for x in log.read_text().splitlines() if x.strip()), key=lambda r: r["t"])
-                accuracies = [float(r["val_accuracy"]) for r in lines]
-                raw[f"{runner}|{seed}"] = {"accuracies": accuracies, "wall_s": time.time() - started}
-                print(f"seed {seed} {runner:<9} epochs {len(accuracies):4d}  best {max(accuracies):.4f}  "
-                      f"best after 48 {best_after(accuracies, 48)}  wall {time.time() - started:.0f} s", flush=True)
-                raw["_meta"] = {"machine": machine(), "date": dt.date.today().isoformat()}
-                raw_path.write_text(json.dumps(raw))
-    write(raw)
+        for seed, runner in logs.todo(args.runners, args.seeds):
+            log = tmp / f"{runner.replace('+', '-')}-{seed}.jsonl"
+            log.unlink(missing_ok=True)
+            started = time.time()
+            run_sweep(validate(spec(runner, seed, root, tmp, log)))
+            lines = sorted((json.loads(x) for x in log.read_text().splitlines() if x.strip()), key=lambda r: r["t"])
+            accuracies = [float(r["val_accuracy"]) for r in lines]
+            logs.save(runner, seed, {"accuracies": accuracies, "wall_s": time.time() - started})
+            print(f"seed {seed} {runner:<9} epochs {len(accuracies):4d}  best {max(accuracies):.4f}  "
+                  f"best after 48 {best_after(accuracies, 48)}  wall {time.time() - started:.0f} s", flush=True)
+    write(logs.raw)
 
 
 if __name__ == "__main__":

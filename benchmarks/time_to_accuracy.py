@@ -35,7 +35,6 @@ seed for the four runners on a 2-core CPU).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import statistics
 import tempfile
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._results import CIFAR_5K, cifar_data, machine, start, write_section
+from benchmarks._results import CIFAR_5K, RawLogs, cifar_data, machine, start, write_section
 from benchmarks.curves.table import FIXED, GRID
 from benchmarks.logged_cnn import cnn_params
 
@@ -207,37 +206,27 @@ def main() -> None:
     from trainers.base import DataConfig
     from trainers.data import load_data
 
-    raw_path = HERE / "time_to_accuracy.json"
-    raw: dict[str, Any] = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    logs = RawLogs(HERE / "time_to_accuracy.json", {"trials": args.trials, "epochs": args.epochs, "space": SPACE})
     if args.write_only:
-        write(raw)
+        write(logs.raw)
         return
-    meta = raw.get("_meta", {})
-    if (meta.get("trials"), meta.get("epochs"), meta.get("space")) != (args.trials, args.epochs, SPACE):
-        raw = {}  # another benchmark's logs (git keeps them): start afresh
     root = args.data.resolve()
     load_data(DataConfig(**cifar_data(root)))  # decode into the node cache once, before any runner
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for seed in args.seeds:
-            for runner in args.runners:
-                if f"{runner}|{seed}" in raw:
-                    continue  # done in an earlier run of this command
-                log = tmp / f"{runner.split()[0]}-{seed}.jsonl"
-                log.unlink(missing_ok=True)
-                started = time.time()
-                config = run_runner(runner, seed, args.trials, args.epochs, root, tmp, log)
-                wall = time.time() - started
-                test_acc = retrain_test_accuracy(config, tmp / f"retrain-{runner.split()[0]}-{seed}")
-                raw[f"{runner}|{seed}"] = {"reports": read_log(log, started), "wall_s": wall, "test_accuracy": test_acc,
-                                           "best_params": config["params"]}
-                print(f"seed {seed} {runner:<24} wall {wall:6.1f} s  epochs {len(raw[f'{runner}|{seed}']['reports'])}"
-                      f"  best val {max(a for _, a in raw[f'{runner}|{seed}']['reports']):.4f}  test {test_acc:.4f}",
-                      flush=True)
-                raw["_meta"] = {"trials": args.trials, "epochs": args.epochs, "space": SPACE, "machine": machine(),
-                                "date": dt.date.today().isoformat()}
-                raw_path.write_text(json.dumps(raw))
-    write(raw)
+        for seed, runner in logs.todo(args.runners, args.seeds):
+            log = tmp / f"{runner.split()[0]}-{seed}.jsonl"
+            log.unlink(missing_ok=True)
+            started = time.time()
+            config = run_runner(runner, seed, args.trials, args.epochs, root, tmp, log)
+            wall = time.time() - started
+            test_acc = retrain_test_accuracy(config, tmp / f"retrain-{runner.split()[0]}-{seed}")
+            reports = read_log(log, started)
+            logs.save(runner, seed, {"reports": reports, "wall_s": wall, "test_accuracy": test_acc,
+                                     "best_params": config["params"]})
+            print(f"seed {seed} {runner:<24} wall {wall:6.1f} s  epochs {len(reports)}"
+                  f"  best val {max(a for _, a in reports):.4f}  test {test_acc:.4f}", flush=True)
+    write(logs.raw)
 
 
 def write(raw: dict[str, Any]) -> None:
