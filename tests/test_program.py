@@ -218,7 +218,11 @@ def test_program_specs_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         validate(base)
     assert [str(p) for p in err.value.problems] == [
         "epochs: (missing) is required for a program sweep: ASHA needs the most times a trial logs score; set "
-        "`epochs` or an `epochs` parameter"]
+        "`epochs`, an `epochs` parameter or early_terminate.max_iter"]
+    # W&B's hyperband max_iter is a run's most iterations: it bounds the trials' epochs, as in W&B
+    hyperband = validate({**base, "early_terminate": {"type": "hyperband", "max_iter": 9, "s": 2}})
+    assert (hyperband.max_epochs, hyperband.asha.grace_period) == (9, 1)  # type: ignore[union-attr]
+    assert hyperband.trial_config({"lr": 0.1}, 0)["epochs"] == 9
     with pytest.raises(InputError) as err:
         validate({**base, "epochs": 3, "program": "nope.py"})
     assert str(err.value.problems[0]) == (f"program: 'nope.py' is not a file in {tmp_path} (where it runs; "

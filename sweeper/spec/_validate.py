@@ -96,9 +96,11 @@ def validate(raw: Mapping[str, Any]) -> Sweep:
     function = trainer is not None and trainer.params is None and _zero_argument(trainer)
     max_epochs, epoch_problems = _epochs(spec, space)
     problems += epoch_problems
-    if (spec.program is not None or function) and spec.epochs is None and "epochs" not in space.candidates():
+    if (spec.program is not None or function) and spec.epochs is None and "epochs" not in space.candidates() \
+            and (spec.early_terminate is None or spec.early_terminate.max_iter is None):
         problems.append(Problem("epochs", None, "is required for a program sweep: ASHA needs the most times a trial "
-                                f"logs {spec.metric.name}; set `epochs` or an `epochs` parameter"))
+                                f"logs {spec.metric.name}; set `epochs`, an `epochs` parameter or "
+                                "early_terminate.max_iter"))
     asha, asha_problems = _scheduler(spec, max_epochs)
     problems += asha_problems
     pbt, pbt_problems = population(spec, trainer, max_epochs, spec.program is None and not function)
@@ -306,7 +308,11 @@ def _check_trainer_params(trainer: Trainer, spec: SweepSpec, space: SearchSpace)
 
 
 def _epochs(spec: SweepSpec, space: SearchSpace) -> tuple[int, list[Problem]]:
-    """The sweep's most epochs per trial: ``epochs``, else the largest ``parameters.epochs``."""
+    """The sweep's most epochs per trial: ``epochs``, else the largest ``parameters.epochs``, else
+    W&B's ``early_terminate.max_iter`` (hyperband's most iterations of a run)."""
+    if spec.epochs is None and "epochs" not in space.candidates() and spec.early_terminate is not None \
+            and spec.early_terminate.max_iter is not None:
+        spec = spec.model_copy(update={"epochs": spec.early_terminate.max_iter})
     candidates = space.candidates().get("epochs", [])
     bad = [c for c in candidates if isinstance(c, bool) or not isinstance(c, int) or c < 1]
     if bad:
