@@ -41,7 +41,7 @@ def start(description: str, data: Path | None = None,
     as ``sweeper launch`` does."""
     import optuna
 
-    from sweeper.ray_runtime import init_ray
+    from sweeper.engine.ray_runtime import init_ray
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -67,7 +67,7 @@ def effective(params: dict[str, Any]) -> str:
 def run(raw: dict[str, Any]) -> tuple[list[tuple[int, float | None]], int]:
     """Run a sweep; its finished trials as ``(epochs, value)`` in the order they finished, and how
     many of them repeated an earlier trial's training."""
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
     run_sweep(validate(raw))

@@ -9,7 +9,7 @@ time less that epoch's ``epoch_s``), so the figure holds the interpreter's start
 Ray's start, the study, the trial processes and loading the data, whatever each tool does:
 
 - ``sweeper launch SPEC`` (the CLI, local Ray, SQLite study), as it decides on its node-cache
-  warm-up (:func:`sweeper.cluster.warm_data_cache`: only with a CPU to spare), and with the
+  warm-up (:func:`sweeper.engine.cluster.warm_data_cache`: only with a CPU to spare), and with the
   warm-up off (``SWEEPER_WARM_CACHE=0``);
 - Ray Tune: ``ray.init()`` then ``Tuner`` + ``OptunaSearch``, ``reuse_actors=True``;
 - Optuna alone: ``study.optimize(n_jobs=concurrency)`` in threads (no Ray).

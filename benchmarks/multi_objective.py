@@ -4,13 +4,13 @@ A random search of the 5-block CNN on real photos (CIFAR-10, ``../shared/data/ci
 32x32, 20% held out for validation) with two objectives, ``val_accuracy`` (maximise) and
 ``param_count`` (minimise; deterministic, where ``inference_ms`` on a shared 2-core CPU is
 noise), runs twice per seed: under multi-objective ASHA (grace period 1, reduction factor 3,
-up to 6 epochs; :class:`sweeper.scheduler.MultiObjectiveASHA`) with a budget of 16 trials,
+up to 6 epochs; :class:`sweeper.engine.scheduler.MultiObjectiveASHA`) with a budget of 16 trials,
 and with every trial trained to 6 epochs with a budget of 8. With the same seed both draw
 the same configurations in the same order.
 
 After each finished trial (in the order trials finished) the epochs spent so far by all
 trials and the hypervolume of the Pareto front of the COMPLETE trials so far are recorded.
-Hypervolume (Zitzler and Thiele 1998; :func:`sweeper.pareto.hypervolume_2d`) is computed on
+Hypervolume (Zitzler and Thiele 1998; :func:`sweeper.study.pareto.hypervolume_2d`) is computed on
 (1 - val_accuracy, log10 param_count), bounded by the reference point (1, log10 of the largest
 model either sweep of that seed built + 0.1): larger is better. The table gives the
 hypervolume each sweep had reached by 15, 30 and 45 epochs and at its end.
@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from benchmarks._results import CIFAR_5K, machine, start, write_section
-from sweeper.pareto import hypervolume_2d, non_dominated_fronts
+from sweeper.study.pareto import hypervolume_2d, non_dominated_fronts
 
 DATA = CIFAR_5K / "train"
 BUDGETS = (15, 30, 45)
@@ -61,7 +61,7 @@ def spec(name: str, seed: int, data: Path, tmp: Path) -> dict[str, Any]:
 def run(raw: dict[str, Any]) -> tuple[list[tuple[int, tuple[float, float] | None]], float]:
     """Run a sweep; its finished trials in the order they finished, as ``(epochs run, (1 -
     accuracy, log10 parameters) or None for a PRUNED trial)``, and its wall seconds."""
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
     outcome = run_sweep(validate(raw))

@@ -30,7 +30,7 @@ CONCURRENCY = 2
 
 
 def run_sweeper(n: int, epoch_s: float, workdir: Path) -> float:
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
     name = f"overhead-{epoch_s}-{n}"
@@ -101,7 +101,7 @@ def main() -> None:
 
     import optuna
 
-    from sweeper.ray_runtime import init_ray
+    from sweeper.engine.ray_runtime import init_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(None)

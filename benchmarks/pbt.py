@@ -103,7 +103,7 @@ def main() -> None:
     args = start(__doc__.splitlines()[0], data=CIFAR_5K, extra=lambda p: (
         p.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS),
         p.add_argument("--write-only", action="store_true", help="redo the section from the raw logs")))
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
     from trainers.base import DataConfig
     from trainers.data import load_data

@@ -3,7 +3,7 @@
 Builds a study of ``--trials`` trials (COMPLETE / PRUNED / FAIL, 4 parameters, curves of up to
 10 epochs, the user attributes a sweep records) in a temporary SQLite file, then times:
 
-- sweeper: :func:`sweeper.report.compute` + :func:`sweeper.report.render` (one bulk read, the
+- sweeper: :func:`sweeper.views.report.compute` + :func:`sweeper.views.report.render` (one bulk read, the
   Optuna plots on an in-memory copy), i.e. what ``sweeper report`` runs;
 - baseline: the same Optuna plots (history, intermediate values, parallel coordinates, fANOVA
   importances, slices, timeline) each called on the SQLite-backed study, as a user would.
@@ -61,8 +61,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import optuna.visualization as vis
 
-    from sweeper.report import compute, render
-    from sweeper.storage import open_storage
+    from sweeper.study.storage import open_storage
+    from sweeper.views.report import compute, render
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"

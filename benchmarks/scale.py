@@ -45,7 +45,7 @@ def sweeper_ends(n: int, method: str, workdir: Path) -> tuple[list[float], str, 
     """End times (seconds after the first) of ``n`` sweeper trials; the study's name and URL."""
     import optuna
 
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
     name, url = f"scale-{method}-{n}", f"sqlite:///{workdir / f'scale-{method}-{n}.db'}"
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     import optuna
 
-    from sweeper.ray_runtime import init_ray
+    from sweeper.engine.ray_runtime import init_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(None)

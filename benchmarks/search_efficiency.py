@@ -31,7 +31,7 @@ DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_demo.yaml"
 
 def run(raw: dict[str, Any]) -> list[tuple[int, float | None]]:
     """Run a sweep; its finished trials as ``(epochs run, value or None)`` in the order they finished."""
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
     sweep = validate(raw)
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from sweeper.ray_runtime import init_ray
+    from sweeper.engine.ray_runtime import init_ray
 
     init_ray(None)
     base = yaml.safe_load(DEMO.read_text())

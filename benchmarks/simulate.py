@@ -15,7 +15,7 @@ it:
 - ``sweeper`` (its default search: ``method: bayes`` with no scheduler named, which runs TPE with
   ASHA at grace period 1 and reduction factor 3, and the duplicate check) and
   ``random`` (sweeper's random search, no early stopping): sweeper's own
-  :class:`~sweeper.searcher.StudySearcher`, scheduler and :class:`~sweeper.recorder.StudyRecorder`
+  :class:`~sweeper.engine.searcher.StudySearcher`, scheduler and :class:`~sweeper.engine.recorder.StudyRecorder`
   on a real SQLite study, driven through the calls Ray Tune's controller makes
   (``ray/tune/execution/tune_controller.py``: ``suggest``; per result the scheduler's
   ``on_trial_result``, then the callbacks'; at a stop the scheduler's ``on_trial_complete``, then
@@ -278,7 +278,7 @@ class SweeperRunner(Runner):
         folder: where the study's SQLite file goes.
         brackets: ASHA's brackets (Ray's ``ASHAScheduler(brackets=...)``, asynchronous Hyperband,
             Li et al. 2020), a candidate the spec does not offer yet; 1 is the spec's ASHA.
-        sampler: ``TPESampler`` keyword arguments in place of :func:`sweeper.samplers.make_sampler`'s
+        sampler: ``TPESampler`` keyword arguments in place of :func:`sweeper.study.samplers.make_sampler`'s
             (a candidate's TPE settings); ``None``: sweeper's own.
     """
 
@@ -289,13 +289,13 @@ class SweeperRunner(Runner):
                  sampler: Mapping[str, Any] | None = None):
         import optuna
 
-        from sweeper.coordination import take_lease
-        from sweeper.recorder import StudyRecorder
-        from sweeper.scheduler import make_scheduler
-        from sweeper.searcher import StudySearcher
+        from sweeper.engine.recorder import StudyRecorder
+        from sweeper.engine.scheduler import make_scheduler
+        from sweeper.engine.searcher import StudySearcher
         from sweeper.spec import validate
-        from sweeper.storage import open_storage
-        from sweeper.studies import create_study
+        from sweeper.study.coordination import take_lease
+        from sweeper.study.storage import open_storage
+        from sweeper.study.studies import create_study
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._table = table
@@ -317,7 +317,7 @@ class SweeperRunner(Runner):
         self.searcher.POLL_S = 0.0  # simulated time: read the study at every request
         self.scheduler = make_scheduler(self.sweep)
         if brackets > 1 and self.sweep.asha is not None:
-            from sweeper.scheduler import RecordingASHA
+            from sweeper.engine.scheduler import RecordingASHA
 
             self.scheduler = RecordingASHA(time_attr="epoch", metric=METRIC, mode="max", max_t=self.sweep.max_epochs,
                                            grace_period=self.sweep.asha.grace_period,
@@ -350,7 +350,7 @@ class SweeperRunner(Runner):
         return STOP if decision == "STOP" else CONTINUE
 
     def end(self, trial: int, epoch: int, value: float) -> None:
-        from sweeper.trainable import ERROR_KEY
+        from sweeper.trial.trainable import ERROR_KEY
 
         stub = self._trials.pop(trial)
         if math.isnan(value):

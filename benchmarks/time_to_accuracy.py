@@ -64,9 +64,9 @@ def sweeper_parameters(log: Path) -> dict[str, Any]:
 def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path, *,
                 early_stopping: bool) -> dict[str, Any]:
     """A sweep through ``run_sweep``; its best config in ``sweeper export``'s format."""
-    from sweeper.launch import run_sweep
-    from sweeper.results import export_config
+    from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
+    from sweeper.study.results import export_config
 
     name = f"tta-{'asha' if early_stopping else 'random'}-{seed}"
     storage = f"sqlite:///{tmp / 'studies.db'}"

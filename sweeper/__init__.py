@@ -1,12 +1,12 @@
 """sweeper: hyperparameter sweeps of image classifiers on Ray Tune, recorded in Optuna studies.
 
 Orchestration only: the spec (:mod:`sweeper.spec`), the study's record
-(:mod:`sweeper.record`), its storage and lifecycle (:mod:`sweeper.storage`,
-:mod:`sweeper.coordination`, :mod:`sweeper.studies`), the launch on Ray Tune
-(:mod:`sweeper.launch` with :mod:`sweeper.searcher`, :mod:`sweeper.scheduler`,
-:mod:`sweeper.recorder`, :mod:`sweeper.trainable`; W&B programs and functions in
-:mod:`sweeper.program`), the readers (:mod:`sweeper.results`,
-:mod:`sweeper.report`, :mod:`sweeper.retrain`) and the CLI (:mod:`sweeper.cli`). Models and
+(:mod:`sweeper.study.record`), its storage and lifecycle (:mod:`sweeper.study.storage`,
+:mod:`sweeper.study.coordination`, :mod:`sweeper.study.studies`), the launch on Ray Tune
+(:mod:`sweeper.engine.launch` with :mod:`sweeper.engine.searcher`, :mod:`sweeper.engine.scheduler`,
+:mod:`sweeper.engine.recorder`, :mod:`sweeper.trial.trainable`; W&B programs and functions in
+:mod:`sweeper.trial.program`), the readers (:mod:`sweeper.study.results`,
+:mod:`sweeper.views.report`, :mod:`sweeper.retrain`) and the CLI (:mod:`sweeper.cli`). Models and
 training live in the separate ``trainers`` package. docs/architecture.md draws the arrows.
 
 The Python API (:mod:`sweeper.api`) is imported from here on first use (PEP 562), so that

@@ -9,7 +9,7 @@ The W&B notebook flow runs with the two calls renamed::
 
 ``train`` may be defined in the notebook (``__main__``): Ray ships it to the workers by value
 (cloudpickle). A zero-argument ``train`` is a W&B function (``wandb.init()``, ``wandb.config``
-and ``wandb.log`` work unchanged, through :func:`sweeper.program.fit_function`); one of
+and ``wandb.log`` work unchanged, through :func:`sweeper.trial.program.fit_function`); one of
 ``(config, report)`` is a plain sweeper trainer. The study records, as the trainer of a sweep made
 from a W&B config that names none, :data:`FUNCTION_TRAINER` (or :data:`FIT_TRAINER`): a
 stand-in that only :func:`agent` replaces.
@@ -84,8 +84,8 @@ def sweep(sweep_config: SpecLike, project: str | None = None, *, storage: str | 
     """
     _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.spec import spec_differences, validate
-    from sweeper.storage import redact, study_names
-    from sweeper.studies import create_study, stored_spec
+    from sweeper.study.storage import redact, study_names
+    from sweeper.study.studies import create_study, stored_spec
 
     raw = _spec(sweep_config)
     if storage is not None:
@@ -151,7 +151,7 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
     """
     _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.spec import validate
-    from sweeper.studies import stored_spec
+    from sweeper.study.studies import stored_spec
 
     url = storage or _MADE.get(sweep_id) or default_storage()
     try:
@@ -164,7 +164,7 @@ def agent(sweep_id: str, function: Callable[..., Any] | None = None, count: int 
     if function is not None:
         if not callable(function):
             raise InputError(f"function: {function!r} is not a function")
-        from sweeper.program import takes_no_arguments
+        from sweeper.trial.program import takes_no_arguments
 
         raw["trainer"] = FUNCTION_TRAINER if takes_no_arguments(function) else FIT_TRAINER
     elif raw.get("trainer") in _STAND_INS:
@@ -203,7 +203,7 @@ def launch(spec: SpecLike, *, resume: bool = False, address: str | None = None, 
     """
     _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
     from sweeper.spec import validate
-    from sweeper.studies import continues_study
+    from sweeper.study.studies import continues_study
 
     raw = _spec(spec)
     for key, value in overrides.items():
@@ -229,7 +229,7 @@ def load(study: str, storage: str | None = None) -> Sweep:
             storage does not answer.
     """
     _one_line_errors()  # before the imports: Optuna's import warns in Jupyter
-    from sweeper.studies import load_study
+    from sweeper.study.studies import load_study
 
     url = storage or default_storage()
     load_study(url, study)
@@ -240,27 +240,27 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
         address: str | None = None, warm: Any = None, console: Any = None) -> None:
     """Run (or continue) a validated sweep here with live progress, then show its best trials
     (what ``sweeper launch``, :func:`agent` and :func:`launch` do once the spec is checked). In
-    Jupyter the progress is one display updated in place (:mod:`sweeper.notebook`).
+    Jupyter the progress is one display updated in place (:mod:`sweeper.views.notebook`).
 
     Raises:
         InputError: the sweep's trainer is a stand-in for a function given to :func:`agent` and
             no ``function`` is given (``sweeper resume`` on a notebook's sweep); else as
-            :func:`sweeper.launch.launch`.
+            :func:`sweeper.engine.launch.launch`.
     """
     if function is None and valid.spec.trainer in (FUNCTION_TRAINER, FIT_TRAINER):
         raise InputError(f"trainer: sweep {valid.name!r} runs a function defined where it was made; continue it "
                          f"there with sweeper.agent({valid.name!r}, function=train)")
     from rich.console import Console
 
-    from sweeper.launch import launch as launch_sweep
-    from sweeper.progress import SweepProgress, rendered
+    from sweeper.engine.launch import launch as launch_sweep
+    from sweeper.views.progress import SweepProgress, rendered
 
     console = console or Console(highlight=False, soft_wrap=True)
     progress: Any = SweepProgress(valid, console)
-    if console.is_jupyter:  # one display updated in place (sweeper.notebook), not a scroll of lines
+    if console.is_jupyter:  # one display updated in place (sweeper.views.notebook), not a scroll of lines
         import logging
 
-        from sweeper.notebook import NotebookProgress
+        from sweeper.views.notebook import NotebookProgress
 
         progress = NotebookProgress(valid)
         logging.getLogger("ray.widgets").setLevel(logging.WARNING)  # "install ipywidgets": not needed here
@@ -269,24 +269,11 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
         progress.stop()
         console.print(rendered(event))
 
-    _api_names_kept()
     try:
         launch_sweep(valid, show, address=address, resume=resume, on_start=progress.start,
                      on_end=progress.trial_ended, warm_start=warm, function=function)
     finally:
         progress.stop()
-
-
-def _api_names_kept() -> None:
-    """``sweeper.launch`` stays this module's :func:`launch`: importing the module
-    ``sweeper.launch`` sets the package's attribute of that name to the module, which is dropped
-    again here (the package's ``__getattr__`` then answers; the module stays in ``sys.modules``)."""
-    import types
-
-    import sweeper
-
-    if isinstance(vars(sweeper).get("launch"), types.ModuleType):
-        delattr(sweeper, "launch")
 
 
 def _run(valid: ValidSweep, **kwargs: Any) -> None:
@@ -313,8 +300,8 @@ def _finished(url: str, name: str) -> int:
     """COMPLETE and PRUNED trials of the study (warm-start copies left out): what its budget counts."""
     from optuna.trial import TrialState
 
-    from sweeper import record
-    from sweeper.studies import load_study
+    from sweeper.study import record
+    from sweeper.study.studies import load_study
 
     counts = record.counts(load_study(url, name).get_trials(deepcopy=False, states=record.FINISHED))
     return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]

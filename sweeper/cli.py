@@ -82,7 +82,7 @@ def validate(spec: SpecPath, set_: SetOption = None) -> None:
     import yaml
 
     from sweeper.spec import load_sweep
-    from sweeper.storage import redact
+    from sweeper.study.storage import redact
 
     sweep = load_sweep(spec, set_ or [])
     for line in sweep.warnings:
@@ -128,10 +128,10 @@ def launch(
         "--warm-storage", help="The earlier study's storage URL (default: this sweep's).", show_default=False)] = None,
 ) -> None:
     """Run a sweep: validate the spec, create the study, run the trials on Ray Tune, print the best."""
-    from sweeper.ray_runtime import client_address
+    from sweeper.engine.ray_runtime import client_address
     from sweeper.spec import raw_spec, validate
-    from sweeper.studies import continues_study
-    from sweeper.warm_start import WarmStart, check
+    from sweeper.study.studies import continues_study
+    from sweeper.study.warm_start import WarmStart, check
 
     raw = raw_spec(spec, set_ or [], storage=storage, study=study, n_trials=n_trials, artifacts=artifacts)
     if warm_storage is not None and warm_start is None:
@@ -161,9 +161,9 @@ def resume(
     address: AddressOption = None,
 ) -> None:
     """Continue an interrupted study from the spec stored with it (no YAML needed)."""
-    from sweeper.ray_runtime import client_address
+    from sweeper.engine.ray_runtime import client_address
     from sweeper.spec import validate as validate_spec
-    from sweeper.studies import stored_spec
+    from sweeper.study.studies import stored_spec
 
     if client_address(address):
         from sweeper.client import DriverJob
@@ -198,8 +198,8 @@ def report(
     """Write a self-contained HTML report of a study (opens offline)."""
     import time
 
-    from sweeper.report import compute, render
-    from sweeper.studies import load_study
+    from sweeper.study.studies import load_study
+    from sweeper.views.report import compute, render
 
     started = time.perf_counter()
     data = compute(load_study(storage, study))
@@ -220,8 +220,8 @@ def dashboard(
     """Serve optuna-dashboard on the study's storage (safe to open while a sweep writes to it)."""
     from optuna_dashboard import run_server
 
-    from sweeper.storage import open_storage, redact
-    from sweeper.studies import load_study
+    from sweeper.study.storage import open_storage, redact
+    from sweeper.study.studies import load_study
 
     # The dashboard only reads; with SQLite in WAL mode it never blocks the sweep's writer.
     path = "/dashboard/"
@@ -250,9 +250,9 @@ def export(
 
     import yaml
 
-    from sweeper.progress import front_table
-    from sweeper.results import export_config, is_multi_objective, least_violating, pareto_front
-    from sweeper.studies import load_study
+    from sweeper.study.results import export_config, is_multi_objective, least_violating, pareto_front
+    from sweeper.study.studies import load_study
+    from sweeper.views.progress import front_table
 
     if format_ not in ("yaml", "json"):
         raise InputError(f"--format: {format_!r} must be yaml or json")
@@ -287,8 +287,8 @@ def train(
                                                show_default=False)] = None,
 ) -> None:
     """Train one config, without a sweep and without Ray, printing each epoch's metrics."""
-    from sweeper.replay import fit_scheduled
     from sweeper.spec import load_train_config, read_yaml
+    from sweeper.trial.replay import fit_scheduled
 
     raw = read_yaml(config)
     trainer, train_config = load_train_config(raw, epochs=epochs)
@@ -319,10 +319,10 @@ def retrain(
                                               "of a Pareto front) rather than its best.", show_default=False)] = None,
 ) -> None:
     """Retrain the best config (or trial N's) on train+val, test it, and write the model, metrics and a page."""
-    from sweeper.results import export_config
     from sweeper.retrain import retrain as run_retrain
     from sweeper.spec import read_yaml
-    from sweeper.studies import load_study
+    from sweeper.study.results import export_config
+    from sweeper.study.studies import load_study
 
     path = Path(source)
     from_file = path.suffix in (".yaml", ".yml", ".json") or path.is_file()
@@ -344,8 +344,8 @@ def studies(
     """List the studies in a storage: method, trials by state, best value, last activity."""
     from rich.table import Table
 
-    from sweeper.results import list_studies
-    from sweeper.storage import redact
+    from sweeper.study.results import list_studies
+    from sweeper.study.storage import redact
 
     rows = list_studies(storage)
     if not rows:
@@ -372,10 +372,10 @@ def show(
     """Print a study's stored spec and its best trials (with several objectives: its Pareto front)."""
     import yaml
 
-    from sweeper import record
-    from sweeper.progress import summary
     from sweeper.spec import validate as validate_spec
-    from sweeper.studies import load_study, stored_spec
+    from sweeper.study import record
+    from sweeper.study.studies import load_study, stored_spec
+    from sweeper.views.progress import summary
 
     loaded = load_study(storage, study)
     sweep = validate_spec(stored_spec(storage, study))  # before printing: a study not made by sweeper is one line

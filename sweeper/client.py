@@ -10,7 +10,7 @@ What follows from that:
 
 - The spec's paths are the cluster's: ``data.root`` and ``artifacts`` must be absolute paths
   on the cluster's shared storage, checked there (with every node's check of
-  :mod:`sweeper.cluster`), not here.
+  :mod:`sweeper.engine.cluster`), not here.
 - The study must live in a database server that the head reaches (PostgreSQL). A SQLite file
   would be written on the head, where ``sweeper report`` and ``sweeper resume`` from elsewhere
   cannot read it.
@@ -37,15 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweeper.engine.events import TrialEnd
 from sweeper.errors import InputError, Problem, SweeperError
-from sweeper.events import TrialEnd
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from sweeper.progress import SweepProgress, SweepStart
-    from sweeper.searcher import StudySearcher
+    from sweeper.engine.searcher import StudySearcher
     from sweeper.spec import Sweep
+    from sweeper.views.progress import SweepProgress, SweepStart
 
 # How often the driver on the cluster sends the number of running trials, in seconds.
 RUNNING_EVERY_S = 1.0
@@ -118,7 +118,7 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
         InputError: the spec or the study (checked on the cluster), or what Ray Client cannot
             take (:func:`client_problems`); nothing is written.
         SweeperError: the connection failed or was lost, the driver on the cluster failed, or
-            the sweep stopped early or completed no trial (as :func:`sweeper.launch.launch`).
+            the sweep stopped early or completed no trial (as :func:`sweeper.engine.launch.launch`).
         KeyboardInterrupt: after Ctrl-C, once the driver on the cluster has marked its running
             trials FAIL.
     """
@@ -126,7 +126,7 @@ def run_through_client(job: DriverJob, address: str | None, console: Console,
     from ray.util.queue import Empty, Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from sweeper.ray_runtime import init_ray
+    from sweeper.engine.ray_runtime import init_ray
 
     problems = client_problems(job)
     if problems:
@@ -219,7 +219,7 @@ class _ClientView:
 
     def show(self, event: StreamEvent) -> None:
         """Render one event."""
-        from sweeper.progress import SweepProgress
+        from sweeper.views.progress import SweepProgress
 
         if isinstance(event, Warned):
             self.warn(event.line)
@@ -279,13 +279,13 @@ def _drive(job: DriverJob, events: Any) -> None:
     """The driver, run on the head node: validate, create or open the study, launch the sweep.
 
     Sends :data:`StreamEvent` s through ``events`` (a Ray queue) as the sweep goes; raises what
-    :func:`sweeper.launch.launch` raises.
+    :func:`sweeper.engine.launch.launch` raises.
     """
-    from sweeper.launch import launch
-    from sweeper.progress import SweepStart, rendered
-    from sweeper.ray_runtime import quiet_logs
+    from sweeper.engine.launch import launch
+    from sweeper.engine.ray_runtime import quiet_logs
     from sweeper.spec import validate
-    from sweeper.studies import continues_study, stored_spec
+    from sweeper.study.studies import continues_study, stored_spec
+    from sweeper.views.progress import SweepStart, rendered
 
     quiet_logs()
     if job.raw is not None:

@@ -41,14 +41,14 @@ class Sweep:
         Raises:
             InputError: the study is not in the storage, or the storage does not answer.
         """
-        from sweeper.studies import load_study
+        from sweeper.study.studies import load_study
 
         return load_study(self.storage, self.name)
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
         """``(metric, goal)`` per objective, in the study's order (``goal`` ``maximize`` or ``minimize``)."""
-        from sweeper import record
+        from sweeper.study import record
 
         study = self.study
         return record.stored_objectives(study.user_attrs) or [
@@ -63,7 +63,7 @@ class Sweep:
         Raises:
             InputError: the study has several objectives (no single best: see :attr:`pareto`).
         """
-        from sweeper.results import is_multi_objective, pareto_front
+        from sweeper.study.results import is_multi_objective, pareto_front
 
         study = self.study
         if is_multi_objective(study):
@@ -76,7 +76,7 @@ class Sweep:
     def pareto(self) -> list[dict[str, Any]]:
         """The Pareto front of the COMPLETE trials, as :attr:`best`'s dicts, best first by the first
         objective (with one objective: every COMPLETE trial, best first)."""
-        from sweeper.results import pareto_front
+        from sweeper.study.results import pareto_front
 
         return pareto_front(self.study)
 
@@ -94,7 +94,7 @@ class Sweep:
         """
         import pandas as pd
 
-        from sweeper import record
+        from sweeper.study import record
 
         names = [name for name, _ in self.objectives]
         rows = []
@@ -123,14 +123,14 @@ class Sweep:
         ``.json`` suffix, else YAML).
 
         Raises:
-            InputError: as :func:`sweeper.results.export_config` (no such rank or trial; a rank
+            InputError: as :func:`sweeper.study.results.export_config` (no such rank or trial; a rank
                 asked of a multi-objective study).
         """
         import json
 
         import yaml
 
-        from sweeper.results import export_config
+        from sweeper.study.results import export_config
 
         config = export_config(self.study, self.storage, rank, trial)
         if path is not None:
@@ -153,15 +153,15 @@ class Sweep:
             InputError: as :meth:`export`, or the trainer cannot rebuild its model (a sweep of a
                 W&B function or program: retrain it with your own code from :meth:`export`'s config).
         """
-        from sweeper.results import export_config
         from sweeper.retrain import retrain
+        from sweeper.study.results import export_config
 
         return retrain(export_config(self.study, self.storage, trial=trial), Path(output), epochs=epochs,
                        seeds=seeds, keep_val=keep_val)
 
     def report(self, path: str | Path = "report.html") -> Path:
         """Write the self-contained HTML report (as ``sweeper report``) and return its path."""
-        from sweeper.report import compute, render
+        from sweeper.views.report import compute, render
 
         out = Path(path)
         out.write_text(render(compute(self.study)), encoding="utf-8")
@@ -182,14 +182,14 @@ class Sweep:
 
 
 class Plots:
-    """The report's figures (:mod:`sweeper.report`), each a ``plotly.graph_objects.Figure`` that
+    """The report's figures (:mod:`sweeper.views.report`), each a ``plotly.graph_objects.Figure`` that
     shows inline in Jupyter. Each call reads the study again."""
 
     def __init__(self, sweep: Sweep):
         self._sweep = sweep
 
     def _figure(self, title: str, needs: str) -> go.Figure:
-        from sweeper.report import compute, figures
+        from sweeper.views.report import compute, figures
 
         shown = figures(compute(self._sweep.study))
         if title not in shown:

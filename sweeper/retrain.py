@@ -25,8 +25,8 @@ import torch
 import yaml
 
 from sweeper.errors import InputError
-from sweeper.replay import fit_scheduled
 from sweeper.spec import load_train_config
+from sweeper.trial.replay import fit_scheduled
 from trainers.data import load_data
 from trainers.device import resolve_device
 

@@ -57,7 +57,7 @@ def ray_local() -> Iterator[None]:
     """One local Ray for the session (2 CPUs), as `sweeper launch` starts it."""
     import ray
 
-    from sweeper.ray_runtime import init_ray
+    from sweeper.engine.ray_runtime import init_ray
 
     init_ray(None)
     yield

@@ -14,12 +14,12 @@ import pytest
 from optuna.trial import TrialState
 
 import sweeper
-from sweeper import record
 from sweeper.api import FIT_TRAINER, FUNCTION_TRAINER
 from sweeper.errors import InputError
 from sweeper.spec import validate
 from sweeper.spec._schema import PROGRAM_TRAINER
-from sweeper.studies import create_study
+from sweeper.study import record
+from sweeper.study.studies import create_study
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
@@ -55,14 +55,14 @@ def test_import_sweeper_stays_light_and_names_the_api() -> None:
         _ = sweeper.no_such_name  # type: ignore[attr-defined]
 
 
-def test_sweeper_launch_stays_the_function_once_the_module_is_imported() -> None:
-    """Importing the module sweeper.launch sets the package's attribute to the module; a run puts
-    the API's function back."""
-    import sweeper.launch
-    from sweeper.api import _api_names_kept, launch
+def test_sweeper_launch_stays_the_function_once_the_engine_is_imported() -> None:
+    """The engine's module lives at sweeper.engine.launch, so importing it leaves the package's
+    name ``launch`` to the API's function."""
+    import sweeper.engine.launch
+    from sweeper.api import launch
 
-    _api_names_kept()
     assert sweeper.launch is launch
+    assert sweeper.engine.launch.launch is not launch
 
 
 def test_sweep_creates_a_study_from_a_wandb_dict(tmp_path: Path) -> None:
@@ -232,10 +232,10 @@ def test_ipython_shows_sweepers_errors_as_one_line(tmp_path: Path) -> None:
 
 
 def test_the_notebook_display_shows_counts_running_epochs_and_the_last_trials(tmp_path: Path) -> None:
-    """sweeper.notebook's HTML: the header, the counts, the running trials' epochs read from the
+    """sweeper.views.notebook's HTML: the header, the counts, the running trials' epochs read from the
     study, the last SHOWN_TRIALS trial lines with the earlier ones counted, and no ANSI codes."""
-    from sweeper.notebook import SHOWN_TRIALS, NotebookProgress
-    from sweeper.progress import SweepStart, TrialEnd
+    from sweeper.views.notebook import SHOWN_TRIALS, NotebookProgress
+    from sweeper.views.progress import SweepStart, TrialEnd
 
     url, name = _finished_study(tmp_path)
     valid = validate({"name": name, "method": "random", "run_cap": 30, "epochs": 2, "storage": url,

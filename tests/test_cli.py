@@ -158,9 +158,9 @@ def test_readme_demo_runs_as_a_user_types_it(tmp_path: Path) -> None:
 
 def test_export_train_studies_and_show_on_a_recorded_study(in_tmp: Path) -> None:
     """The readers on a study recorded by hand through the same code paths (no Ray needed)."""
-    from sweeper.record import CONFIG as CONFIG_ATTR
     from sweeper.spec import validate
-    from sweeper.studies import create_study
+    from sweeper.study.record import CONFIG as CONFIG_ATTR
+    from sweeper.study.studies import create_study
 
     sweep = validate({**TINY, "trainer": "cnn", "data": {"dataset": "digits"}, "epochs": 1,
                       "parameters": {"lr": {"values": [0.003, 0.001]}, "filters": {"value": [4, 8, 8, 8, 8]},

@@ -28,8 +28,8 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.cluster import NeededPath, probe
-from sweeper.coordination import leases
+from sweeper.engine.cluster import NeededPath, probe
+from sweeper.study.coordination import leases
 from tests.conftest import postgres_url, write_spec
 from tests.test_resume import (
     assert_finishes,

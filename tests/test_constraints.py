@@ -17,11 +17,19 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweeper import record
-from sweeper.constraints import INFEASIBLE, Bound, bounds_of, constraint_values, final_violation, judged, violations
+from sweeper.engine.scheduler import FeasibilityScheduler, RecordingASHA, make_scheduler
 from sweeper.errors import InputError
-from sweeper.scheduler import FeasibilityScheduler, RecordingASHA, make_scheduler
 from sweeper.spec import validate
+from sweeper.study import record
+from sweeper.study.constraints import (
+    INFEASIBLE,
+    Bound,
+    bounds_of,
+    constraint_values,
+    final_violation,
+    judged,
+    violations,
+)
 from tests.conftest import write_spec
 from tests.test_resume import REPO
 

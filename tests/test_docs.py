@@ -12,6 +12,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 PACKAGES = ("sweeper", "trainers")
+# The packages whose modules are imported by name (``from sweeper.study import record``).
+FOLDERS = ("sweeper", "sweeper.engine", "sweeper.study", "sweeper.trial", "sweeper.views")
 
 
 def _fenced_blocks(text: str, language: str) -> list[str]:
@@ -63,8 +65,9 @@ def test_every_page_of_the_nav_exists() -> None:
 
 
 def _unit(module: str) -> str:
-    """A module as the architecture page's import table names it: ``sweeper.x`` as ``x``, the
-    ``sweeper.spec`` package and its modules as ``spec``, ``trainers.x`` as is."""
+    """A module as the architecture page's import table names it: ``sweeper.x`` as ``x`` and
+    ``sweeper.engine.x`` as ``engine.x`` (so for each folder), the ``sweeper.spec`` package and its
+    modules as ``spec``, ``trainers.x`` as is."""
     parts = module.split(".")
     if parts[:2] == ["sweeper", "spec"]:
         return "spec"
@@ -98,7 +101,7 @@ def _runtime_imports() -> dict[str, set[str]]:
                 if id(node) in typing_only:
                     continue
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [f"{node.module}.{a.name}" if node.module == "sweeper" else node.module
+                    names = [f"{node.module}.{a.name}" if node.module in FOLDERS else node.module
                              for a in node.names]
                 elif isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
@@ -118,5 +121,37 @@ def test_the_architecture_pages_import_table_is_the_codes() -> None:
     code = _runtime_imports()
     stale = {m: {"in the table, not the code": sorted(table.get(m, set()) - code.get(m, set())),
                  "in the code, not the table": sorted(code.get(m, set()) - table.get(m, set()))}
-             for m in sorted(set(table) | set(code)) if table.get(m) != code.get(m)}
+             for m in sorted(set(table) | set(code)) if table.get(m, set()) != code.get(m, set())}
     assert not stale, f"docs/architecture.md's import table (and maybe its diagram) is stale: {stale}"
+
+
+FOLDER_NAMES = ("spec", "study", "engine", "trial", "views", "trainers")
+
+
+def _folder(unit: str) -> str | None:
+    """The diagram's box of an import-table unit: a folder, ``front ends`` for the top-level
+    modules, ``None`` for what the diagram leaves out (errors, defaults, the package itself)."""
+    if unit in ("errors", "defaults", "sweeper"):
+        return None
+    head = unit.split(".")[0]
+    return head if head in FOLDER_NAMES else "front ends"
+
+
+def test_the_architecture_diagrams_folder_arrows_are_the_codes() -> None:
+    page = (DOCS / "architecture.md").read_text()
+    diagram = page.split("\n## Layout\n", 1)[1].split("```\n", 2)[1]
+    drawn: dict[str, set[str]] = {}
+    for line in diagram.splitlines():
+        box = line.split(":")[0] if line.startswith("front ends:") else line.split("/")[0]
+        if "──▶" not in line:
+            drawn.setdefault(box, set())
+            continue
+        targets = re.sub(r"\([^)]*\)", "", line.split("──▶", 1)[1])
+        drawn[box] = {w for w in re.findall(r"\w+", targets) if w in FOLDER_NAMES}
+    code: dict[str, set[str]] = {}
+    for unit, deps in _runtime_imports().items():
+        source = _folder(unit)
+        if source is None:
+            continue
+        code.setdefault(source, set()).update(t for d in deps if (t := _folder(d)) not in (None, source))
+    assert drawn == code, f"docs/architecture.md's diagram is stale: drawn {drawn}, in the code {code}"

@@ -13,10 +13,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.launch import run_sweep
-from sweeper.record import GRID_ID as GRID_ID_ATTR
-from sweeper.record import is_duplicate_draw
+from sweeper.engine.launch import run_sweep
 from sweeper.spec import validate
+from sweeper.study.record import GRID_ID as GRID_ID_ATTR
+from sweeper.study.record import is_duplicate_draw
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -161,12 +161,12 @@ def test_imagefolder_sweep_skips_bad_files(tmp_path: Path, study_name: str, mnis
 def test_each_node_decodes_the_image_folder_while_the_driver_prepares(tmp_path: Path, study_name: str,
                                                                       mnist_pngs: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """sweeper.cluster.warm_data_cache: a Ray task fills the data cache of a node with a CPU to
+    """sweeper.engine.cluster.warm_data_cache: a Ray task fills the data cache of a node with a CPU to
     spare before the first trial needs it (so a trial maps the folder and reads its split instead
     of decoding and splitting); nothing to warm for a bundled dataset, or with SWEEPER_WARM_CACHE=0."""
     import ray
 
-    from sweeper.cluster import warm_data_cache
+    from sweeper.engine.cluster import warm_data_cache
     from trainers.cache import cached_image_folder
 
     cache = tmp_path / "cache"

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from sweeper import record
 from sweeper.cli import app
 from sweeper.defaults import DEFAULT_STORAGE, default_storage
 from sweeper.spec import raw_spec, validate
-from sweeper.studies import create_study
+from sweeper.study import record
+from sweeper.study.studies import create_study
 from tests.conftest import POSTGRES_ENV, postgres_url, write_spec
 
 runner = CliRunner()

@@ -17,11 +17,11 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from sweeper import record
+from sweeper.engine.scheduler import MultiObjectiveASHA, make_scheduler
 from sweeper.errors import InputError
-from sweeper.pareto import crowding_distances, hypervolume_2d, minimised, non_dominated_fronts, rank_order
-from sweeper.scheduler import MultiObjectiveASHA, make_scheduler
 from sweeper.spec import validate
+from sweeper.study import record
+from sweeper.study.pareto import crowding_distances, hypervolume_2d, minimised, non_dominated_fronts, rank_order
 from tests.conftest import write_spec
 from tests.test_dashboard import free_port, get_json
 from tests.test_resume import REPO, run_to_end

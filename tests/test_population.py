@@ -17,11 +17,11 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from sweeper import record
+from sweeper.engine.population import RecordingPB2, RecordingPBT
+from sweeper.engine.scheduler import make_scheduler
 from sweeper.errors import InputError
-from sweeper.population import RecordingPB2, RecordingPBT
-from sweeper.scheduler import make_scheduler
 from sweeper.spec import validate
+from sweeper.study import record
 from tests.conftest import write_spec
 from tests.test_resume import REPO
 from trainers.optim import retune

@@ -18,9 +18,9 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeper.errors import InputError
-from sweeper.processes import CappedLog, FileFollower, Lines, program_env, start, stop
-from sweeper.program import ProgramFailed, fit
 from sweeper.spec import validate
+from sweeper.trial.processes import CappedLog, FileFollower, Lines, program_env, start, stop
+from sweeper.trial.program import ProgramFailed, fit
 from tests.conftest import write_spec
 from tests.test_resume import kill, trials_of, wait_until
 from tests.test_resume import start as start_driver
@@ -81,7 +81,7 @@ def _described(lines: list[str]) -> str:
 @pytest.fixture(autouse=True)
 def _short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """One second between SIGTERM and SIGKILL (the launcher gets it as an argument)."""
-    monkeypatch.setattr("sweeper.processes.KILL_GRACE_S", 1.0)
+    monkeypatch.setattr("sweeper.trial.processes.KILL_GRACE_S", 1.0)
 
 
 def _program_config(tmp_path: Path, name: str, **extra: object) -> TrainConfig:
@@ -208,7 +208,7 @@ def test_the_wandb_hook_rotates_its_metrics_file_under_the_cap(tmp_path: Path,
     """Every wandb.log call reaches the trial though the metrics file is rotated many times (each
     half of the cap takes longer to write than the follower's poll); the file and its .1 stay
     under the cap."""
-    monkeypatch.setattr("sweeper.program.LOG_CAP_BYTES", 4096)
+    monkeypatch.setattr("sweeper.trial.program.LOG_CAP_BYTES", 4096)
     (tmp_path / "many.py").write_text("import wandb\nrun = wandb.init()\nfor e in range(1, 401):\n"
                                       "    wandb.log({'score': e, 'pad': 123456789.0})\n"
                                       "    __import__('time').sleep(0.005)\n")
@@ -319,7 +319,7 @@ def test_a_python_trainer_past_trial_timeout_fails_at_its_next_report(tmp_path: 
 def test_a_stray_once_seen_is_killed_but_not_a_reused_pid() -> None:
     """The launcher's last resort: a process once seen as a descendant that still runs is
     SIGKILLed at the end; a pid whose start time differs (reused since) is left alone."""
-    from sweeper import _reaper
+    from sweeper.trial import _reaper
 
     strays = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
     try:

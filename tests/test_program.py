@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from sweeper.cli import app
 from sweeper.errors import InputError
-from sweeper.program import command_line, macro_values
 from sweeper.spec import validate
+from sweeper.trial.program import command_line, macro_values
 from tests.conftest import write_spec
 from tests.test_resume import FINISHED, assert_finishes, ctrl_c, kill, start, trials_of, wait_until
 
@@ -263,7 +263,7 @@ def test_a_zero_argument_wandb_function_runs_in_the_worker(tmp_path: Path, monke
     assert trials[0].user_attrs["history"][-1]["nested/loss"] == pytest.approx(0.1)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]  # the weaker later ones stopped at a rung
     assert pruned and all(len(t.intermediate_values) < 3 for t in pruned)
-    assert trials[0].user_attrs["config"]["trainer"] == "sweeper.program:TRAINER"
+    assert trials[0].user_attrs["config"]["trainer"] == "sweeper.trial.program:TRAINER"
 
 
 @pytest.mark.slow
@@ -298,9 +298,9 @@ def test_a_program_whose_worker_died_runs_again_from_its_start(tmp_path: Path) -
 
 
 def test_a_wandb_program_that_also_prints_its_metrics_counts_each_step_once(tmp_path: Path) -> None:
-    """Without Ray: sweeper.program.fit runs the program and reports each wandb.log of the metric
+    """Without Ray: sweeper.trial.program.fit runs the program and reports each wandb.log of the metric
     once, though it also prints `val_acc=...` lines; nested logged dicts are named with '/'."""
-    from sweeper.program import fit
+    from sweeper.trial.program import fit
     from trainers.base import TrainConfig
 
     (tmp_path / "both.py").write_text(

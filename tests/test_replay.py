@@ -1,4 +1,4 @@
-"""sweeper.replay: a schedule replayed step by step from the trainer's own checkpoints.
+"""sweeper.trial.replay: a schedule replayed step by step from the trainer's own checkpoints.
 
 The trainer here is a real one of a few lines (a running sum the learning rate adds to each
 epoch), so that what the replay continues from can be read off its metrics exactly."""
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sweeper.errors import InputError
-from sweeper.replay import fit_scheduled
+from sweeper.trial.replay import fit_scheduled
 from trainers.base import Report, TrainConfig, Trainer
 
 

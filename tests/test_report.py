@@ -11,8 +11,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.report import compute, figures, render
 from sweeper.spec import validate
+from sweeper.views.report import compute, figures, render
 
 BROWSER_ENV = "SWEEPER_TEST_BROWSER"
 
@@ -20,7 +20,7 @@ BROWSER_ENV = "SWEEPER_TEST_BROWSER"
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> optuna.Study:
     """A real sweep through Ray with ASHA: COMPLETE, PRUNED and FAIL trials."""
-    from sweeper.launch import run_sweep
+    from sweeper.engine.launch import run_sweep
 
     tmp = tmp_path_factory.mktemp("report")
     sweep = validate({

@@ -26,11 +26,11 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
-from sweeper import record
 from sweeper.cli import app
-from sweeper.scheduler import RecordingASHA
+from sweeper.engine.scheduler import RecordingASHA
 from sweeper.spec import validate
-from sweeper.studies import create_study
+from sweeper.study import record
+from sweeper.study.studies import create_study
 from tests.conftest import POSTGRES_ENV, postgres_url, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -467,11 +467,11 @@ def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, s
     """A driver killed between queueing a grid point and asking for it leaves a WAITING trial;
     the next driver fails it (instead of letting Optuna's ask() pop it in place of the point it
     chose) and every grid point still runs exactly once, with nothing left WAITING."""
-    from sweeper.coordination import take_lease
-    from sweeper.record import GRID_ID as GRID_ID_ATTR
-    from sweeper.record import TrialDetails
-    from sweeper.searcher import StudySearcher
-    from sweeper.storage import open_storage
+    from sweeper.engine.searcher import StudySearcher
+    from sweeper.study.coordination import take_lease
+    from sweeper.study.record import GRID_ID as GRID_ID_ATTR
+    from sweeper.study.record import TrialDetails
+    from sweeper.study.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     sweep = validate({**GRID, "name": study_name, "storage": url, "artifacts": str(tmp_path / "artifacts")})
@@ -498,7 +498,7 @@ def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, s
 
 
 def test_a_worker_stopped_by_ray_prints_no_traceback_but_real_errors_still_show() -> None:
-    """sweeper.trainable's unraisable hook, in a real interpreter: the SystemExit that Ray's
+    """sweeper.trial.trainable's unraisable hook, in a real interpreter: the SystemExit that Ray's
     SIGTERM handler raises inside a weakref callback when a sweep ends is not printed; any
     other exception ignored there still is."""
     import subprocess
@@ -506,7 +506,7 @@ def test_a_worker_stopped_by_ray_prints_no_traceback_but_real_errors_still_show(
 
     script = (
         "import sys, weakref\n"
-        "from sweeper.trainable import _quiet_exit_in_callbacks\n"
+        "from sweeper.trial.trainable import _quiet_exit_in_callbacks\n"
         "sys.unraisablehook = _quiet_exit_in_callbacks\n"
         "class O: pass\n"
         "def stop(_): raise SystemExit(1)\n"

@@ -11,12 +11,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper import record
+from sweeper.engine.launch import run_sweep
 from sweeper.errors import InputError
-from sweeper.launch import run_sweep
-from sweeper.results import ranked_trials
 from sweeper.spec import validate
-from sweeper.warm_start import WarmStart, check
+from sweeper.study import record
+from sweeper.study.results import ranked_trials
+from sweeper.study.warm_start import WarmStart, check
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CONDITIONAL = {
@@ -104,7 +104,7 @@ def test_after_duplicate_draws_the_nearest_unseen_configuration_is_queued() -> N
     import itertools
     import random
 
-    from sweeper.duplicates import nearest
+    from sweeper.study.duplicates import nearest
 
     grid = [dict(zip(("filters", "bn", "augment", "lr"), p, strict=True))
             for p in itertools.product(["small", "large"], [True, False], [True, False], [1e-3, 1e-2])]
@@ -140,7 +140,7 @@ def test_an_all_categorical_space_runs_each_configuration_once_then_ends(tmp_pat
     study = optuna.load_study(study_name=more["name"], storage=more["storage"])
     assert duplicates and record.duplicate_draws_of(study.user_attrs) == len(duplicates)
     assert all(not record.failed_by_itself(t) for t in duplicates)  # never counted as failures
-    from sweeper.progress import summary
+    from sweeper.views.progress import summary
 
     head = str(summary(study, validate(more), None, ending=outcome.ending).renderables[0])
     assert f"{len(duplicates)} duplicate draw(s) re-sampled, none run" in head and "search space exhausted" in head

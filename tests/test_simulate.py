@@ -161,7 +161,7 @@ def _fixed_searcher(table: Table) -> Any:
 def _asha(kind: str) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    from sweeper.scheduler import RecordingASHA
+    from sweeper.engine.scheduler import RecordingASHA
 
     cls = RecordingASHA if kind == "sweeper" else ASHAScheduler
     return cls(time_attr="epoch", metric="val_accuracy", mode="max", max_t=9, grace_period=1, reduction_factor=3)

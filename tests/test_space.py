@@ -10,9 +10,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeper.samplers import WeightedRandomSampler, make_sampler
 from sweeper.spec import build_space, validate
 from sweeper.spec._schema import ParameterSpec
+from sweeper.study.samplers import WeightedRandomSampler, make_sampler
 
 
 def space_of(**params: dict) -> dict:
@@ -103,7 +103,7 @@ def test_bayes_is_multivariate_tpe_with_constant_liar_in_parallel_in_a_continuou
     assert parallel._multivariate and parallel._constant_liar
     assert parallel._n_startup_trials == 10
     assert not make_sampler(sweep, concurrency=1)._constant_liar
-    # a finite space: the duplicate check does the liar's work (sweeper.samplers' docstring)
+    # a finite space: the duplicate check does the liar's work (sweeper.study.samplers' docstring)
     finite = validate({"name": "b", "method": "bayes", "run_cap": 30,
                        "parameters": {"lr": {"values": [0.001, 0.01, 0.1]}, "dropout": {"values": [0.0, 0.3]}}})
     assert not make_sampler(finite, concurrency=4)._constant_liar

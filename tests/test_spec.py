@@ -322,3 +322,23 @@ def test_stored_spec_validates_to_the_same_sweep() -> None:
     again = validate(sweep.stored())
     assert again.stored() == sweep.stored()
     assert again.space == sweep.space and again.budget == sweep.budget and again.asha == sweep.asha
+
+
+def test_a_trainer_named_by_its_path_before_the_folders_is_the_trainer_today() -> None:
+    """A study or exported config made before sweeper's modules went into folders names the
+    program trainer ``sweeper.program:TRAINER``: it validates, imports and resumes as the one at
+    ``sweeper.trial.program``; any other trainer still differs."""
+    from sweeper.spec import spec_differences
+    from sweeper.spec._schema import PROGRAM_TRAINER, SweepSpec, TrainFileSpec
+    from trainers import get_trainer
+
+    old = "sweeper.program:TRAINER"
+    assert PROGRAM_TRAINER == "sweeper.trial.program:TRAINER"
+    assert get_trainer(PROGRAM_TRAINER).name == PROGRAM_TRAINER
+    assert TrainFileSpec.model_validate({"trainer": old}).trainer == PROGRAM_TRAINER
+    spec = {"name": "s", "method": "random", "metric": {"name": "val_accuracy", "goal": "maximize"},
+            "parameters": {"lr": {"min": 0.001, "max": 0.1}}}
+    assert SweepSpec.model_validate({**spec, "trainer": old}).trainer == PROGRAM_TRAINER
+    assert spec_differences({**spec, "trainer": old}, {**spec, "trainer": PROGRAM_TRAINER}) == []
+    assert spec_differences({**spec, "trainer": "cnn"}, {**spec, "trainer": PROGRAM_TRAINER}) == [
+        f"trainer: 'cnn' (stored) -> {PROGRAM_TRAINER!r} (given)"]

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sweeper.errors import InputError
-from sweeper.record import STUDY_SPEC as STUDY_SPEC_ATTR
 from sweeper.spec import validate
-from sweeper.storage import open_storage, redact, study_names
-from sweeper.studies import create_study, ensure_new_study
+from sweeper.study.record import STUDY_SPEC as STUDY_SPEC_ATTR
+from sweeper.study.storage import open_storage, redact, study_names
+from sweeper.study.studies import create_study, ensure_new_study
 from tests.conftest import POSTGRES_ENV, postgres_url
 
 
@@ -54,7 +54,7 @@ def test_password_is_never_stored_or_shown(tmp_path: Path, study_name: str) -> N
 
 
 def test_stored_spec_has_the_password_redacted(tmp_path: Path, study_name: str) -> None:
-    from sweeper.studies import record_study_metadata
+    from sweeper.study.studies import record_study_metadata
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name=study_name)
     record_study_metadata(study, {"storage": "postgresql+psycopg://bob:hunter2@db/x", "name": study_name})

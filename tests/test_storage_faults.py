@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper import coordination, storage
+from sweeper.study import coordination, storage
 from tests.conftest import POSTGRES_ENV, postgres_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ _FILL = """
 import resource, signal, sys, time
 from pathlib import Path
 import optuna
-from sweeper.storage import StorageUnwritable, open_storage
+from sweeper.study.storage import StorageUnwritable, open_storage
 
 db = Path(sys.argv[1])
 study = optuna.create_study(study_name="full", storage=open_storage(f"sqlite:///{db}"), direction="maximize")
@@ -191,7 +191,7 @@ def test_a_postgres_restart_is_waited_out_and_a_longer_outage_is_one_error(serve
 _SWEEP = """
 import sys
 from sweeper.errors import SweeperError
-from sweeper.launch import run_sweep
+from sweeper.engine.launch import run_sweep
 from sweeper.spec import validate
 
 spec = {"name": sys.argv[3], "method": "random", "trainer": "tests.fake_trainers:CURVE", "epochs": 3, "run_cap": 10,

@@ -15,10 +15,10 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from sweeper import record
-from sweeper.progress import SweepProgress, summary
 from sweeper.spec import validate
-from sweeper.studies import create_study
+from sweeper.study import record
+from sweeper.study.studies import create_study
+from sweeper.views.progress import SweepProgress, summary
 from tests.conftest import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_the_dashboard_opens_its_study_without_ray(finished_study: tuple[str, st
     """The dashboard's only sweeper work before serving (finding the study) needs no Ray; its server
     itself is exercised in test_dashboard.py."""
     url, name = finished_study
-    code = ("import sys; from sweeper.studies import load_study; from sweeper.storage import open_storage; "
+    code = ("import sys; from sweeper.study.studies import load_study; from sweeper.study.storage import open_storage; "
             "load_study(sys.argv[1], sys.argv[2]); open_storage(sys.argv[1]); import optuna_dashboard; "
             "print('RAY' if 'ray' in sys.modules else 'NO-RAY')")
     done = subprocess.run([sys.executable, "-c", code, url, name], capture_output=True, text=True, timeout=120)
@@ -94,7 +94,7 @@ def test_no_module_of_the_packages_is_over_400_lines_and_each_says_what_it_owns(
 
 
 def test_only_the_record_reads_or_writes_the_studys_attributes() -> None:
-    """No module but sweeper.record indexes ``user_attrs``, calls ``.get`` on it, sets a user
+    """No module but sweeper.study.record indexes ``user_attrs``, calls ``.get`` on it, sets a user
     attribute or queues a trial with ``user_attrs=``: the keys have one owner."""
     setters = {"set_user_attr", "set_trial_user_attr", "set_study_user_attr"}
     offenders = []

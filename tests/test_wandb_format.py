@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from sweeper.cli import app
 from sweeper.errors import InputError
-from sweeper.samplers import WeightedRandomSampler
 from sweeper.spec import build_space, validate
 from sweeper.spec._schema import ParameterSpec
 from sweeper.spec._validate import DEFAULT_ASHA
+from sweeper.study.samplers import WeightedRandomSampler
 from tests.conftest import write_spec
 
 runner = CliRunner()
@@ -186,7 +186,7 @@ def test_metric_target_stops_the_sweep_and_exits_0(tmp_path: Path, monkeypatch: 
 def test_early_terminate_judges_the_best_so_far_unless_strict() -> None:
     """W&B hyperband compares a run's best value so far with a band's threshold, or, with
     `strict: true`, its value at the band (W&B's sweeps library, hyperband_stopping.py)."""
-    from sweeper.scheduler import RecordingASHA, make_scheduler
+    from sweeper.engine.scheduler import RecordingASHA, make_scheduler
 
     class Stub:
         def __init__(self, trial_id: str):

@@ -29,7 +29,7 @@ EXTRA_METRICS: tuple[str, ...] = ("epoch_s", "lr", "best_epoch", "early_stopped"
 # ``param_count`` (the trainable parameters, a count) and, when ``TrainConfig.measure_inference``
 # asks for it, ``inference_ms`` (milliseconds per image of a forward pass; see
 # trainers.loop.inference_ms). ``train_s`` and ``gpu_hours`` are added to every trainer's
-# reports by the sweep's trainable (sweeper.trainable).
+# reports by the sweep's trainable (sweeper.trial.trainable).
 MEASURED_METRICS: tuple[str, ...] = ("param_count", "inference_ms")
 FOLD_METRIC_PREFIX = "fold"
 
@@ -113,7 +113,7 @@ class TrainConfig:
         resume_state: the last ``checkpoint`` the trainer reported, when the run continues
             after its worker died; training goes on at ``resume_state["epoch"] + 1``.
         program: for a sweep of a W&B program (``program:`` in the spec), how to run it
-            (:func:`sweeper.program.fit` reads it); ``None`` for every other trainer.
+            (:func:`sweeper.trial.program.fit` reads it); ``None`` for every other trainer.
         measure_inference: the built-in trainers time the trained model's forward pass and
             report ``inference_ms`` (a sweep with that objective sets it; it costs a few
             forward passes once per run).

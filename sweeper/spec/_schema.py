@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from sweeper.defaults import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
 from trainers.base import PER_TRIAL_DATA, RUNTIME_FIELDS, DataConfig, TrainConfig
@@ -25,7 +25,19 @@ from trainers.base import PER_TRIAL_DATA, RUNTIME_FIELDS, DataConfig, TrainConfi
 # W&B keys that only make sense to W&B's server; accepted and ignored with one warning.
 WANDB_IGNORED_KEYS = ("project", "entity")
 # The trainer that runs a W&B program (a spec with `program:` and no `trainer:`).
-PROGRAM_TRAINER = "sweeper.program:TRAINER"
+PROGRAM_TRAINER = "sweeper.trial.program:TRAINER"
+# Trainers that moved when sweeper's modules went into folders (2026-12): a study or an exported
+# config made before names the old path; it is read as the new one.
+MOVED_TRAINERS = {"sweeper.program:TRAINER": PROGRAM_TRAINER}
+
+
+def current_trainer(name: str) -> str:
+    """``name`` with a moved trainer's old import path replaced by its path today (``MOVED_TRAINERS``)."""
+    return MOVED_TRAINERS.get(name, name)
+
+
+# A trainer's name as a spec or a training config gives it, read with its current path.
+TrainerName = Annotated[str, AfterValidator(current_trainer)]
 
 # Every W&B distribution (W&B's sweeps library, config/schema.json); see sweeper.spec._params.
 DISTRIBUTIONS = (
@@ -81,14 +93,14 @@ class MetricSpec(_Model):
 
 class ConstraintSpec(_Model):
     """One entry of ``constraints``: a metric a trial reports or sweeper measures, bounded by
-    ``max``, ``min`` or both (see :mod:`sweeper.constraints`)."""
+    ``max``, ``min`` or both (see :mod:`sweeper.study.constraints`)."""
 
     name: str = Field(min_length=1)
     max: float | None = None
     min: float | None = None
 
 
-# Objectives sweeper measures itself (see trainers.base.MEASURED_METRICS and sweeper.trainable).
+# Objectives sweeper measures itself (see trainers.base.MEASURED_METRICS and sweeper.trial.trainable).
 SWEEPER_OBJECTIVES = ("param_count", "inference_ms", "train_s", "gpu_hours")
 
 
@@ -173,7 +185,7 @@ class SweepSpec(_Model):
     metric: MetricSpec = MetricSpec()
     # W&B's multi-objective form: two or more {name, goal}, in the order of the study's directions.
     metrics: list[MetricSpec] | None = Field(default=None, min_length=2)
-    # Outcome constraints: the best trial is the best feasible one (sweeper.constraints).
+    # Outcome constraints: the best trial is the best feasible one (sweeper.study.constraints).
     constraints: list[ConstraintSpec] = Field(default_factory=list)
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     run_cap: int | None = Field(default=None, ge=1)
@@ -183,7 +195,7 @@ class SweepSpec(_Model):
     workdir: str | None = None
     project: Any = None
     entity: Any = None
-    trainer: str = "cnn"
+    trainer: TrainerName = "cnn"
     data: DataSpec = DataSpec()  # type: ignore[valid-type]  # a model made from trainers.base.DataConfig
     epochs: int | None = Field(default=None, ge=1, le=100000)
     scheduler: SchedulerSpec | None = None
@@ -205,7 +217,7 @@ class SweepSpec(_Model):
 
 
 class ProgramRunSpec(_Model):
-    """``program`` of a training config: how :func:`sweeper.program.fit` runs a W&B program or
+    """``program`` of a training config: how :func:`sweeper.trial.program.fit` runs a W&B program or
     function (what :meth:`sweeper.spec.Sweep.trial_config` writes); nothing else is accepted."""
 
     program: str | None = Field(default=None, min_length=1)
@@ -236,7 +248,7 @@ TrainFileSpec = model_of(
     TrainConfig, "TrainFileSpec", "A single training run's config, as ``sweeper export`` writes it and "
     "``sweeper train`` reads it: :class:`trainers.base.TrainConfig`'s fields, the trainer's name and provenance.",
     exclude=(*RUNTIME_FIELDS, "data", "params", "program"),
-    extra={"trainer": (str, "cnn"), "params": (dict[str, Any], Field(default_factory=dict)),
+    extra={"trainer": (TrainerName, "cnn"), "params": (dict[str, Any], Field(default_factory=dict)),
            "program": (ProgramRunSpec | None, None), "schedule": (list[ScheduleStep] | None, None),
            "data": (TrainDataSpec, TrainDataSpec()), "provenance": (dict[str, Any] | None, None)},
 )

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sweeper.constraints import Bound, bounds_of
-from sweeper.spec._schema import PROGRAM_TRAINER, MetricSpec, SweepSpec
+from sweeper.spec._schema import PROGRAM_TRAINER, MetricSpec, SweepSpec, current_trainer
 from sweeper.spec._space import SearchSpace
+from sweeper.study.constraints import Bound, bounds_of
 from trainers.base import DataConfig, Trainer
 
 
@@ -32,7 +32,7 @@ class Population:
     """Population-based training's settings (``scheduler: {type: pbt | pb2}``), in epochs.
 
     ``mutations``: each mutating parameter's form, as the spec gives it (``{"values": [...]}`` or
-    ``{"min": a, "max": b, "distribution": d}``); see :func:`sweeper.scheduler.make_scheduler`.
+    ``{"min": a, "max": b, "distribution": d}``); see :func:`sweeper.engine.scheduler.make_scheduler`.
     """
 
     kind: str
@@ -58,7 +58,7 @@ class Sweep:
         data: the data settings every trial gets (root made absolute).
         warnings: one line each, for keys accepted and ignored.
         program: for a W&B program sweep, how each trial runs it (``program``, ``command``,
-            ``workdir``, ``metric``, ``study``, ``logs``; see :func:`sweeper.program.fit`).
+            ``workdir``, ``metric``, ``study``, ``logs``; see :func:`sweeper.trial.program.fit`).
         population: population-based training's settings, or ``None``.
     """
 
@@ -157,10 +157,13 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
 
     ``storage`` is left out: the stored one has its password redacted. A key one side lacks and
     the other holds empty (``None``, ``[]``, ``{}``) is no difference: a study stored before a key
-    existed (``constraints``, ``trial_timeout``) resumes with the key's empty default.
+    existed (``constraints``, ``trial_timeout``) resumes with the key's empty default. A trainer
+    named by its path before it moved (``MOVED_TRAINERS``) is the trainer at its path today.
     """
     lines: list[str] = []
     empty: tuple[Any, ...] = (None, [], {})
+    stored, given = ({**spec, "trainer": current_trainer(spec["trainer"])} if isinstance(spec.get("trainer"), str)
+                     else spec for spec in (stored, given))
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):

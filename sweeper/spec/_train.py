@@ -39,7 +39,7 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
         trainer = get_trainer(name_of_trainer)
     except LookupError as err:
         problems.append(Problem("trainer", name_of_trainer, str(err)))
-    # A population-based trial's schedule (sweeper.replay): each step's parameters checked as params are.
+    # A population-based trial's schedule (sweeper.trial.replay): each step's parameters checked as params are.
     steps = [(f"schedule[{i}].params", step["params"]) for i, step in enumerate(spec.get("schedule") or [])]
     starts = [step["epoch"] for step in spec.get("schedule") or []]
     if starts and (starts[0] != 1 or starts != sorted(set(starts))):
@@ -82,7 +82,7 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
     ``retrain STUDY``, then ``train``): the study is a database others may write (a dashboard
     can set trial attributes), so the config is untrusted. It must be a valid training config
     (:class:`TrainFileSpec`: known keys, types and bounds, ``program`` holding only what
-    :func:`sweeper.program.fit` reads), and what it would run (``trainer``, and a program's
+    :func:`sweeper.trial.program.fit` reads), and what it would run (``trainer``, and a program's
     ``program``, ``command``, ``workdir``, ``logs`` and ``function``) must be what the study's
     stored ``spec`` gives (skipped when the study has none).
 

@@ -33,7 +33,7 @@ from trainers.data import BUNDLED_DATASETS, check_data, torchvision_dataset_name
 STUDY_NAME_MAX = 100
 STUDY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{STUDY_NAME_MAX - 1}}}")
 
-# What the sweep's trainable adds to every trainer's reports (see sweeper.trainable.run_trial).
+# What the sweep's trainable adds to every trainer's reports (see sweeper.trial.trainable.run_trial).
 SWEPT_BY_SWEEPER = tuple(m for m in SWEEPER_OBJECTIVES if m not in MEASURED_METRICS)
 
 
@@ -168,7 +168,7 @@ def _budget(spec: SweepSpec, space: SearchSpace) -> tuple[int, list[Problem]]:
 
 
 def _program_settings(spec: SweepSpec, function: bool) -> dict[str, Any]:
-    """What a program trial needs (:mod:`sweeper.program`): the script or command, its folder,
+    """What a program trial needs (:mod:`sweeper.trial.program`): the script or command, its folder,
     the metric it logs, where its logs go, the W&B function's trainer name, the trial timeout."""
     study = spec.name or "sweep"
     return {"program": spec.program, "command": [str(c) for c in spec.command] if spec.command else None,
@@ -249,7 +249,7 @@ def _program(spec: SweepSpec, warnings: list[str]) -> tuple[SweepSpec, list[Prob
 
 def _zero_argument(trainer: Trainer) -> bool:
     """A trainer named by path that takes no argument: W&B's ``wandb.agent(function=...)`` style."""
-    from sweeper.program import takes_no_arguments
+    from sweeper.trial.program import takes_no_arguments
 
     return takes_no_arguments(trainer.fit)
 
@@ -375,7 +375,7 @@ def _data(spec: SweepSpec) -> tuple[DataConfig, list[Problem]]:
 
 
 def _check_storage(url: str) -> list[Problem]:
-    from sweeper.storage import parse_url
+    from sweeper.study.storage import parse_url
 
     try:
         parsed = parse_url(url)

@@ -1,6 +1,6 @@
 """A program trial's processes and files: started through a subreaper, stopped whole, logs capped.
 
-:func:`start` runs the program's words through :mod:`sweeper._reaper`, a tiny launcher exec'd in
+:func:`start` runs the program's words through :mod:`sweeper.trial._reaper`, a tiny launcher exec'd in
 its own process group (``process_group=0``, done by Python's fork helper: nothing runs between
 fork and exec in the threaded Ray worker). The launcher asks for SIGTERM when the worker dies
 (``PR_SET_PDEATHSIG``), is a child subreaper (``PR_SET_CHILD_SUBREAPER``) so that every
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from sweeper._reaper import proc_stats
+from sweeper.trial._reaper import proc_stats
 
 REAPER = Path(__file__).resolve().parent / "_reaper.py"
 # Seconds between SIGTERM and SIGKILL when a trial is stopped (W&B's agent waits 30 s).
@@ -166,7 +166,7 @@ class FileFollower:
     """New complete lines of a file another process appends to and rotates (``path`` renamed to
     ``path.1``, as :class:`CappedLog` and the wandb hook do): read through one open handle, each
     byte once, switching to the new file after reading the old one to its end. A writer that
-    rotates twice between two reads (more than half its cap in :data:`sweeper.program.POLL_S`)
+    rotates twice between two reads (more than half its cap in :data:`sweeper.trial.program.POLL_S`)
     loses the lines of the ``.1`` it replaced: the cap wins."""
 
     def __init__(self, path: Path) -> None:

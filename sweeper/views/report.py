@@ -25,10 +25,10 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper import record
-from sweeper.constraints import is_feasible
-from sweeper.report_population import population_figures
-from sweeper.results import ranked_trials
+from sweeper.study import record
+from sweeper.study.constraints import is_feasible
+from sweeper.study.results import ranked_trials
+from sweeper.views.report_population import population_figures
 
 IMPORTANCE_TRIALS = 1000
 IMPORTANCE_TREES = 32
@@ -38,7 +38,7 @@ STATE_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", 
 
 def state_of(t: FrozenTrial) -> str:
     """The state a trial is drawn and counted as: ``WARM START`` for a copy, ``INFEASIBLE`` for a
-    finished trial that breaks the sweep's constraints (:mod:`sweeper.constraints`), else Optuna's."""
+    finished trial that breaks the sweep's constraints (:mod:`sweeper.study.constraints`), else Optuna's."""
     if record.origin(t) == "warm start":
         return "WARM START"
     return "INFEASIBLE" if not is_feasible(t) else t.state.name
@@ -157,7 +157,7 @@ def history_of(trials: Sequence[FrozenTrial], maximize: bool) -> History:
 
 def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
     """The intermediate values (per epoch) of every trial that reported any; in a multi-objective
-    study, the first objective's curve (:func:`sweeper.record.objective_curve_of`)."""
+    study, the first objective's curve (:func:`sweeper.study.record.objective_curve_of`)."""
     out = []
     for t in trials:
         curve = dict(t.intermediate_values) or {e: v[0] for e, v in record.objective_curve_of(t).items()}
@@ -167,7 +167,7 @@ def curves_of(trials: Sequence[FrozenTrial]) -> list[Curve]:
 
 
 def points_of(trials: Sequence[FrozenTrial], front: set[int]) -> list[ObjectivePoint]:
-    """Every trial with objective values (:func:`sweeper.record.objective_values`), marked when its
+    """Every trial with objective values (:func:`sweeper.study.record.objective_values`), marked when its
     number is in ``front`` (the Pareto front of the COMPLETE trials)."""
     return [ObjectivePoint(t.number, state_of(t), tuple(values), t.number in front) for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -207,7 +207,7 @@ def accounting_of(trials: Sequence[FrozenTrial], spans: Sequence[Span]) -> Accou
 
 def top_of(ranked: list[FrozenTrial], multi_objective: bool, k: int = 10) -> list[TopRow]:
     """The ``k`` best COMPLETE trials (all the Pareto front, with several objectives) with the
-    parameters their trainer got; ``ranked`` is :func:`sweeper.results.ranked_trials`."""
+    parameters their trainer got; ``ranked`` is :func:`sweeper.study.results.ranked_trials`."""
     rows = []
     for rank, t in enumerate(ranked if multi_objective else ranked[:k], start=1):
         rows.append(TopRow(rank, t.number, tuple(float(v) for v in t.values), record.epochs_run_of(t, 0),

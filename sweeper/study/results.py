@@ -1,7 +1,7 @@
 """Readers of a study: the best trials, exporting a trial's config, listing studies.
 
 A study holds everything these need (the spec and each trial's full training config), so
-nothing but the storage URL is required; they read it through :mod:`sweeper.record` and
+nothing but the storage URL is required; they read it through :mod:`sweeper.study.record` and
 import no Ray. Only COMPLETE trials are ever "best": a PRUNED trial's value is that of an
 unfinished run, a FAIL trial has none. In a multi-objective study "best" is the Pareto front of
 the COMPLETE trials (as Optuna's ``study.best_trials``): those that no other COMPLETE trial
@@ -22,11 +22,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import sweeper
-from sweeper import record
-from sweeper.constraints import broken, excess, is_feasible
 from sweeper.errors import InputError
-from sweeper.pareto import minimised, non_dominated_fronts
-from sweeper.storage import open_storage, redact, study_names
+from sweeper.study import record
+from sweeper.study.constraints import broken, excess, is_feasible
+from sweeper.study.pareto import minimised, non_dominated_fronts
+from sweeper.study.storage import open_storage, redact, study_names
 
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
@@ -35,7 +35,7 @@ def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
     set Optuna's ``study.best_trials`` gives, less warm-start copies), best first by the first
     objective, then by trial number."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
-    # A warm-start copy ran in another study: never this one's best (sweeper.warm_start).
+    # A warm-start copy ran in another study: never this one's best (sweeper.study.warm_start).
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
                 and record.ran_here(t) and is_feasible(t)]
     goals = [d.name.lower() for d in study.directions]
@@ -89,7 +89,7 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
 
     The result is valid input for ``sweeper train`` and ``sweeper retrain``: ``trainer``,
     ``params``, ``data``, ``epochs``, ``seed``, for a population-based trial its ``schedule``
-    (:mod:`sweeper.population`; ``params`` are then the last step's), plus ``provenance`` (study, trial number,
+    (:mod:`sweeper.engine.population`; ``params`` are then the last step's), plus ``provenance`` (study, trial number,
     rank (``None`` for a trial chosen by number), storage without password, metric(s), goal(s),
     value(s), epochs run, versions, time).
 
@@ -132,7 +132,7 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
                          "(was the study made by sweeper?)")
     if schedule := record.schedule_of(chosen):
         # A population-based trial ends with the last step's values; its weights began with the
-        # first step's seed. `sweeper train`/`retrain` replay the whole schedule (sweeper.replay).
+        # first step's seed. `sweeper train`/`retrain` replay the whole schedule (sweeper.trial.replay).
         final = dict(config["params"])
         for step in schedule:  # each step names what it changed
             final.update(copy.deepcopy(step["params"]))

@@ -1,6 +1,6 @@
 """The launcher of a program trial: a tiny stdlib-only process between the Ray worker and the program.
 
-Run as ``python -I -S _reaper.py GRACE_S PARENT_PID -- WORD...`` (see :mod:`sweeper.processes`),
+Run as ``python -I -S _reaper.py GRACE_S PARENT_PID -- WORD...`` (see :mod:`sweeper.trial.processes`),
 in its own process group, with the program's environment, folder and standard streams. It starts
 itself again (``--inner``: a Ray worker that exits SIGKILLs its direct children, so the outer
 launcher may die so; it forwards SIGTERM, SIGINT and SIGHUP to the inner one, whose parent-death

@@ -1,4 +1,4 @@
-"""sweeper's hook in a W&B program's Python (first on its ``PYTHONPATH``; see :mod:`sweeper.program`).
+"""sweeper's hook in a W&B program's Python (first on its ``PYTHONPATH``; see :mod:`sweeper.trial.program`).
 
 When the program imports ``wandb``, the file named by ``SWEEPER_METRICS_FILE`` is created (the
 program then reports through wandb only), and every ``Run.log`` (``wandb.log``, ``run.log``; the real run

@@ -1,14 +1,14 @@
 """The recorder: a Ray Tune callback in the driver that follows each trial and decides how it ended.
 
 It writes each epoch's metric as an Optuna intermediate value (``trial.report``), or in a
-multi-objective study every objective's curve (:func:`sweeper.record.write_objective_curve`), keeps the
+multi-objective study every objective's curve (:func:`sweeper.study.record.write_objective_curve`), keeps the
 rest of each epoch (every metric, where the trial runs, its retries) in memory, and at the
 trial's end decides its state and hands it, with those details, to
-:meth:`sweeper.searcher.StudySearcher.tell`:
+:meth:`sweeper.engine.searcher.StudySearcher.tell`:
 
 - COMPLETE when the trial ran all its epochs (or its trainer's own early stopping ended it),
 - PRUNED when ASHA stopped it earlier (Ray reports both as TERMINATED, so the scheduler's
-  own STOP decisions are asked, see :class:`sweeper.scheduler.RecordingASHA`),
+  own STOP decisions are asked, see :class:`sweeper.engine.scheduler.RecordingASHA`),
 - FAIL with the error's last line when the trainer raised or its worker was lost too often,
   or (kind ``driver``) when the sweep was interrupted before the trial's last epoch.
 
@@ -29,14 +29,14 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.experiment import Trial
 
-from sweeper import record
-from sweeper.constraints import constraint_values, told_row
-from sweeper.events import TrialEnd
-from sweeper.pareto import Vector, minimised, rank_order
-from sweeper.population import PopulationScheduler
-from sweeper.scheduler import Scheduler
-from sweeper.searcher import StudySearcher
-from sweeper.trainable import ERROR_KEY
+from sweeper.engine.events import TrialEnd
+from sweeper.engine.population import PopulationScheduler
+from sweeper.engine.scheduler import Scheduler
+from sweeper.engine.searcher import StudySearcher
+from sweeper.study import record
+from sweeper.study.constraints import constraint_values, told_row
+from sweeper.study.pareto import Vector, minimised, rank_order
+from sweeper.trial.trainable import ERROR_KEY
 from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class StudyRecorder(tune.Callback):
         history.append({"epoch": epoch, **row})
         objectives = [m.name for m in sweep.objectives]
         if sweep.multi_objective:
-            # No intermediate values in a multi-objective study (see sweeper.record): the curve
+            # No intermediate values in a multi-objective study (see sweeper.study.record): the curve
             # of every objective, rewritten whole, is the epoch's one write.
             if not seen and all(m in row for m in objectives):
                 record.write_objective_curve(optuna_trial, {int(r["epoch"]): [r[m] for m in objectives]
@@ -193,7 +193,7 @@ class StudyRecorder(tune.Callback):
 
     def _prune_checkpoints(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:
         """Keep the checkpoints of the ``keep_checkpoints`` best COMPLETE trials (by
-        :func:`sweeper.pareto.rank_order` with several objectives); delete the rest."""
+        :func:`sweeper.study.pareto.rank_order` with several objectives); delete the rest."""
         folder = Path(trial.path) if trial.path else None
         if folder is None:
             return

@@ -5,9 +5,9 @@ and PRUNED trial of ``OLD_STUDY`` whose parameters fit the new search space (eac
 value its distribution there can take, and exactly the parameters whose conditions hold) into
 the new study with Optuna's ``create_trial``/``add_trials``: parameters, values, learning curve,
 history and config, marked ``warm_start_from`` (``OLD_STUDY#number``). So TPE starts informed,
-their configurations are not run again (:mod:`sweeper.searcher`'s duplicate check sees them),
+their configurations are not run again (:mod:`sweeper.engine.searcher`'s duplicate check sees them),
 and ASHA's rungs start from their curves. They do not count toward ``run_cap``, are never the
-new study's best (:func:`sweeper.results.ranked_trials`) and the report counts them apart.
+new study's best (:func:`sweeper.study.results.ranked_trials`) and the report counts them apart.
 Optuna only: no Ray.
 """
 
@@ -20,10 +20,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper import record
-from sweeper.constraints import Bound, bounds_of
 from sweeper.errors import InputError
-from sweeper.storage import open_storage, redact, study_names
+from sweeper.study import record
+from sweeper.study.constraints import Bound, bounds_of
+from sweeper.study.storage import open_storage, redact, study_names
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep

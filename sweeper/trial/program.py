@@ -18,7 +18,7 @@ The environment is the agent's: ``WANDB_SWEEP_ID`` (the study), ``WANDB_RUN_ID``
 unless the environment sets ``WANDB_MODE=online``; the runs are then grouped by the study name.
 
 Metrics: every ``wandb.log`` call reaches the trial as it happens, through a ``sitecustomize``
-that sweeper puts first on the program's ``PYTHONPATH`` (``sweeper/_wandb_site``; it runs any
+that sweeper puts first on the program's ``PYTHONPATH`` (``sweeper/trial/_wandb_site``; it runs any
 other ``sitecustomize`` after it) and that records each call's numbers, one JSON line each, in a
 file the trial reads. A program that does not use wandb may print ``name=value`` lines on its
 standard output instead (as Katib's stdout collector reads them); a program that imports wandb
@@ -31,14 +31,14 @@ style) runs in the trial's worker with the same environment: ``wandb.init()`` in
 trial's config, and each ``wandb.log`` reports to the trial (:func:`fit_function`).
 
 Ends: exit 0 → COMPLETE, valued at the metric's last logged value; ASHA's stop → the program's
-whole process group gets SIGTERM, then SIGKILL after :data:`sweeper.processes.KILL_GRACE_S`, and the
+whole process group gets SIGTERM, then SIGKILL after :data:`sweeper.trial.processes.KILL_GRACE_S`, and the
 trial is PRUNED; another exit code or a signal → FAIL with the last line of its standard error;
 running longer than the spec's ``trial_timeout`` → stopped the same way, FAIL with that reason.
 The program runs under a subreaper launcher in its own process group that dies with its trial's
-worker (:mod:`sweeper.processes`), so a killed driver, Ctrl-C, a lost worker, or a program that
+worker (:mod:`sweeper.trial.processes`), so a killed driver, Ctrl-C, a lost worker, or a program that
 forks and exits leaves no process of it running. It gets only part of the worker's environment
-(:func:`sweeper.processes.program_env`: not Ray's or sweeper's variables). Its output is kept
-under ``artifacts``, capped (:data:`sweeper.processes.LOG_CAP_BYTES`).
+(:func:`sweeper.trial.processes.program_env`: not Ray's or sweeper's variables). Its output is kept
+under ``artifacts``, capped (:data:`sweeper.trial.processes.LOG_CAP_BYTES`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeper.processes import LOG_CAP_BYTES, CappedLog, FileFollower, Lines, exited, program_env, start, stop
+from sweeper.trial.processes import LOG_CAP_BYTES, CappedLog, FileFollower, Lines, exited, program_env, start, stop
 from trainers.base import Report, TrainConfig, Trainer
 
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
@@ -353,4 +353,4 @@ def takes_no_arguments(function: Any) -> bool:
     return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters)
 
 
-TRAINER = Trainer(name="sweeper.program:TRAINER", fit=fit, params=None, metrics=None)
+TRAINER = Trainer(name="sweeper.trial.program:TRAINER", fit=fit, params=None, metrics=None)

@@ -46,11 +46,11 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
     ``function``: the trainer itself, given to ``sweeper.agent(function=...)`` and shipped here
     by value (Ray's ``tune.with_parameters``, cloudpickle: a function defined in a notebook works);
     it replaces the trainer the config names. A zero-argument one is a W&B function, run by
-    :func:`sweeper.program.fit_function`; one of ``(config, report)`` is a plain trainer.
+    :func:`sweeper.trial.program.fit_function`; one of ``(config, report)`` is a plain trainer.
 
     ``config["sweeper"]`` is the trial's training config (see
     :meth:`sweeper.spec.Sweep.trial_config`). Each report carries the trainer's metrics plus
-    ``epoch`` (from 1), and where it runs under the names :data:`sweeper.record.WHERE` stores:
+    ``epoch`` (from 1), and where it runs under the names :data:`sweeper.study.record.WHERE` stores:
     ``node`` (host name), ``node_id`` (Ray's), ``worker`` (``host:pid``) and ``device`` (``cpu`` or
     ``cuda:<Ray's GPU id>``). Torch uses the config's ``threads`` (the
     trial's CPUs).
@@ -88,7 +88,7 @@ def run_trial(config: dict[str, Any], function: Callable[..., Any] | None = None
     }
     trainer = get_trainer(cfg["trainer"]) if function is None else _given(function, cfg)
     # Ray's checkpoint (a lost worker, a PBT exploit), else a population member's last one, left
-    # by a driver that was lost (sweeper.population.resumed_member).
+    # by a driver that was lost (sweeper.engine.population.resumed_member).
     resume_state = _load_checkpoint(tune.get_checkpoint() or (
         tune.Checkpoint.from_directory(config["resume_from"]) if config.get("resume_from") else None))
     train_config = TrainConfig(
@@ -134,7 +134,7 @@ def _given(function: Callable[..., Any], cfg: Mapping[str, Any]) -> Any:
     from trainers.base import Trainer
 
     if (cfg.get("program") or {}).get("function"):
-        from sweeper.program import fit_function
+        from sweeper.trial.program import fit_function
 
         return Trainer(name="function", fit=lambda config, report: fit_function(function, config, report),
                        params=None, metrics=None)

@@ -21,15 +21,15 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from sweeper import record
-from sweeper.events import Notice, SweepEnded, TrialEnd
-from sweeper.pareto import dominates, minimised
+from sweeper.engine.events import Notice, SweepEnded, TrialEnd
+from sweeper.study import record
+from sweeper.study.pareto import dominates, minimised
 
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.events import Ending
-    from sweeper.searcher import StudySearcher
+    from sweeper.engine.events import Ending
+    from sweeper.engine.searcher import StudySearcher
     from sweeper.spec import Sweep
 
 _STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
@@ -163,8 +163,8 @@ class SweepProgress:
 
 def best_trials(study: optuna.Study, k: int | None = 5) -> list[FrozenTrial]:
     """The ``k`` best COMPLETE trials (all with ``None``), best first; in a multi-objective study,
-    the Pareto front (:func:`sweeper.results.ranked_trials`). PRUNED and FAIL trials are never "best"."""
-    from sweeper.results import ranked_trials
+    the Pareto front (:func:`sweeper.study.results.ranked_trials`). PRUNED and FAIL trials are never "best"."""
+    from sweeper.study.results import ranked_trials
 
     return ranked_trials(study)[:k]
 
@@ -189,7 +189,7 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
         head = Text.assemble(head, "\n", (f"search space exhausted: {ending.reason}; the sweep ends with what it has",
                                            "bold"))
     if sweep.bounds:
-        from sweeper.results import infeasible_trials
+        from sweeper.study.results import infeasible_trials
 
         head = Text.assemble(head, f"; {len(infeasible_trials(trials))} infeasible (constraints: "
                              + ", ".join(f"{b.metric} {'<=' if b.kind == 'max' else '>='} {b.limit:g}"
@@ -197,8 +197,8 @@ def summary(study: optuna.Study, sweep: Sweep, wall_s: float | None, top: int = 
     front = best_trials(study, None)
     best = front[:2 * top] if sweep.multi_objective else front[:top]
     if not best:
-        from sweeper.constraints import broken
-        from sweeper.results import least_violating
+        from sweeper.study.constraints import broken
+        from sweeper.study.results import least_violating
 
         nearest = least_violating(study) if sweep.bounds else None
         if nearest is not None:
@@ -270,7 +270,7 @@ class BestTrials:
 
 
 def front_table(study: str, front: list[dict[str, Any]]) -> Table | Text:
-    """The Pareto front (:func:`sweeper.results.pareto_front`) as a table: trial, each objective,
+    """The Pareto front (:func:`sweeper.study.results.pareto_front`) as a table: trial, each objective,
     epochs, parameters; a line when it is empty."""
     if not front:
         return Text(f"study {study!r} has no COMPLETE trial: its Pareto front is empty")
@@ -298,7 +298,7 @@ def _fmt(value: Any) -> str:
 
 
 def rendered(event: Notice | SweepEnded) -> Group:
-    """What the terminal shows for an event of :func:`sweeper.launch.launch`: a notice's line, or
+    """What the terminal shows for an event of :func:`sweeper.engine.launch.launch`: a notice's line, or
     the closing :func:`summary` of an ended sweep."""
     if isinstance(event, Notice):
         return Group(Text(event.line))

@@ -1,6 +1,6 @@
 """No configuration runs twice: a configuration's identity, and where the duplicate check moves.
 
-:class:`sweeper.searcher.StudySearcher` records a draw whose configuration has run (finished,
+:class:`sweeper.engine.searcher.StudySearcher` records a draw whose configuration has run (finished,
 running or queued) as a duplicate draw and draws again; after :data:`DUPLICATES_IN_A_ROW` such
 draws in a finite space it queues the unseen configuration :func:`nearest` the last draw. The
 simulator (``benchmarks/simulate.py``) showed why nearest and not random: TPE's draws after its

@@ -1,7 +1,7 @@
 """Replaying a population-based trial's schedule: ``sweeper train`` and ``sweeper retrain`` of a
 config that carries one (``schedule``, what ``sweeper export`` writes for a PBT/PB2 trial).
 
-The run trains as the trial's weights were trained (:mod:`sweeper.population`): the first step's
+The run trains as the trial's weights were trained (:mod:`sweeper.engine.population`): the first step's
 parameters (and the config's ``seed``, the first step's) from epoch 1, then at each later step's
 ``epoch`` it continues from its own checkpoint of the epoch before with that step's parameters,
 as the trial continued from the checkpoint it copied. Only the trainer's ``resume_state`` is

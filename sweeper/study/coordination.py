@@ -38,8 +38,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from sweeper import record
-from sweeper.storage import RETRY_FOR_S, retrying, sqlite_path
+from sweeper.study import record
+from sweeper.study.storage import RETRY_FOR_S, retrying, sqlite_path
 
 LEASE_RENEW_S = 10.0
 LEASE_TTL_S = 60.0

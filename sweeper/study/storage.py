@@ -1,8 +1,8 @@
 """Where studies live: storage URLs, opening them, retries of dropped connections, SQLite's WAL.
 
 SQLite (the default, a file beside the user) and PostgreSQL through Optuna's ``RDBStorage``.
-What is stored in a study is :mod:`sweeper.record`'s business; coordinating the drivers that
-share one (leases, the study lock) is :mod:`sweeper.coordination`'s.
+What is stored in a study is :mod:`sweeper.study.record`'s business; coordinating the drivers that
+share one (leases, the study lock) is :mod:`sweeper.study.coordination`'s.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _read_only_url(path: Path) -> str:
 
 
 # How long a storage call is retried through a dropped connection or a restarting server. It stays
-# shorter than a driver's lease (sweeper.coordination.LEASE_TTL_S, checked there): a driver that is
+# shorter than a driver's lease (sweeper.study.coordination.LEASE_TTL_S, checked there): a driver that is
 # waiting out a fault is never taken for dead by another driver, which would reap its live trials.
 RETRY_FOR_S = 45.0
 

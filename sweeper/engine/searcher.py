@@ -3,24 +3,24 @@
 The driver is the only process that writes to the study. :class:`StudySearcher` asks Optuna
 for each new trial's parameters (``suggest``, Optuna's ``ask``) and tells Optuna how each
 ended (:meth:`StudySearcher.tell`, the shape of Ray's ``Searcher.on_trial_complete``, called
-by :class:`sweeper.recorder.StudyRecorder`, which adds what it saw of the trial). It keeps
+by :class:`sweeper.engine.recorder.StudyRecorder`, which adds what it saw of the trial). It keeps
 the sweep's live state: the trials it asked and has not told, the failures, the stop reason.
 
 No configuration runs twice (``random`` and ``bayes``): a draw whose configuration (the
 trainer's values, after decoding and quantisation) equals that of a trial finished, running or
 queued is recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the
-study counts them) and drawn again; after :data:`~sweeper.duplicates.DUPLICATES_IN_A_ROW` such draws in a finite
+study counts them) and drawn again; after :data:`~sweeper.study.duplicates.DUPLICATES_IN_A_ROW` such draws in a finite
 space, the unseen configuration nearest the last draw (fewest parameters changed,
-:func:`~sweeper.duplicates.nearest`) is queued instead. When every configuration of a finite space has finished or
+:func:`~sweeper.study.duplicates.nearest`) is queued instead. When every configuration of a finite space has finished or
 runs, nothing is drawn: the searcher waits for the running trials (one may FAIL, freeing its
-configuration), and once all have finished the sweep ends with what it has (an :class:`~sweeper.events.Ending`
+configuration), and once all have finished the sweep ends with what it has (an :class:`~sweeper.engine.events.Ending`
 of kind ``exhausted``). A FAIL trial's configuration may run again.
 
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
 driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
 ``budget`` finished trials), and, for grid search, when every grid point has finished or is
 running; a point whose trial FAILed runs again. Several drivers of one study decide under
-:func:`sweeper.coordination.study_lock`.
+:func:`sweeper.study.coordination.study_lock`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from sweeper import record
-from sweeper.constraints import constraint_values, is_feasible, told_row
-from sweeper.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
-from sweeper.duplicates import DUPLICATES_IN_A_ROW, MAX_DRAWS, config_key, finite_enumerated, nearest
-from sweeper.events import Ending, EndingKind
-from sweeper.population import resumed_member
+from sweeper.engine.events import Ending, EndingKind
+from sweeper.engine.population import resumed_member
+from sweeper.study import record
+from sweeper.study.constraints import constraint_values, is_feasible, told_row
+from sweeper.study.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
+from sweeper.study.duplicates import DUPLICATES_IN_A_ROW, MAX_DRAWS, config_key, finite_enumerated, nearest
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep
@@ -58,7 +58,7 @@ class StudySearcher(Searcher):
         running: Ray trial id → the Optuna trial this driver asked for it (until it is told).
         failed: FAIL trials of this study that failed by themselves (not a lost driver).
         grid: grid points (Optuna's representation), for ``method: grid``.
-        ending: set once the sweep must end before its budget (:class:`~sweeper.events.Ending`): no new
+        ending: set once the sweep must end before its budget (:class:`~sweeper.engine.events.Ending`): no new
             trial is asked, and the running ones end.
     """
 
@@ -118,7 +118,7 @@ class StudySearcher(Searcher):
         """Mark FAIL the RUNNING trials of drivers that are gone, and queue their parameters
         again (grid points are re-run by the grid itself). Returns their numbers.
 
-        Call it under :func:`sweeper.coordination.study_lock`: a trial is RUNNING a moment before
+        Call it under :func:`sweeper.study.coordination.study_lock`: a trial is RUNNING a moment before
         its driver id is written, and that moment is inside the lock."""
         reaped = []
         for t in zombie_trials(self.study):
@@ -308,7 +308,8 @@ class StudySearcher(Searcher):
         last intermediate value (Optuna's rule) in a single-objective study and no value in a
         multi-objective one (Optuna keeps none for PRUNED there; the returned values are then the
         last epoch's); FAIL has none. A FAIL of kind ``trial`` counts against
-        ``max_failed_trials``; one more stops the sweep (an :class:`~sweeper.events.Ending` of kind ``failures``).
+        ``max_failed_trials``; one more stops the sweep (an :class:`~sweeper.engine.events.Ending`
+        of kind ``failures``).
 
         Returns:
             the Optuna trial and its objective values (in the study's order), ``None`` without.

@@ -1,6 +1,6 @@
 """Live progress in Jupyter: one display that updates in place, not a scroll of lines.
 
-In a terminal, :class:`sweeper.progress.SweepProgress` prints a line per trial under a live
+In a terminal, :class:`sweeper.views.progress.SweepProgress` prints a line per trial under a live
 status line (rich's ``Live``). In a notebook, :class:`NotebookProgress` runs the same object on a
 recording console and shows what it wrote as one IPython display (``display_id``), updated as
 trials end and once a second: the sweep's header, the live counts with the best so far, the
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.text import Text
 
-from sweeper.progress import SweepProgress
+from sweeper.views.progress import SweepProgress
 
 if TYPE_CHECKING:
-    from sweeper.events import TrialEnd
-    from sweeper.searcher import StudySearcher
+    from sweeper.engine.events import TrialEnd
+    from sweeper.engine.searcher import StudySearcher
     from sweeper.spec import Sweep
 
 SHOWN_TRIALS = 12
@@ -32,7 +32,7 @@ REFRESH_S = 1.0
 
 
 class NotebookProgress:
-    """:class:`sweeper.progress.SweepProgress` shown as one display that updates in place; it has
+    """:class:`sweeper.views.progress.SweepProgress` shown as one display that updates in place; it has
     the same ``start``, ``trial_ended`` and ``stop`` (``run_sweep``'s ``on_start``/``on_end``)."""
 
     def __init__(self, sweep: Sweep):

@@ -1,6 +1,6 @@
 """Early stopping: Ray Tune's ASHA for one objective, multi-objective ASHA for several; both
 remember their own decisions and are rebuilt from a study's curves. With ``constraints``, each
-also stops a trial that breaks a bound that cannot recover (:mod:`sweeper.constraints`), and
+also stops a trial that breaks a bound that cannot recover (:mod:`sweeper.study.constraints`), and
 :class:`FeasibilityScheduler` does only that when the sweep has no ASHA."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from sweeper import record
-from sweeper.constraints import Bound, final_violation, judged
-from sweeper.pareto import Vector, dominates, minimised, rank_order
-from sweeper.population import RecordingPB2, RecordingPBT, make_population_scheduler
+from sweeper.engine.population import RecordingPB2, RecordingPBT, make_population_scheduler
+from sweeper.study import record
+from sweeper.study.constraints import Bound, final_violation, judged
+from sweeper.study.pareto import Vector, dominates, minimised, rank_order
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -49,7 +49,7 @@ class RecordingASHA(ASHAScheduler):
     def _judged(self, trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
         """``result`` with the metric ASHA judges: the trial's best value so far when ``best_so_far``;
         with constraints, a value below every feasible one while the result breaks a bound
-        (:func:`sweeper.constraints.judged`)."""
+        (:func:`sweeper.study.constraints.judged`)."""
         metric = self._replayed_keys[1]
         if metric not in result or not (self._best_so_far or self._bounds):
             return dict(result)
@@ -131,7 +131,7 @@ class MultiObjectiveASHA(FIFOScheduler):
     epochs below ``max_t``. When a trial reaches a rung, its objective vector there joins the
     vectors of the trials that reached the rung before it; all of them are ranked by
     non-dominated sorting, ties within a front broken by crowding distance (NSGA-II's order,
-    one of the two MO-ASHA offers; :func:`sweeper.pareto.rank_order`). The trial goes on when it
+    one of the two MO-ASHA offers; :func:`sweeper.study.pareto.rank_order`). The trial goes on when it
     ranks among the top ``max(1, floor(m / reduction_factor))`` of those ``m`` trials, or when no
     trial at the rung dominates it; else it stops. With one objective this is ASHA's rule of
     promoting the top ``1/reduction_factor`` (Li et al. 2020), a tie with the best included. The
@@ -221,7 +221,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         return self._infeasible.get(trial_id)
 
     def replay_study(self, trials: Sequence[FrozenTrial]) -> None:
-        """:meth:`replay` the objective curves of a study's trials (:func:`sweeper.record.objective_curve_of`).
+        """:meth:`replay` the objective curves of a study's trials (:func:`sweeper.study.record.objective_curve_of`).
         A trial stopped as infeasible was stopped at its last epoch before the rungs judged it
         there, so that epoch is left out."""
         self.replay({_name(t): {e: v for e, v in curve.items() if not (record.pruned_reason_of(t) and e == max(curve))}
@@ -237,7 +237,7 @@ class MultiObjectiveASHA(FIFOScheduler):
 
 class FeasibilityScheduler(FIFOScheduler):
     """No early stopping but the constraints': a trial that breaks a bound that cannot recover
-    (:func:`sweeper.constraints.final_violation`) stops at once; every other trial runs all its
+    (:func:`sweeper.study.constraints.final_violation`) stops at once; every other trial runs all its
     epochs (a sweep with ``constraints`` and no ASHA)."""
 
     def __init__(self, bounds: Sequence[Bound]):
@@ -286,7 +286,7 @@ def make_scheduler(sweep: Sweep) -> Scheduler | None:
     Ray's ASHA on the metric (judging W&B's way unless ``strict``), or, with several
     ``metrics``, :class:`MultiObjectiveASHA` on all of them; each with the sweep's constraints.
     Without ASHA, a sweep with constraints gets :class:`FeasibilityScheduler`; ``scheduler: {type:
-    pbt | pb2}`` gets Ray's population-based training (:mod:`sweeper.population`)."""
+    pbt | pb2}`` gets Ray's population-based training (:mod:`sweeper.engine.population`)."""
     if sweep.population is not None:
         return make_population_scheduler(sweep, sweep.population)
     if sweep.asha is None:

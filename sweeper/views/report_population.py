@@ -1,6 +1,6 @@
 """The report's figures of a population-based sweep (``scheduler: {type: pbt | pb2}``): the
 population's lineage and each mutated parameter's schedule, read from the trials' schedules
-(:func:`sweeper.record.schedule_of`)."""
+(:func:`sweeper.study.record.schedule_of`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
-from sweeper import record
+from sweeper.study import record
 
 
 def _steps(trials: Sequence[FrozenTrial]) -> dict[int, list[dict[str, Any]]]:

@@ -16,9 +16,9 @@ Population-Based Bandits") are Ray Tune's own schedulers, run unchanged; sweeper
   *effective* schedule of a trial is therefore the schedule of the trial it copied up to the
   checkpoint's epoch, then its new values (:meth:`PopulationScheduler.schedule`); that is the
   schedule the recorder stores, ``sweeper export`` writes and ``sweeper train``/``retrain``
-  replay (:func:`sweeper.replay.fit_scheduled`).
+  replay (:func:`sweeper.trial.replay.fit_scheduled`).
 - **A lost driver's population comes back.** At each checkpoint the recorder keeps the member's
-  state in the study (:data:`sweeper.record.POPULATION_STATE`); on resume, the member asked again
+  state in the study (:data:`sweeper.study.record.POPULATION_STATE`); on resume, the member asked again
   (``retry_of``) starts from that checkpoint with those values and that schedule
   (:func:`resumed_member`), its perturbation clock at that epoch.
 """
@@ -35,7 +35,7 @@ from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 
-from sweeper import record
+from sweeper.study import record
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -167,8 +167,8 @@ class RecordingPB2(PopulationScheduler, PB2):
 def resumed_member(study: optuna.Study, trial: optuna.Trial, config: dict[str, Any]) -> dict[str, Any]:
     """The Ray config of a trial asked to run again a population member whose driver was lost
     (``retry_of``): the member's values, seed and schedule at its last checkpoint
-    (:data:`sweeper.record.POPULATION_STATE`), and that checkpoint to start from
-    (``resume_from``, read by :func:`sweeper.trainable.run_trial`); ``config`` unchanged for any
+    (:data:`sweeper.study.record.POPULATION_STATE`), and that checkpoint to start from
+    (``resume_from``, read by :func:`sweeper.trial.trainable.run_trial`); ``config`` unchanged for any
     other trial, or when the checkpoint's folder is gone (the member then starts afresh)."""
     number = record.retry_of(trial)  # type: ignore[arg-type]
     if number is None:

@@ -6,7 +6,7 @@
   multivariate kernel), ``multivariate=True``. With trials in parallel in a space that is
   continuous (or too large to enumerate), ``constant_liar=True`` (Optuna ≥ 2.8), so running
   trials are not proposed again. In a finite space the duplicate check
-  (:mod:`sweeper.duplicates`) keeps a running configuration from running twice and moves a
+  (:mod:`sweeper.study.duplicates`) keeps a running configuration from running twice and moves a
   repeated draw to the nearest unseen configuration, and the liar is off: on the curve table
   (``benchmarks/simulate.py``, 30 seeds, 64 trials) it cost seeds the top 1% at 16 workers
   (18 of 30 reached it with the liar, 24 without; median 114 s both) and gained nothing at 4
@@ -17,8 +17,8 @@
   search spaces and categorical distance), and its ``NSGAIIISampler`` page suggests ``TPESampler``
   or ``GPSampler`` below 1000 trials; sweeps have tens. (A multi-objective study holds no
   intermediate values: Optuna's TPE ranks PRUNED trials by them through ``study.direction``,
-  which raises in such a study; see :mod:`sweeper.recorder`.)
-- ``grid``: the grid's points are queued one at a time by :class:`sweeper.searcher.StudySearcher`
+  which raises in such a study; see :mod:`sweeper.engine.recorder`.)
+- ``grid``: the grid's points are queued one at a time by :class:`sweeper.engine.searcher.StudySearcher`
   (each run until it finishes once); the sampler then only samples a queued point's values.
 """
 
@@ -34,7 +34,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial
 
-from sweeper.duplicates import finite_enumerated
+from sweeper.study.duplicates import finite_enumerated
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep

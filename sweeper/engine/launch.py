@@ -5,7 +5,7 @@ and by the driver that :mod:`sweeper.client` runs on a cluster's head: run the s
 budget (:func:`run_sweep`), show the closing summary, and turn how it ended into the command's
 result (an error for a sweep that stopped early or completed no trial).
 
-The trainable (:func:`sweeper.trainable.run_trial`) runs a trainer in a Ray actor. Actors
+The trainable (:func:`sweeper.trial.trainable.run_trial`) runs a trainer in a Ray actor. Actors
 are reused between trials, so a worker process decodes its data once (see
 :func:`trainers.data.load_data`).
 """
@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from sweeper.engine.ray_runtime import concurrency_for, init_ray
 from sweeper.errors import SweeperError
-from sweeper.ray_runtime import concurrency_for, init_ray
 
 if TYPE_CHECKING:
     from ray import tune
     from ray.tune.experiment import Trial
 
-    from sweeper.events import Ending, Notice, SweepEnded, TrialEnd
-    from sweeper.recorder import StudyRecorder
-    from sweeper.scheduler import Scheduler
-    from sweeper.searcher import StudySearcher
+    from sweeper.engine.events import Ending, Notice, SweepEnded, TrialEnd
+    from sweeper.engine.recorder import StudyRecorder
+    from sweeper.engine.scheduler import Scheduler
+    from sweeper.engine.searcher import StudySearcher
     from sweeper.spec import Sweep
-    from sweeper.storage import StorageFault
-    from sweeper.warm_start import WarmStart
+    from sweeper.study.storage import StorageFault
+    from sweeper.study.warm_start import WarmStart
 
 
 @dataclass
@@ -45,7 +45,7 @@ class SweepOutcome:
         finished: COMPLETE + PRUNED trials in the study.
         failed: FAIL trials that failed by themselves (this run's, and the study's before a resume).
         wall_s: seconds from Ray's start to the end of the sweep.
-        ending: why it ended before its budget (:class:`sweeper.events.Ending`), ``None`` when
+        ending: why it ended before its budget (:class:`sweeper.engine.events.Ending`), ``None`` when
             it ran its budget.
     """
 
@@ -73,9 +73,9 @@ def _cancelled(err: BaseException) -> bool:
 
 
 def _storage_fault(err: BaseException) -> StorageFault | None:
-    """The :class:`~sweeper.storage.StorageFault` in ``err``'s chain (Tune wraps what a callback
+    """The :class:`~sweeper.study.storage.StorageFault` in ``err``'s chain (Tune wraps what a callback
     raised), if any."""
-    from sweeper.storage import StorageFault
+    from sweeper.study.storage import StorageFault
 
     seen: BaseException | None = err
     for _ in range(20):
@@ -96,7 +96,7 @@ def _tuner(sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None, r
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from sweeper.trainable import run_trial
+    from sweeper.trial.trainable import run_trial
 
     res = sweep.spec.resources_per_trial
     return tune.Tuner(
@@ -153,7 +153,7 @@ def run_sweep(
             concurrency once trials can start.
         on_end: called in the driver as each trial ends.
         warm_start: an earlier study whose fitting trials a new study starts with (checked
-            already by :func:`sweeper.warm_start.check`; ignored when the study is continued).
+            already by :func:`sweeper.study.warm_start.check`; ignored when the study is continued).
         notice: called with one line each for what the user should know before trials start
             (the warm start's counts).
         function: the trainer as a Python object (``sweeper.agent(function=...)``), shipped to
@@ -166,13 +166,13 @@ def run_sweep(
     """
     init_ray(address)  # sets Ray Tune's environment before Tune is imported below
 
-    from sweeper.cluster import check_nodes, warm_data_cache
-    from sweeper.coordination import renew_lease, study_lock, take_lease
-    from sweeper.recorder import StudyRecorder
-    from sweeper.scheduler import make_scheduler
-    from sweeper.searcher import StudySearcher
-    from sweeper.storage import open_storage
-    from sweeper.studies import create_study, load_study_to_resume
+    from sweeper.engine.cluster import check_nodes, warm_data_cache
+    from sweeper.engine.recorder import StudyRecorder
+    from sweeper.engine.scheduler import make_scheduler
+    from sweeper.engine.searcher import StudySearcher
+    from sweeper.study.coordination import renew_lease, study_lock, take_lease
+    from sweeper.study.storage import open_storage
+    from sweeper.study.studies import create_study, load_study_to_resume
 
     check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
     started = time.time()
@@ -181,7 +181,7 @@ def run_sweep(
     storage = open_storage(sweep.spec.storage, pool_size=concurrency)
     study = (load_study_to_resume if resume else create_study)(sweep, concurrency, storage)
     if warm_start is not None and not resume:
-        from sweeper.warm_start import add_warm_trials
+        from sweeper.study.warm_start import add_warm_trials
 
         added, skipped = add_warm_trials(study, sweep, warm_start)
         if notice is not None:
@@ -243,8 +243,8 @@ def launch(
     function: Callable[..., Any] | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep (:func:`run_sweep`, starting a new study from ``warm_start``'s
-    trials when given), ``emit`` a :class:`~sweeper.events.Notice` for what the user should know
-    before trials start and a :class:`~sweeper.events.SweepEnded` for the closing summary (the views
+    trials when given), ``emit`` a :class:`~sweeper.engine.events.Notice` for what the user should know
+    before trials start and a :class:`~sweeper.engine.events.SweepEnded` for the closing summary (the views
     render them; this prints nothing), and end as the command ends.
 
     Raises:
@@ -254,8 +254,8 @@ def launch(
             trial of the study completed.
         InputError: as :func:`run_sweep`.
     """
-    from sweeper.events import Notice, SweepEnded
-    from sweeper.results import least_violating, ranked_trials
+    from sweeper.engine.events import Notice, SweepEnded
+    from sweeper.study.results import least_violating, ranked_trials
 
     outcome = run_sweep(sweep, address=address, resume=resume, on_start=on_start, on_end=on_end,
                         warm_start=warm_start, notice=lambda line: emit(Notice(line)), function=function)

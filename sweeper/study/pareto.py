@@ -1,7 +1,7 @@
 """Pareto ranking of objective vectors: non-dominated sorting, crowding distance, hypervolume.
 
 Pure Python on tuples of floats (no Ray, no Optuna), shared by multi-objective ASHA's rung
-decisions (:class:`sweeper.scheduler.MultiObjectiveASHA`), the readers' Pareto fronts and
+decisions (:class:`sweeper.engine.scheduler.MultiObjectiveASHA`), the readers' Pareto fronts and
 the benchmarks. Every function takes *minimised* vectors: turn a study's values into them
 with :func:`minimised` (a maximised objective is negated).
 

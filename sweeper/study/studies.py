@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 import sweeper
-from sweeper import record
 from sweeper.errors import InputError
-from sweeper.samplers import make_sampler
-from sweeper.storage import open_storage, redact, study_names
+from sweeper.study import record
+from sweeper.study.samplers import make_sampler
+from sweeper.study.storage import open_storage, redact, study_names
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep

@@ -54,18 +54,18 @@ WORKER_RETRIES = "worker_retries"
 RETRY_OF = "retry_of"
 GRID_ID = "grid_id"
 OBJECTIVE_CURVE = "objective_curve"
-# A population-based trial's effective schedule (see sweeper.population): [{epoch, params, source, seed?}].
+# A population-based trial's effective schedule (see sweeper.engine.population): [{epoch, params, source, seed?}].
 SCHEDULE = "schedule"
 # Its state at its last checkpoint, to resume it: {epoch, checkpoint (a folder), params, schedule}.
 POPULATION_STATE = "population_state"
-# A trial copied from an earlier study by warm start: "OLD_STUDY#number" (see sweeper.warm_start).
+# A trial copied from an earlier study by warm start: "OLD_STUDY#number" (see sweeper.study.warm_start).
 WARM_START_FROM = "warm_start_from"
 # What a warm-start copy keeps of the earlier trial's attributes.
 CARRIED_OVER = (CONFIG, HISTORY, EPOCHS_RUN, WALL_S, OBJECTIVE_CURVE, PRUNED_REASON)
 # Where a trial ran, as its worker reports it with every epoch.
 WHERE = ("node", "node_id", "worker", "device")
 
-# "duplicate": a draw of a configuration already finished or running, never run (see sweeper.searcher).
+# "duplicate": a draw of a configuration already finished or running, never run (see sweeper.engine.searcher).
 FailKind = Literal["trial", "driver", "duplicate"]
 
 
@@ -108,7 +108,7 @@ def code_version_of(study_attrs: Mapping[str, Any]) -> str | None:
 
 
 def write_lease(study: optuna.Study, driver_id: str, lease: Mapping[str, Any]) -> None:
-    """Store (or renew) driver ``driver_id``'s lease on the study (see :mod:`sweeper.coordination`)."""
+    """Store (or renew) driver ``driver_id``'s lease on the study (see :mod:`sweeper.study.coordination`)."""
     study.set_user_attr(LEASE_PREFIX + driver_id, dict(lease))
 
 
@@ -142,7 +142,7 @@ class TrialDetails:
         fail_kind: ``trial`` (counts against ``max_failed_trials``) or ``driver``.
         pruned_reason: why a PRUNED trial stopped when not by ASHA (``infeasible: ...``), else ``None``.
         schedule: a population-based trial's effective schedule, its sources as study trial
-            numbers (:meth:`sweeper.population.PopulationScheduler.schedule`); ``None`` otherwise.
+            numbers (:meth:`sweeper.engine.population.PopulationScheduler.schedule`); ``None`` otherwise.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -334,8 +334,8 @@ Origin = Literal["run", "warm start", "duplicate draw"]
 
 def origin(trial: FrozenTrial) -> Origin:
     """Where a trial's record comes from: ``warm start`` (a copy of an earlier study's trial,
-    :mod:`sweeper.warm_start`), ``duplicate draw`` (a FAIL that only records a draw of a
-    configuration that had run; never run, :mod:`sweeper.searcher`), else ``run`` (it ran in this
+    :mod:`sweeper.study.warm_start`), ``duplicate draw`` (a FAIL that only records a draw of a
+    configuration that had run; never run, :mod:`sweeper.engine.searcher`), else ``run`` (it ran in this
     study). The one rule for "does this trial count": only ``run`` trials count toward a sweep's
     budget, its best, its counts and its figures."""
     if warm_start_of(trial) is not None:

@@ -1,7 +1,7 @@
 """What the engine tells the views as a sweep runs: plain data, no display and no Ray.
 
-The engine (:mod:`sweeper.launch`, :mod:`sweeper.recorder`) emits these and prints nothing; the
-terminal (:mod:`sweeper.progress`), the notebook display (:mod:`sweeper.notebook`) and the Ray
+The engine (:mod:`sweeper.engine.launch`, :mod:`sweeper.engine.recorder`) emits these and prints nothing; the
+terminal (:mod:`sweeper.views.progress`), the notebook display (:mod:`sweeper.views.notebook`) and the Ray
 Client stream (:mod:`sweeper.client`) each render them.
 
 - :class:`Notice`: one line the user should know before trials start (a warm start's counts);
