@@ -322,7 +322,7 @@ class SweeperRunner(Runner):
             self.scheduler = RecordingASHA(time_attr="epoch", metric=METRIC, mode="max", max_t=self.sweep.max_epochs,
                                            grace_period=self.sweep.asha.grace_period,
                                            reduction_factor=self.sweep.asha.reduction_factor, brackets=brackets)
-        self.recorder = StudyRecorder(self.searcher, self.scheduler)
+        self.recorder = StudyRecorder(self.sweep, self.searcher, self.scheduler)
         self._trials: dict[int, _RayTrial] = {}
 
     def suggest(self, trial: int) -> dict[str, Any] | None:

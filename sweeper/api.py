@@ -33,7 +33,13 @@ from sweeper.errors import InputError, SweeperError
 from sweeper.handle import Sweep
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sweeper.engine.events import Notice, SweepEnded
     from sweeper.spec import Sweep as ValidSweep
+    from sweeper.study.warm_start import WarmStart
+    from sweeper.views.notebook import NotebookProgress
+    from sweeper.views.progress import SweepProgress
 
 __all__ = ["FIT_TRAINER", "FUNCTION_TRAINER", "Sweep", "agent", "launch", "load", "sweep"]
 
@@ -237,7 +243,7 @@ def load(study: str, storage: str | None = None) -> Sweep:
 
 
 def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None = None,
-        address: str | None = None, warm: Any = None, console: Any = None) -> None:
+        address: str | None = None, warm: WarmStart | None = None, console: Console | None = None) -> None:
     """Run (or continue) a validated sweep here with live progress, then show its best trials
     (what ``sweeper launch``, :func:`agent` and :func:`launch` do once the spec is checked). In
     Jupyter the progress is one display updated in place (:mod:`sweeper.views.notebook`).
@@ -256,7 +262,7 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
     from sweeper.views.progress import SweepProgress, rendered
 
     console = console or Console(highlight=False, soft_wrap=True)
-    progress: Any = SweepProgress(valid, console)
+    progress: SweepProgress | NotebookProgress = SweepProgress(valid, console)
     if console.is_jupyter:  # one display updated in place (sweeper.views.notebook), not a scroll of lines
         import logging
 
@@ -265,7 +271,7 @@ def run(valid: ValidSweep, *, resume: bool, function: Callable[..., Any] | None 
         progress = NotebookProgress(valid)
         logging.getLogger("ray.widgets").setLevel(logging.WARNING)  # "install ipywidgets": not needed here
 
-    def show(event: Any) -> None:
+    def show(event: Notice | SweepEnded) -> None:
         progress.stop()
         console.print(rendered(event))
 

@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,11 @@ from rich.console import Console
 import sweeper
 from sweeper.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from sweeper.errors import InputError, SweeperError
+
+if TYPE_CHECKING:
+    from sweeper.client import DriverJob
+    from sweeper.spec import Sweep
+    from sweeper.study.warm_start import WarmStart
 
 app = typer.Typer(
     name="sweeper",
@@ -173,7 +178,7 @@ def resume(
     _run(validate_spec(stored_spec(storage, study)), address, resume=True)
 
 
-def _run(sweep: Any, address: str | None, *, resume: bool, warm: Any = None) -> None:
+def _run(sweep: Sweep, address: str | None, *, resume: bool, warm: WarmStart | None = None) -> None:
     """Run (or continue) the sweep here with live progress, then print the best trials (the
     Python API's :func:`sweeper.api.run`, on this command's console)."""
     from sweeper.api import run
@@ -181,7 +186,7 @@ def _run(sweep: Any, address: str | None, *, resume: bool, warm: Any = None) -> 
     run(sweep, resume=resume, address=address, warm=warm, console=out)
 
 
-def _run_on_cluster(job: Any, address: str | None) -> None:
+def _run_on_cluster(job: DriverJob, address: str | None) -> None:
     """Run (or continue) the sweep through Ray Client, its driver on the cluster's head node."""
     from sweeper.client import run_through_client
 

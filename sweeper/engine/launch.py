@@ -159,6 +159,9 @@ def run_sweep(
         function: the trainer as a Python object (``sweeper.agent(function=...)``), shipped to
             the workers by value; it replaces the trainer the spec names.
 
+    Its steps: open the study (:func:`_open_study`), build Tune's tuner (:func:`_tuner`), run it
+    (:func:`_fit`), close (:func:`_close`).
+
     Raises:
         InputError: the study exists already (or, with ``resume``, does not), or the storage
             does not answer.
@@ -168,16 +171,31 @@ def run_sweep(
 
     from sweeper.engine.cluster import check_nodes, warm_data_cache
     from sweeper.engine.recorder import StudyRecorder
-    from sweeper.engine.scheduler import make_scheduler
-    from sweeper.engine.searcher import StudySearcher
-    from sweeper.study.coordination import renew_lease, study_lock, take_lease
-    from sweeper.study.storage import open_storage
-    from sweeper.study.studies import create_study, load_study_to_resume
 
     check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
     started = time.time()
     concurrency = concurrency_for(sweep)
     warm_data_cache(sweep, concurrency)  # nodes decode the data while the study opens and Tune starts trials
+    searcher, scheduler = _open_study(sweep, concurrency, resume=resume, warm_start=warm_start, notice=notice)
+    tuner = _tuner(sweep, searcher, scheduler, StudyRecorder(sweep, searcher, scheduler, on_end), concurrency, function)
+    if on_start is not None:
+        on_start(searcher, concurrency)
+    _fit(tuner, searcher)
+    finished = _close(sweep, searcher)
+    return SweepOutcome(searcher.study, finished, searcher.failed, time.time() - started, searcher.ending)
+
+
+def _open_study(sweep: Sweep, concurrency: int, *, resume: bool, warm_start: WarmStart | None,
+                notice: Callable[[str], None] | None) -> tuple[StudySearcher, Scheduler | None]:
+    """The sweep's study, created or opened to resume (its zombies reaped, its failures counted),
+    warm-started when asked, with this driver's searcher on it and the scheduler, whose rungs start
+    from the study's curves when it has any."""
+    from sweeper.engine.scheduler import make_scheduler
+    from sweeper.engine.searcher import StudySearcher
+    from sweeper.study.coordination import study_lock, take_lease
+    from sweeper.study.storage import open_storage
+    from sweeper.study.studies import create_study, load_study_to_resume
+
     storage = open_storage(sweep.spec.storage, pool_size=concurrency)
     study = (load_study_to_resume if resume else create_study)(sweep, concurrency, storage)
     if warm_start is not None and not resume:
@@ -197,10 +215,20 @@ def run_sweep(
         searcher.count_failures()
     if scheduler is not None and (resume or warm_start is not None):  # the rungs start from the study's curves
         scheduler.replay_study(study.get_trials(deepcopy=False))
-    recorder = StudyRecorder(searcher, scheduler, on_end)
-    tuner = _tuner(sweep, searcher, scheduler, recorder, concurrency, function)
-    if on_start is not None:
-        on_start(searcher, concurrency)
+    return searcher, scheduler
+
+
+def _fit(tuner: tune.Tuner, searcher: StudySearcher) -> None:
+    """Run Ray Tune until the searcher says the budget is met, then release this driver's lease.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, here or (through Ray Client) in one of Tune's own calls; the
+            running trials are marked FAIL.
+        StorageFault: the database stopped answering (the trials left RUNNING are reaped on resume).
+        SweeperError: any other error of the driver; the running trials are marked FAIL.
+    """
+    from sweeper.study.coordination import renew_lease
+
     storage_fault = None
     try:
         tuner.fit()
@@ -219,7 +247,12 @@ def run_sweep(
     finally:
         if storage_fault is None:  # else the database is gone: the lease expires on its own
             with contextlib.suppress(Exception):  # a release that cannot be written expires on its own
-                renew_lease(study, searcher.lease, released=True)
+                renew_lease(searcher.study, searcher.lease, released=True)
+
+
+def _close(sweep: Sweep, searcher: StudySearcher) -> int:
+    """After Tune returned: the trials it left unfinished marked FAIL, an interrupted sweep's
+    :class:`~sweeper.engine.events.Ending` set; the study's finished trials (COMPLETE + PRUNED)."""
     finished = searcher.counts()[0]
     # Tune ends before the budget only when interrupted: its SIGINT handler (Ctrl-C) stops the
     # trials and returns.
@@ -228,7 +261,7 @@ def run_sweep(
                              else "the trial never reported an end to the driver")
     if interrupted:
         searcher.end("interrupted", f"interrupted with {finished} of {sweep.budget} trials finished")
-    return SweepOutcome(study, finished, searcher.failed, time.time() - started, searcher.ending)
+    return finished
 
 
 def launch(

@@ -13,6 +13,11 @@ trial's end decides its state and hands it, with those details, to
   or (kind ``driver``) when the sweep was interrupted before the trial's last epoch.
 
 Then it keeps the checkpoints of the ``keep_checkpoints`` best COMPLETE trials only.
+
+Who writes the study: the searcher asks each trial and tells its end (state, values, the
+details gathered here); the recorder writes only what comes per epoch (intermediate values or
+objective curves, and under PBT the member's state at each checkpoint), to the Optuna trial the
+searcher asked (:meth:`~sweeper.engine.searcher.StudySearcher.trial_of`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 from ray import tune
@@ -39,6 +44,9 @@ from sweeper.study.pareto import Vector, minimised, rank_order
 from sweeper.trial.trainable import ERROR_KEY
 from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
 
+if TYPE_CHECKING:
+    from sweeper.spec import Sweep
+
 log = logging.getLogger(__name__)
 
 # What the trainable (where the trial runs) and Ray Tune add to every result: never a trainer's metric.
@@ -48,10 +56,18 @@ _TUNE_KEYS = {"epoch", *record.WHERE, "training_iteration", "time_this_iter_s", 
 
 
 class StudyRecorder(tune.Callback):
-    """Follows every trial's epochs and end, and tells the study through the searcher; driver only."""
+    """Follows every trial's epochs and end, and tells the study through the searcher; driver only.
 
-    def __init__(self, searcher: StudySearcher, scheduler: Scheduler | None,
+    Args:
+        sweep: the validated spec (its metric, objectives, constraints, checkpoints to keep).
+        searcher: the sweep's searcher: the Optuna trial of each Ray trial, and who tells its end.
+        scheduler: the sweep's scheduler (asked whether it stopped a trial), ``None`` for FIFO.
+        on_end: called in the driver with each trial's :class:`~sweeper.engine.events.TrialEnd`.
+    """
+
+    def __init__(self, sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None,
                  on_end: Callable[[TrialEnd], None] | None = None):
+        self.sweep = sweep
         self.searcher = searcher
         self.scheduler = scheduler
         self.on_end = on_end
@@ -80,11 +96,11 @@ class StudyRecorder(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict[str, Any], **info: Any) -> None:
-        optuna_trial = self.searcher.running.get(trial.trial_id)
+        optuna_trial = self.searcher.trial_of(trial.trial_id)
         if optuna_trial is None or "epoch" not in result:
             return
         self._numbers[trial.trial_id] = optuna_trial.number
-        sweep = self.searcher.sweep
+        sweep = self.sweep
         metric = sweep.spec.metric.name
         epoch = int(result["epoch"])
         # One write per epoch: the trial's worker waits for the driver at each report, so
@@ -114,7 +130,7 @@ class StudyRecorder(tune.Callback):
             self._where[trial.trial_id] = {key: str(result.get(key, "")) for key in record.WHERE}
 
     def _metric_names(self, result: dict[str, Any]) -> set[str]:
-        declared = self.searcher.sweep.trainer.metrics
+        declared = self.sweep.trainer.metrics
         if declared is not None:
             return {*declared, *EXTRA_METRICS, *(k for k in result if k.startswith(FOLD_METRIC_PREFIX))}
         return {k for k in result if k not in _TUNE_KEYS}
@@ -146,7 +162,7 @@ class StudyRecorder(tune.Callback):
 
     def _tell(self, trial: Trial, state: TrialState, epochs_run: int, reason: str | None = None,
               kind: record.FailKind = "trial", pruned: str | None = None) -> None:
-        if trial.trial_id not in self.searcher.running:
+        if self.searcher.trial_of(trial.trial_id) is None:
             return
         started = self._started.pop(trial.trial_id, None)
         self._reported.pop(trial.trial_id, None)
@@ -157,7 +173,7 @@ class StudyRecorder(tune.Callback):
             pruned_reason=pruned, schedule=self._schedule(trial.trial_id))
         history = details.history
         optuna_trial, values = self.searcher.tell(trial.trial_id, state, details)
-        bounds = self.searcher.sweep.bounds
+        bounds = self.sweep.bounds
         feasible = not bounds or all(v <= 0 for v in constraint_values(bounds, told_row(history, True)).values())
         # Only a feasible COMPLETE trial can be "best": an infeasible one keeps no checkpoint.
         self._prune_checkpoints(trial, state, values if state == TrialState.COMPLETE and feasible else None)
@@ -169,7 +185,7 @@ class StudyRecorder(tune.Callback):
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
         """Under PBT, keep in the study what resumes the trial from this checkpoint: its epoch, the
         checkpoint's folder, its values and its schedule so far (one write per interval)."""
-        optuna_trial = self.searcher.running.get(trial.trial_id)
+        optuna_trial = self.searcher.trial_of(trial.trial_id)
         if not isinstance(self.scheduler, PopulationScheduler) or optuna_trial is None:
             return
         epoch = int((trial.last_result or {}).get("epoch", 0))
@@ -197,7 +213,7 @@ class StudyRecorder(tune.Callback):
         folder = Path(trial.path) if trial.path else None
         if folder is None:
             return
-        sweep = self.searcher.sweep
+        sweep = self.sweep
         keep = sweep.spec.keep_checkpoints
         doomed: list[Path] = []
         if state == TrialState.COMPLETE and values is not None and keep > 0:

@@ -33,6 +33,17 @@ class RecordingASHA(ASHAScheduler):
     the recorder asks :meth:`stopped` to tell PRUNED from COMPLETE. On resume,
     :meth:`replay` feeds the study's curves through the scheduler, so the cut-offs are the
     ones the interrupted sweep had.
+
+    Args:
+        time_attr: the result key that counts progress (``"epoch"``: rungs are in epochs).
+        metric: the result key ASHA judges (the spec's ``metric.name``).
+        mode: ``"max"`` or ``"min"``, the metric's goal.
+        best_so_far: judge a trial by its best value so far rather than its value at the rung
+            (W&B's hyperband without ``strict: true``; see :class:`sweeper.spec.Asha`).
+        bounds: outcome constraints (:mod:`sweeper.study.constraints`): a trial that breaks one
+            that cannot recover stops at once; one that may recover ranks below feasible ones.
+        **kwargs: Ray's ``ASHAScheduler`` arguments: ``max_t`` and ``grace_period`` (epochs),
+            ``reduction_factor``, ``brackets``, ``stop_last_trials``.
     """
 
     def __init__(self, *, time_attr: str, metric: str, mode: str, best_so_far: bool = False,
@@ -141,6 +152,15 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     Like :class:`RecordingASHA`, it remembers whom it stopped (:meth:`stopped`) and rebuilds its
     rungs from earlier curves (:meth:`replay`).
+
+    Args:
+        time_attr: the result key that counts progress (``"epoch"``).
+        metrics: the objectives' result keys, in the spec's order.
+        goals: ``"maximize"`` or ``"minimize"`` for each of ``metrics``.
+        max_t: a trial's most epochs; no rung at or above it.
+        grace_period: the first rung, in epochs.
+        reduction_factor: the rungs' ratio, and the share ``1/reduction_factor`` that goes on.
+        bounds: outcome constraints, as for :class:`RecordingASHA`.
     """
 
     def __init__(self, *, time_attr: str, metrics: Sequence[str], goals: Sequence[str], max_t: float,
@@ -238,7 +258,11 @@ class MultiObjectiveASHA(FIFOScheduler):
 class FeasibilityScheduler(FIFOScheduler):
     """No early stopping but the constraints': a trial that breaks a bound that cannot recover
     (:func:`sweeper.study.constraints.final_violation`) stops at once; every other trial runs all its
-    epochs (a sweep with ``constraints`` and no ASHA)."""
+    epochs (a sweep with ``constraints`` and no ASHA).
+
+    Args:
+        bounds: the spec's outcome constraints (:func:`sweeper.study.constraints.bounds_of`).
+    """
 
     def __init__(self, bounds: Sequence[Bound]):
         super().__init__()

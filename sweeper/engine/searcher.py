@@ -60,6 +60,13 @@ class StudySearcher(Searcher):
         grid: grid points (Optuna's representation), for ``method: grid``.
         ending: set once the sweep must end before its budget (:class:`~sweeper.engine.events.Ending`): no new
             trial is asked, and the running ones end.
+
+    Args:
+        study: the study to ask and tell (created or opened by :mod:`sweeper.study.studies`).
+        sweep: the validated spec: metric and goal, budget, search space, seed.
+        storage: the study's storage, for the study lock shared with other drivers.
+        lease: this driver's lease (:func:`sweeper.study.coordination.take_lease`).
+        grid: for ``method: grid``, the grid's points as Optuna values (``SearchSpace.grid()``).
     """
 
     # While waiting, Tune asks again at every step; the study is read at most this often.
@@ -82,6 +89,11 @@ class StudySearcher(Searcher):
         self._rng = random.Random(sweep.spec.seed)
         self._keys: dict[int, str] = {}  # finished trials' configuration keys, by trial number
         self._size = sweep.space.size() if grid is None else None  # once: counted, not listed
+
+    def trial_of(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial this driver asked for Ray trial ``trial_id``; ``None`` once it was told
+        (or when another driver's)."""
+        return self.running.get(trial_id)
 
     # --- the study's counts, leases and zombies
 
