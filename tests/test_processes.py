@@ -243,7 +243,8 @@ def test_pruned_failed_timed_out_and_killed_program_trials_leave_nothing_behind(
     """A real sweep (Ray, SQLite) of a program that forks lingering grandchildren (one ignores
     SIGTERM, one leaves the group) and prints \\r progress: trial 0's worker is SIGKILLed mid-run
     (retried, then COMPLETE), trial 1 exits 1 (FAIL), trial 2 hangs past trial_timeout (FAIL),
-    later ones are PRUNED by ASHA. No process of it remains, and every log stays under the cap."""
+    later ones are PRUNED by ASHA. No process of it remains, every log stays under the cap, and
+    the PRUNED trials' logs are deleted with their checkpoints."""
     marker = f"hostile_program_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{marker}.py").write_text(HOSTILE)
     url = f"sqlite:///{tmp_path / 'h.db'}"
@@ -282,8 +283,11 @@ def test_pruned_failed_timed_out_and_killed_program_trials_leave_nothing_behind(
     assert len(pruned) == 2 and all(len(t.intermediate_values) < 3 for t in pruned)
     logs = tmp_path / "art" / "hostile" / "programs"
     cap = int(cap_mb * 2**20)
-    for n in trials:
-        for kind in ("out", "err"):
+    for n, trial in trials.items():
+        if trial.state == TrialState.PRUNED:  # pruned with its checkpoints, once its group had gone
+            assert not list(logs.glob(f"trial-{n}.*")), (n, sorted(logs.iterdir()))
+            continue
+        for kind in ("out", "err"):  # the best COMPLETE trial's and the FAIL trials' logs are kept
             sizes = [p.stat().st_size for p in logs.glob(f"trial-{n}.{kind}*")]
             assert sizes and sum(sizes) <= cap, (n, kind, sizes)
     assert (logs / "trial-0.out.1").exists()  # rotated: 300 KB written to a 52 KB cap

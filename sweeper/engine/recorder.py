@@ -12,7 +12,10 @@ trial's end decides its state and hands it, with those details, to
 - FAIL with the error's last line when the trainer raised or its worker was lost too often,
   or (kind ``driver``) when the sweep was interrupted before the trial's last epoch.
 
-Then it keeps the checkpoints of the ``keep_checkpoints`` best COMPLETE trials only.
+Then it keeps the checkpoints of the ``keep_checkpoints`` best COMPLETE trials only, and a
+program trial's logs (``<artifacts>/<study>/programs/trial-N.*``) with them: a FAIL trial's logs
+are kept (they say why), a PRUNED trial's and a COMPLETE one's that falls out of the best are
+deleted once its process group has had time to go (:data:`LOG_PRUNE_DELAY_S`).
 
 Who writes the study: the searcher asks each trial and tells its end (state, values, the
 details gathered here); the recorder writes only what comes per epoch (intermediate values or
@@ -41,6 +44,7 @@ from sweeper.engine.searcher import StudySearcher
 from sweeper.study import record
 from sweeper.study.constraints import constraint_values, told_row
 from sweeper.study.pareto import Vector, minimised, rank_order
+from sweeper.trial.processes import KILL_GRACE_S
 from sweeper.trial.trainable import ERROR_KEY
 from trainers.base import EXTRA_METRICS, FOLD_METRIC_PREFIX
 
@@ -48,6 +52,10 @@ if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 log = logging.getLogger(__name__)
+
+# Seconds after a program trial's end before its logs may go: its process group gets
+# KILL_GRACE_S to stop (sweeper.trial.processes) and its worker writes its output until then.
+LOG_PRUNE_DELAY_S = KILL_GRACE_S + 2.0
 
 # What the trainable (where the trial runs) and Ray Tune add to every result: never a trainer's metric.
 _TUNE_KEYS = {"epoch", *record.WHERE, "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
@@ -78,12 +86,19 @@ class StudyRecorder(tune.Callback):
         self._numbers: dict[str, int] = {}  # Ray trial id -> study trial number (a schedule's sources)
         self._reported: dict[str, set[int]] = {}  # epochs whose values the study has, per trial
         self._best: list[tuple[Vector, Path]] = []  # (minimised values, trial folder) of COMPLETE trials
+        self._logs: dict[Path, Path] = {}  # trial folder -> its program's logs (their common stem)
+        self._doomed_logs: list[tuple[float, Path]] = []  # (when, stem): logs to delete from then on
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Ray pickles callbacks with its experiment state; the study stays here.
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.searcher.renew_lease()
+        if self._doomed_logs:
+            self._delete_logs(time.monotonic())
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._delete_logs(float("inf"))  # every trial has ended: no program writes any more
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._started.setdefault(trial.trial_id, time.time())
@@ -213,6 +228,9 @@ class StudyRecorder(tune.Callback):
         folder = Path(trial.path) if trial.path else None
         if folder is None:
             return
+        program = trial.config["sweeper"].get("program")
+        if program:
+            self._logs[folder] = Path(program["logs"]) / str(program["run_id"])
         sweep = self.sweep
         keep = sweep.spec.keep_checkpoints
         doomed: list[Path] = []
@@ -227,6 +245,20 @@ class StudyRecorder(tune.Callback):
         for path in doomed:
             for checkpoint in path.glob("checkpoint_*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)
+            stem = self._logs.pop(path, None)
+            if stem is not None and state != TrialState.FAIL:  # a FAIL trial's logs say why: kept
+                self._doomed_logs.append((time.monotonic() + LOG_PRUNE_DELAY_S, stem))
+
+    def _delete_logs(self, now: float) -> None:
+        """Delete the doomed program logs whose time has come (``trial-N.out``, ``.err``, their
+        rotated ``.1``, ``.args.json``, ``.metrics.jsonl``, and a W&B function's ``trial-N/``)."""
+        due = [stem for when, stem in self._doomed_logs if when <= now]
+        self._doomed_logs = [(when, stem) for when, stem in self._doomed_logs if when > now]
+        for stem in due:
+            for path in stem.parent.glob(f"{stem.name}.*"):
+                path.unlink(missing_ok=True)
+            if stem.is_dir():
+                shutil.rmtree(stem, ignore_errors=True)
 
 
 def _last_line(trial: Trial) -> str:

@@ -132,7 +132,8 @@ class CappedLog:
         while data:
             if self.size >= self.half:
                 self.file.close()
-                os.replace(self.path, f"{self.path}.1")
+                with contextlib.suppress(FileNotFoundError):  # pruned with its trial (the recorder)
+                    os.replace(self.path, f"{self.path}.1")
                 self.file, self.size = open(self.path, "wb"), 0  # noqa: SIM115
             part, data = data[:self.half - self.size], data[self.half - self.size:]
             self.file.write(part)
