@@ -148,3 +148,16 @@ SIZED = Trainer(
     params={"lr": CURVE.params["lr"], "sleep_s": CURVE.params["sleep_s"], "width": MULTI.params["width"]},
     metrics=(*CURVE.metrics, "param_count") if CURVE.metrics else None,
 )
+
+
+def loud_fit(config: TrainConfig, report: Report) -> dict[str, float]:
+    """An undeclared trainer that prints, as users' trainers do: the same notice in every trial
+    (as a "training on the CPU" line would be), then one line per epoch and one at its end."""
+    print("loud trainer: the same notice in every trial", flush=True)
+    metrics: dict[str, float] = {}
+    for epoch in range(1, config.epochs + 1):
+        print(f"loud trainer: seed {config.seed} epoch {epoch}", flush=True)
+        metrics = {"val_accuracy": float(config.params["lr"]) * epoch}
+        report(epoch, metrics)
+    print(f"loud trainer: seed {config.seed} done", flush=True)
+    return metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,26 @@ def test_export_train_studies_and_show_on_a_recorded_study(in_tmp: Path) -> None
     assert result.exit_code == 0 and "tiny" in result.output and "0.7000" in result.output
     result = runner.invoke(app, ["show", "tiny"])
     assert result.exit_code == 0 and "study tiny: 2 complete, 1 pruned, 1 failed" in result.output
+
+
+@pytest.mark.slow
+def test_what_the_trainers_print_comes_before_the_closing_table(tmp_path: Path) -> None:
+    """Ray forwards the workers' output to the driver late, and holds lines repeated across
+    workers: every line a trial printed, the repeated notice included, is out before the closing
+    summary, and the output to a file has no ANSI colour codes."""
+    spec = write_spec(tmp_path / "loud.yaml", {
+        "name": "loud", "method": "random", "run_cap": 4, "epochs": 3, "max_concurrent_trials": 2,
+        "trainer": "tests.fake_trainers:loud_fit", "metric": {"name": "val_accuracy", "goal": "maximize"},
+        "storage": f"sqlite:///{tmp_path / 'loud.db'}", "artifacts": str(tmp_path / "art"),
+        "parameters": {"lr": {"min": 0.01, "max": 0.1}}})
+    done = subprocess.run([sys.executable, "-m", "sweeper", "launch", str(spec)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    closing = out.index("best trial: #")
+    seeds = [int(s) for s in re.findall(r"loud trainer: seed (\d+) done", out)]
+    assert len(seeds) == 4, out[-3000:]
+    assert all(out.index(f"loud trainer: seed {s} done") < closing for s in seeds), out[-3000:]
+    assert "loud trainer: the same notice in every trial" in out[:closing]
+    assert "loud trainer" not in out[closing:], out[closing:]
+    assert "\x1b[" not in out

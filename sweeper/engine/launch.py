@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from sweeper.engine.ray_runtime import concurrency_for, init_ray
+from sweeper.engine.ray_runtime import WorkerOutput, concurrency_for, init_ray
 from sweeper.errors import SweeperError
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ def run_sweep(
         SweeperError: Ray could not start or the sweep broke.
     """
     init_ray(address)  # sets Ray Tune's environment before Tune is imported below
+    output = WorkerOutput()
 
     from sweeper.engine.cluster import check_nodes, warm_data_cache
     from sweeper.engine.recorder import StudyRecorder
@@ -182,6 +183,7 @@ def run_sweep(
         on_start(searcher, concurrency)
     _fit(tuner, searcher)
     finished = _close(sweep, searcher)
+    output.drain()  # the trials' last printed lines come before the closing summary (not on Ctrl-C)
     return SweepOutcome(searcher.study, finished, searcher.failed, time.time() - started, searcher.ending)
 
 

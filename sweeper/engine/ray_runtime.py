@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 # keep the driver's working directory (relative paths keep working), results reach the driver
 # one at a time, Tune's old-style (silenced) output, and results that lack the metric (a
 # trainer's error) are not an error of Tune's. Each is read by Tune when a sweep runs, not at import.
+# The workers' output reaches the driver line by line as printed: Ray's log deduplication would
+# hold lines that differ only in their numbers ("epoch 3 loss 0.21") as "[repeated 6x]" and print
+# them after the sweep (read when Ray is imported: init_ray sets it first).
 RAY_ENV = {
+    "RAY_DEDUP_LOGS": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_CHDIR_TO_TRIAL_DIR": "0",
     "TUNE_RESULT_BUFFER_LENGTH": "1",
@@ -52,11 +56,11 @@ def init_ray(address: str | None) -> None:
         SweeperError: Ray could not start, or the cluster did not let this driver join (a wrong
             or missing token, a head that does not answer).
     """
+    set_ray_env()  # before Ray is imported: it reads RAY_DEDUP_LOGS then
     import ray
 
     from sweeper.errors import SweeperError
 
-    set_ray_env()
     if not sys.stdout.isatty():  # a notebook, a file, CI: Ray's worker lines without ANSI colour codes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if ray.is_initialized():
@@ -93,6 +97,39 @@ def init_ray(address: str | None) -> None:
             raise SweeperError(f"Ray could not {'join ' + target if target else 'start'}: "
                                f"{type(err).__name__}: {lines[-1] if lines else ''}") from err
     quiet_logs()
+
+
+class WorkerOutput:
+    """The workers' output as Ray forwards it to this driver (``log_to_driver``): Ray's log monitor
+    reads the workers' files and publishes their new lines a moment after they were printed, so
+    the last lines of a sweep may reach the driver after its end. :meth:`drain` waits for them.
+
+    Under Ray Client the driver runs on the cluster and nothing is watched here.
+    """
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self._dispatcher: Any = None
+        with contextlib.suppress(Exception):  # Ray's dispatcher is internal: without it, no wait
+            from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+            global_worker_stdstream_dispatcher.add_handler("sweeper_worker_output", self._seen)
+            self._dispatcher = global_worker_stdstream_dispatcher
+
+    def _seen(self, data: Any) -> None:
+        self.last = time.monotonic()
+
+    def drain(self, quiet_s: float = 0.5, most_s: float = 3.0) -> None:
+        """Return once no worker line has arrived for ``quiet_s`` seconds, or after ``most_s``
+        seconds at most; then stop watching."""
+        if self._dispatcher is None:
+            return
+        deadline = time.monotonic() + most_s
+        while (now := time.monotonic()) < deadline and now - self.last < quiet_s:
+            time.sleep(min(0.05, quiet_s))
+        with contextlib.suppress(Exception):
+            self._dispatcher.remove_handler("sweeper_worker_output")
+        self._dispatcher = None
 
 
 def quiet_logs() -> None:
