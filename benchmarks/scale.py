@@ -1,6 +1,7 @@
 """Cost per trial at scale: N near-instant trials through sweeper and through Ray Tune, side by side.
 
-    python -m benchmarks.scale [--trials 100 1000 10000] [--method random bayes] [--write]
+    python -m benchmarks.scale [--trials 100 1000 10000] [--method random bayes]
+                               [--postgres URL --postgres-trials 2000] [--write]
 
 Each trial is 2 epochs of 0.02 s (``benchmarks.fixed_trainer``), 2 at a time, on local Ray:
 
@@ -13,11 +14,19 @@ A run's cost per trial is read from the times its trials ended (sweeper: the stu
 means late = early. ``random`` measures the orchestration itself; ``bayes`` adds TPE's ask, which
 grows with the study by design, reported apart. On the largest sweeper study it also times
 ``sweeper show``, ``sweeper report`` and the closing summary (the progress display's end).
+
+With ``--postgres URL`` it also runs ``--postgres-trials`` trials on PostgreSQL, once with one
+driver and once with two (``sweeper launch`` and, once the study exists, ``sweeper resume`` of it
+beside it, 2 trials at a time each, sharing the budget).
+
+Resumable: each run's end times are saved in ``benchmarks/scale.json`` as it finishes, and a run
+already there is not run again (:class:`benchmarks._results.RawLogs`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,14 +50,17 @@ def slopes(ends: list[float]) -> tuple[float, float]:
     return slope(0.10, 0.50), slope(0.75, 0.975)
 
 
-def sweeper_ends(n: int, method: str, workdir: Path) -> tuple[list[float], str, str]:
-    """End times (seconds after the first) of ``n`` sweeper trials; the study's name and URL."""
+def sweeper_ends(n: int, method: str, workdir: Path, url: str | None = None,
+                 name: str | None = None) -> tuple[list[float], str, str]:
+    """End times (seconds after the first) of ``n`` sweeper trials; the study's name and URL
+    (a new SQLite file unless ``url`` is given)."""
     import optuna
 
     from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
-    name, url = f"scale-{method}-{n}", f"sqlite:///{workdir / f'scale-{method}-{n}.db'}"
+    name = name or f"scale-{method}-{n}"
+    url = url or f"sqlite:///{workdir / f'scale-{method}-{n}.db'}"
     run_sweep(validate({
         "name": name, "method": method, "run_cap": n, "epochs": EPOCHS, "max_concurrent_trials": CONCURRENCY,
         "trainer": "benchmarks.fixed_trainer:FIXED", "storage": url, "artifacts": str(workdir / "artifacts"),
@@ -95,10 +107,67 @@ def _timed(*args: str) -> float:
     return time.perf_counter() - started
 
 
+def readers(name: str, url: str, workdir: Path) -> dict[str, float]:
+    """Seconds for ``sweeper show`` and ``sweeper report`` (new processes) and the closing summary
+    (rendered here) on the study ``name``."""
+    import optuna
+    from rich.console import Console
+
+    from sweeper.spec import validate
+    from sweeper.study.studies import stored_spec
+    from sweeper.views.progress import summary
+
+    out = {"show": _timed("show", name, "--storage", url),
+           "report": _timed("report", name, "--storage", url, "-o", str(workdir / "r.html"))}
+    study = optuna.load_study(study_name=name, storage=url)
+    started = time.perf_counter()
+    Console(file=open(os.devnull, "w"), width=100).print(summary(study, validate(stored_spec(url, name)), 0.0))  # noqa: SIM115
+    out["closing summary"] = time.perf_counter() - started
+    return out
+
+
+def _spec_file(path: Path, name: str, n: int, url: str, workdir: Path) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "name": name, "method": "random", "run_cap": n, "epochs": EPOCHS, "max_concurrent_trials": CONCURRENCY,
+        "trainer": "benchmarks.fixed_trainer:FIXED", "storage": url, "artifacts": str(workdir / "artifacts"),
+        "keep_checkpoints": 0, "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": EPOCH_S}}}))
+    return path
+
+
+def two_drivers_ends(n: int, url: str, workdir: Path) -> list[float]:
+    """End times of ``n`` trials run by two drivers of one study: ``sweeper launch`` and, once its
+    study exists, ``sweeper resume`` beside it (each starts its own local Ray)."""
+    import optuna
+
+    name = f"scale-2drivers-{n}-{int(time.time())}"
+    spec = _spec_file(workdir / f"{name}.yaml", name, n, url, workdir)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = [sys.executable, "-m", "sweeper"]
+    first = subprocess.Popen([*run, "launch", str(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while name not in optuna.study.get_all_study_names(storage=url) and time.time() < deadline:
+        time.sleep(0.5)
+    second = subprocess.Popen([*run, "resume", name, "--storage", url], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=7200)
+        if proc.returncode != 0:
+            raise RuntimeError(f"a driver exited {proc.returncode}: {err.decode()[-2000:]}")
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    ends = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete is not None)
+    return [e - ends[0] for e in ends]
+
+
 def main() -> None:
+    from benchmarks._results import RawLogs, machine, write_section
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--method", nargs="+", default=["random"], choices=["random", "bayes"])
+    parser.add_argument("--postgres", help="a PostgreSQL URL for the one- and two-driver runs")
+    parser.add_argument("--postgres-trials", type=int, default=2000)
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = parser.parse_args()
     import optuna
@@ -106,30 +175,62 @@ def main() -> None:
     from sweeper.engine.ray_runtime import init_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    init_ray(None)
-    lines = ["| method | trials | runner | ms per trial, early | late | late / early |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    logs = RawLogs(Path(__file__).with_name("scale.json"), {"epochs": EPOCHS, "epoch_s": EPOCH_S,
+                                                            "concurrency": CONCURRENCY})
+    runners = [f"{who}-{method}" for method in args.method for who in ("sweeper", "tune")]
+    largest = max(args.trials)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for method in args.method:
-            for n in args.trials:
-                ours, name, url = sweeper_ends(n, method, workdir)
-                for runner, ends in (("sweeper", ours), ("Ray Tune + OptunaSearch", tune_ends(n, method, workdir))):
-                    early, late = slopes(ends)
-                    lines.append(f"| {method} | {n} | {runner} | {early * 1000:.0f} | {late * 1000:.0f} | "
-                                 f"{late / early:.2f} |")
-                    print(lines[-1], flush=True)
-        readers = [f"`sweeper show` {_timed('show', name, '--storage', url):.1f} s",
-                   f"`sweeper report` {_timed('report', name, '--storage', url, '-o', str(workdir / 'r.html')):.1f} s"]
-        print(f"on the {args.trials[-1]}-trial study: " + ", ".join(readers), flush=True)
+        todo = list(logs.todo(runners, args.trials))
+        if args.postgres:
+            todo += [(args.postgres_trials, r) for r in ("sweeper-postgres", "sweeper-postgres-2drivers")
+                     if f"{r}|{args.postgres_trials}" not in logs.raw]
+        for n, runner in todo:
+            print(f"{runner}, {n} trials ...", flush=True)
+            entry: dict[str, Any] = {}
+            if runner.startswith("sweeper-postgres"):
+                if runner.endswith("2drivers"):
+                    entry["ends"] = two_drivers_ends(n, args.postgres, workdir)
+                else:
+                    init_ray(None)
+                    entry["ends"], _, _ = sweeper_ends(n, "random", workdir, url=args.postgres,
+                                                       name=f"scale-postgres-{n}-{int(time.time())}")
+            elif runner.startswith("sweeper-"):
+                init_ray(None)
+                entry["ends"], name, url = sweeper_ends(n, runner.split("-", 1)[1], workdir)
+                if n == largest:
+                    entry["readers"] = readers(name, url, workdir)
+            else:
+                init_ray(None)
+                entry["ends"] = tune_ends(n, runner.split("-", 1)[1], workdir)
+            entry["ends"] = [round(e, 4) for e in entry["ends"]]
+            logs.save(runner, n, entry)
+    lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    names = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch", "sweeper-postgres": "sweeper, PostgreSQL",
+             "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
+    reader_lines = []
+    for key, entry in logs.raw.items():
+        if key == "_meta":
+            continue
+        runner, size = key.rsplit("|", 1)
+        who, _, method = runner.partition("-") if not runner.startswith("sweeper-postgres") else (runner, "", "random")
+        early, late = slopes(entry["ends"])
+        lines.append(f"| {names.get(who, who)} ({method}) | {size} | {early * 1000:.0f} | {late * 1000:.0f} | "
+                     f"{late / early:.2f} | {entry['ends'][-1]:.0f} |")
+        if "readers" in entry:
+            reader_lines.append(f"{names.get(who, who)} ({method}), {size} trials: "
+                                + ", ".join(f"{k} {v:.1f} s" for k, v in entry["readers"].items()))
+    print("\n".join(lines + reader_lines), flush=True)
     if args.write:
-        from benchmarks._results import machine, write_section
-
         write_section(f"Cost per trial at scale ({time.strftime('%Y-%m-%d')})",
                       [f"Machine: {machine()}. Command: `python -m benchmarks.scale --trials "
-                       f"{' '.join(map(str, args.trials))} --method {' '.join(args.method)}`. Trials of {EPOCHS} "
-                       f"epochs of {EPOCH_S} s, {CONCURRENCY} at a time; ms per trial from the trials' end times.",
-                       "", *lines, "", "Readers on the largest study: " + ", ".join(readers) + "."])
+                       f"{' '.join(map(str, args.trials))} --method {' '.join(args.method)}"
+                       + (f" --postgres URL --postgres-trials {args.postgres_trials}" if args.postgres else "")
+                       + f"`. Trials of {EPOCHS} epochs of {EPOCH_S} s, {CONCURRENCY} at a time per driver; ms per "
+                       "trial from the trials' end times (early: between the 10th and 50th percentile of trials; "
+                       "late: between the 75th and 97.5th); whole run: first to last trial end.",
+                       "", *lines, "", "Readers on the largest study: " + "; ".join(reader_lines) + "."])
 
 
 if __name__ == "__main__":
