@@ -159,13 +159,18 @@ def test_failing_and_stdout_programs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         **base, "name": "prints", "program": "prints.py", "run_cap": 2,
         "command": ["${env}", "${interpreter}", "${program}", "${args}"]}))])
     assert result.exit_code == 0, result.output
-    trials = optuna.load_study(study_name="prints", storage=url).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    for t in trials:
-        lr = yaml.safe_load(Path(t.user_attrs["config"]["program"]["logs"], f"trial-{t.number}.config.yaml")
-                            .read_text())["lr"]["value"]
+    study = optuna.load_study(study_name="prints", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for t in study.trials:
+        lr = t.params["lr"]
         assert t.intermediate_values == {1: pytest.approx(lr), 2: pytest.approx(2 * lr)}
         assert t.value == pytest.approx(2 * lr)
+        logs = Path(t.user_attrs["config"]["program"]["logs"])
+        if t.number == study.best_trial.number:  # the program read its W&B config file; the file is kept
+            config = yaml.safe_load((logs / f"trial-{t.number}.config.yaml").read_text())
+            assert config["lr"]["value"] == pytest.approx(lr)
+        else:  # keep_checkpoints 1: the other COMPLETE trial's logs went with its checkpoints
+            assert not list(logs.glob(f"trial-{t.number}.*")), sorted(logs.iterdir())
 
 
 @pytest.mark.slow
