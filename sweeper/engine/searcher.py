@@ -6,14 +6,15 @@ ended (:meth:`StudySearcher.tell`, the shape of Ray's ``Searcher.on_trial_comple
 by :class:`sweeper.engine.recorder.StudyRecorder`, which adds what it saw of the trial). It keeps
 the sweep's live state: the trials it asked and has not told, the failures, the stop reason.
 
-No configuration runs twice (``random`` and ``bayes``): a draw whose configuration (the trainer's
-values, after decoding and quantisation) equals that of a trial finished, running or queued is
-recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the study counts
-them) and drawn again; after :data:`~sweeper.study.duplicates.DUPLICATES_IN_A_ROW` such draws in
-a finite space, the unseen configuration nearest the last draw (:func:`~sweeper.study.duplicates.nearest`)
-is queued instead. When every configuration of a finite space has finished or runs, the searcher
-waits for the running trials (one may FAIL: a FAIL trial's configuration may run again), then the
-sweep ends with what it has (an :class:`~sweeper.engine.events.Ending` of kind ``exhausted``).
+No configuration runs twice (``random`` and ``bayes``): a draw whose configuration (the
+trainer's values, after decoding and quantisation) equals that of a trial finished, running or
+queued is recorded as a duplicate draw (a FAIL trial of kind ``duplicate``, never run; the
+study counts them) and drawn again; after :data:`~sweeper.study.duplicates.DUPLICATES_IN_A_ROW` such draws in a finite
+space, the unseen configuration nearest the last draw (fewest parameters changed,
+:func:`~sweeper.study.duplicates.nearest`) is queued instead. When every configuration of a finite space has finished or
+runs, nothing is drawn: the searcher waits for the running trials (one may FAIL, freeing its
+configuration), and once all have finished the sweep ends with what it has (an :class:`~sweeper.engine.events.Ending`
+of kind ``exhausted``). A FAIL trial's configuration may run again.
 
 Budget: it stops asking when the budget of finished trials (COMPLETE + PRUNED, every
 driver's) is met or running (a failed trial frees its place, so the sweep ends with exactly
@@ -57,7 +58,8 @@ class StudySearcher(Searcher):
         running: Ray trial id → the Optuna trial this driver asked for it (until it is told).
         failed: FAIL trials of this study that failed by themselves (not a lost driver).
         grid: grid points (Optuna's representation), for ``method: grid``.
-        ending: set once the sweep must end early (:class:`~sweeper.engine.events.Ending`): nothing more is asked.
+        ending: set once the sweep must end before its budget (:class:`~sweeper.engine.events.Ending`): no new
+            trial is asked, and the running ones end.
 
     Args:
         study: the study to ask and tell (created or opened by :mod:`sweeper.study.studies`).
@@ -86,11 +88,11 @@ class StudySearcher(Searcher):
         self._ended_since_wait = True
         self._rng = random.Random(sweep.spec.seed)
         self._keys: dict[int, str] = {}  # finished trials' configuration keys, by trial number
-        self._finished: dict[int, tuple[bool, int | None]] = {}  # finished trials: (this sweep's?, grid id)
         self._size = sweep.space.size() if grid is None else None  # once: counted, not listed
 
     def trial_of(self, trial_id: str) -> optuna.Trial | None:
-        """The Optuna trial this driver asked for Ray trial ``trial_id``; ``None`` once told."""
+        """The Optuna trial this driver asked for Ray trial ``trial_id``; ``None`` once it was told
+        (or when another driver's)."""
         return self.running.get(trial_id)
 
     # --- the study's counts, leases and zombies
@@ -104,16 +106,14 @@ class StudySearcher(Searcher):
         running_points: set[int] = set()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                TrialState.RUNNING)):
+            if not record.ran_here(t):
+                continue  # an earlier study's trial: not this sweep's budget
+            gid = record.grid_id_of(t)
             if t.state == TrialState.RUNNING:
-                if record.ran_here(t):  # else an earlier study's trial: not this sweep's budget
-                    running += 1
-                    if (gid := record.grid_id_of(t)) is not None:
-                        running_points.add(gid)
-                continue
-            if t.number not in self._finished:  # a finished trial never changes: classified once
-                self._finished[t.number] = (record.ran_here(t), record.grid_id_of(t))
-            counted, gid = self._finished[t.number]
-            if counted:
+                running += 1
+                if gid is not None:
+                    running_points.add(gid)
+            else:
                 finished += 1
                 if gid is not None:
                     done.add(gid)
