@@ -61,11 +61,7 @@ def sweeper_ends(n: int, method: str, workdir: Path, url: str | None = None,
 
     name = name or f"scale-{method}-{n}"
     url = url or f"sqlite:///{workdir / f'scale-{method}-{n}.db'}"
-    run_sweep(validate({
-        "name": name, "method": method, "run_cap": n, "epochs": EPOCHS, "max_concurrent_trials": CONCURRENCY,
-        "trainer": "benchmarks.fixed_trainer:FIXED", "storage": url, "artifacts": str(workdir / "artifacts"),
-        "keep_checkpoints": 0, "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": EPOCH_S}},
-    }))
+    run_sweep(validate(_spec(name, method, n, url, workdir)))
     trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
     ends = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete is not None)
     return [e - ends[0] for e in ends], name, url
@@ -126,14 +122,11 @@ def readers(name: str, url: str, workdir: Path) -> dict[str, float]:
     return out
 
 
-def _spec_file(path: Path, name: str, n: int, url: str, workdir: Path) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump({
-        "name": name, "method": "random", "run_cap": n, "epochs": EPOCHS, "max_concurrent_trials": CONCURRENCY,
-        "trainer": "benchmarks.fixed_trainer:FIXED", "storage": url, "artifacts": str(workdir / "artifacts"),
-        "keep_checkpoints": 0, "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": EPOCH_S}}}))
-    return path
+def _spec(name: str, method: str, n: int, url: str, workdir: Path) -> dict[str, Any]:
+    """The benchmark's sweep: ``n`` trials of the fixed trainer, ``CONCURRENCY`` at a time."""
+    return {"name": name, "method": method, "run_cap": n, "epochs": EPOCHS, "max_concurrent_trials": CONCURRENCY,
+            "trainer": "benchmarks.fixed_trainer:FIXED", "storage": url, "artifacts": str(workdir / "artifacts"),
+            "keep_checkpoints": 0, "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": EPOCH_S}}}
 
 
 def two_drivers_ends(n: int, url: str, workdir: Path) -> list[float]:
@@ -142,7 +135,10 @@ def two_drivers_ends(n: int, url: str, workdir: Path) -> list[float]:
     import optuna
 
     name = f"scale-2drivers-{n}-{int(time.time())}"
-    spec = _spec_file(workdir / f"{name}.yaml", name, n, url, workdir)
+    import yaml
+
+    spec = workdir / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(_spec(name, "random", n, url, workdir)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = [sys.executable, "-m", "sweeper"]
     first = subprocess.Popen([*run, "launch", str(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
