@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from sweeper.errors import InputError
@@ -68,3 +69,79 @@ def test_postgres_server_named_by_ci_answers() -> None:
     url = postgres_url()
     assert url is not None and make_url(url).get_backend_name() == "postgresql"
     open_storage(url)
+
+
+def test_a_trials_attributes_are_written_in_one_transaction_and_read_back_as_optunas(
+        storage_url: str, study_name: str) -> None:
+    """``set_user_attrs`` on sweeper's storage writes every attribute at once (replacing a key
+    already there), Optuna reads them back as its own, and a finished trial refuses the write."""
+    from sqlalchemy import event
+
+    from sweeper.study.record import set_user_attrs
+
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    trial = study.ask()
+    trial.set_user_attr("epochs_run", 1)
+    commits: list[int] = []
+    event.listen(storage.engine, "commit", lambda conn: commits.append(1))
+    attrs = {"epochs_run": 3, "history": [{"epoch": 1, "m": 0.5}], "where": {"node": "n"}, "note": None}
+    set_user_attrs(trial, attrs)
+    assert len(commits) == 1
+    assert trial.user_attrs == attrs  # the trial's own view
+    study.tell(trial, 1.0)
+    assert optuna.load_study(study_name=study_name, storage=storage_url).trials[0].user_attrs == attrs
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attrs(trial._trial_id, {"late": 1})
+
+
+def test_the_trial_index_reads_each_finished_trial_once_and_sees_another_drivers_trials(
+        storage_url: str, study_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The searcher's index of a study: counts, grid points and seen configurations equal a full
+    read of the study, including trials another driver (another storage) adds, finishes or
+    queues; a finished trial is read once, so a read after many trials reads only what changed."""
+    from sweeper.study.index import TrialIndex
+    from sweeper.study.record import queue_grid_point, write_failure
+
+    storage, other = open_storage(storage_url), open_storage(storage_url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    theirs = optuna.load_study(study_name=study_name, storage=other)
+    dist = {"x": optuna.distributions.IntDistribution(0, 100)}
+    index = TrialIndex(storage, study, lambda params: str(params.get("x")))
+    states = [TrialState.COMPLETE] * 4 + [TrialState.PRUNED, TrialState.FAIL]
+    for x, state in enumerate(states):  # alternately this driver's and the other's
+        driver = study if x % 2 else theirs
+        driver.enqueue_trial({"x": x})
+        trial = driver.ask(dist)
+        driver.tell(trial, float(x) if state == TrialState.COMPLETE else None, state=state)
+    theirs.enqueue_trial({"x": 10})
+    running = theirs.ask(dist)
+    study.enqueue_trial({"x": 0})
+    duplicate = study.ask(dist)
+    write_failure(duplicate, "duplicate draw", "duplicate")
+    study.tell(duplicate, state=TrialState.FAIL)
+    queue_grid_point(study, {"x": 50}, grid_id=7)
+    index.refresh()
+    assert index.finished == 5
+    assert [t.number for t in index.running()] == [running.number]
+    assert [t.number for t in index.waiting()] == [8]
+    assert index.seen() == {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "10": 6, "50": 8}
+    theirs.tell(running, 9.0)
+    queued = study.ask(dist)  # pops the queued grid point
+    study.tell(queued, 1.0)
+    read: list[int] = []
+    from sweeper.study import index as index_module
+
+    real = index_module.trials_since
+
+    def counted(*args: object) -> list[optuna.trial.FrozenTrial]:
+        trials = real(*args)  # type: ignore[arg-type]
+        read.extend(t.number for t in trials)
+        return trials
+
+    monkeypatch.setattr(index_module, "trials_since", counted)  # a spy: the real read, counted
+    index.refresh()
+    assert index.finished == 7 and index.done_points == {7} and not index.open
+    assert sorted(read) == [running.number, queued.number]  # only what changed, not the 9 trials
+    full = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert set(index.finished_keys) == {str(t.params["x"]) for t in full}

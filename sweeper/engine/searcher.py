@@ -39,12 +39,12 @@ from sweeper.study import record
 from sweeper.study.constraints import constraint_values, is_feasible, told_row
 from sweeper.study.coordination import LEASE_RENEW_S, Lease, renew_lease, study_lock, zombie_trials
 from sweeper.study.duplicates import DUPLICATES_IN_A_ROW, MAX_DRAWS, config_key, finite_enumerated, nearest
+from sweeper.study.index import TrialIndex
 
 if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 WAIT = "WAIT"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class StudySearcher(Searcher):
@@ -87,7 +87,8 @@ class StudySearcher(Searcher):
         self._reaped_at = time.monotonic()
         self._ended_since_wait = True
         self._rng = random.Random(sweep.spec.seed)
-        self._keys: dict[int, str] = {}  # finished trials' configuration keys, by trial number
+        # What each ask reads of the study, kept current at a cost independent of its size.
+        self.index = TrialIndex(storage, study, lambda params: config_key(sweep.space.values(params)))
         self._size = sweep.space.size() if grid is None else None  # once: counted, not listed
 
     def trial_of(self, trial_id: str) -> optuna.Trial | None:
@@ -101,23 +102,10 @@ class StudySearcher(Searcher):
         """One read of the study: (finished, running) trials of every driver (COMPLETE + PRUNED,
         and RUNNING; warm-start copies left out), and the grid ids among them that finished and
         that run now."""
-        finished = running = 0
-        done: set[int] = set()
-        running_points: set[int] = set()
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                               TrialState.RUNNING)):
-            if not record.ran_here(t):
-                continue  # an earlier study's trial: not this sweep's budget
-            gid = record.grid_id_of(t)
-            if t.state == TrialState.RUNNING:
-                running += 1
-                if gid is not None:
-                    running_points.add(gid)
-            else:
-                finished += 1
-                if gid is not None:
-                    done.add(gid)
-        return finished, running, done, running_points
+        self.index.refresh()
+        running = self.index.running()
+        running_points = {gid for t in running if (gid := record.grid_id_of(t)) is not None}
+        return self.index.finished, len(running), set(self.index.done_points), running_points
 
     def renew_lease(self, force: bool = False) -> None:
         """Renew this driver's lease when it is older than ``LEASE_RENEW_S``."""
@@ -230,15 +218,12 @@ class StudySearcher(Searcher):
     def _ask_new(self, trial_id: str) -> dict[str, Any] | str | None:
         """Ask a trial whose configuration has not run (see the module docstring); under the lock."""
         study, space = self.study, self.sweep.space
-        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                                                        TrialState.WAITING))
-        keys = {t.number: self._key_of(t) for t in live}
-        seen = {keys[t.number]: t.number for t in live}
+        seen = self.index.seen()  # read by _decide, under this lock
         size = self._size
         if finite_enumerated(size) and len(seen) >= size:
             # Nothing new to draw. A running trial may yet FAIL and free its configuration: wait
             # for the running ones; the space is exhausted once every configuration has finished.
-            if len({keys[t.number] for t in live if t.state in FINISHED}) < size:
+            if len(self.index.finished_keys) < size:
                 self._hold()
                 return None
             self.end("exhausted", f"every one of the search space's {size} configurations has run")
@@ -264,16 +249,6 @@ class StudySearcher(Searcher):
             return None
         self.end("exhausted", f"{MAX_DRAWS} draws in a row were configurations that had run ({len(seen)} distinct)")
         return Searcher.FINISHED if not self.running else None
-
-    def _key_of(self, trial: optuna.trial.FrozenTrial) -> str:
-        """``trial``'s configuration key; a finished trial's is computed once (it never changes),
-        so an ask costs no key building per finished trial of a long study."""
-        key = self._keys.get(trial.number)
-        if key is None:
-            key = config_key(self.sweep.space.values(trial.params))
-            if trial.state in FINISHED:
-                self._keys[trial.number] = key
-        return key
 
     def _new_trial(self) -> optuna.Trial:
         space = self.sweep.space
@@ -302,7 +277,7 @@ class StudySearcher(Searcher):
             # Under the study lock a queued grid point is asked at once; one still WAITING was
             # queued by a driver that stopped in between. Optuna's ask() would pop it instead of
             # the point chosen here (running a point twice), so it ends FAIL first.
-            for stale in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            for stale in self.index.waiting():
                 record.mark_driver_lost(self.storage, stale._trial_id,
                                         "queued by a driver that stopped before running it")
                 self.storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
@@ -397,4 +372,4 @@ class StudySearcher(Searcher):
         # Ray pickles the Tuner's config (and so this searcher) into its experiment folder;
         # the live study connection stays behind.
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("study", "sweep", "storage", "lease", "running", "grid")}
+                if k not in ("study", "sweep", "storage", "lease", "running", "grid", "index")}

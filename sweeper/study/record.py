@@ -24,9 +24,9 @@ trial's last one through ``study.direction``, which raises there; ``trial.report
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,6 +67,7 @@ WHERE = ("node", "node_id", "worker", "device")
 
 # "duplicate": a draw of a configuration already finished or running, never run (see sweeper.engine.searcher).
 FailKind = Literal["trial", "driver", "duplicate"]
+_T = TypeVar("_T")
 
 
 # --- the study --------------------------------------------------------------------------
@@ -123,9 +124,20 @@ def read_leases(study_attrs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def write_asked(trial: optuna.Trial, config: Mapping[str, Any], driver_id: str, ray_trial_id: str) -> None:
     """Record what a driver asked a trial for: its training config, its driver, Ray's trial id."""
-    trial.set_user_attr(CONFIG, dict(config))
-    trial.set_user_attr(DRIVER_ID, driver_id)
-    trial.set_user_attr(RAY_TRIAL_ID, ray_trial_id)
+    set_user_attrs(trial, {CONFIG: dict(config), DRIVER_ID: driver_id, RAY_TRIAL_ID: ray_trial_id})
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Write ``attrs`` to the running ``trial``, in one transaction where its storage is sweeper's
+    (:meth:`sweeper.study.storage.RetryingRDBStorage.set_trial_user_attrs`, behind Optuna's cache)."""
+    write_all = getattr(getattr(trial.storage, "_backend", None), "set_trial_user_attrs", None)
+    cached = getattr(trial, "_cached_frozen_trial", None)  # what Trial.user_attrs reads
+    if write_all is None or cached is None:  # another storage: Optuna's one write per attribute
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    else:
+        write_all(trial._trial_id, attrs)
+        cached.user_attrs.update(attrs)
 
 
 @dataclass
@@ -170,20 +182,17 @@ def write_details(trial: optuna.Trial, details: TrialDetails) -> None:
         attrs[PRUNED_REASON] = details.pruned_reason
     if details.schedule:
         attrs[SCHEDULE] = details.schedule
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    set_user_attrs(trial, attrs)
 
 
 def write_failure(trial: optuna.Trial, reason: str, kind: FailKind) -> None:
     """Record why a trial failed (before it is told FAIL)."""
-    trial.set_user_attr(FAIL_REASON, reason)
-    trial.set_user_attr(FAIL_KIND, kind)
+    set_user_attrs(trial, {FAIL_REASON: reason, FAIL_KIND: kind})
 
 
 def mark_driver_lost(storage: optuna.storages.BaseStorage, trial_id: int, why: str) -> None:
-    """Record on a trial (by its storage id) that its driver was lost: ``fail_reason`` "driver
-    lost: <why>", kind ``driver`` (not counted against ``max_failed_trials``); the caller then
-    ends it FAIL."""
+    """Record on a trial (by storage id) that its driver was lost: ``fail_reason`` "driver lost: <why>",
+    kind ``driver`` (not counted against ``max_failed_trials``); the caller then ends it FAIL."""
     storage.set_trial_user_attr(trial_id, FAIL_REASON, f"driver lost: {why}")
     storage.set_trial_user_attr(trial_id, FAIL_KIND, "driver")
 
@@ -269,16 +278,13 @@ def schedule_of(trial: FrozenTrial) -> list[dict[str, Any]]:
 
 def epochs_run_of(trial: FrozenTrial, default: int | None = None) -> int:
     """Epochs the trial trained; ``default`` (else its number of intermediate values) when unrecorded."""
-    value = trial.user_attrs.get(EPOCHS_RUN)
-    if value is None:
-        return len(trial.intermediate_values) if default is None else default
-    return int(value)
+    value = _attr(trial, EPOCHS_RUN, int)
+    return value if value is not None else len(trial.intermediate_values) if default is None else default
 
 
 def recorded_epochs_run(trial: FrozenTrial) -> int | None:
     """Epochs the trial trained as its driver recorded them, ``None`` when unrecorded."""
-    value = trial.user_attrs.get(EPOCHS_RUN)
-    return int(value) if value is not None else None
+    return _attr(trial, EPOCHS_RUN, int)
 
 
 def worker_of(trial: FrozenTrial) -> str:
@@ -288,14 +294,12 @@ def worker_of(trial: FrozenTrial) -> str:
 
 def end_reason(trial: FrozenTrial) -> str | None:
     """Why the trial failed (``FloatingPointError: loss became NaN at epoch 3``), ``None`` otherwise."""
-    reason = trial.user_attrs.get(FAIL_REASON)
-    return str(reason) if reason is not None else None
+    return _attr(trial, FAIL_REASON, str)
 
 
 def pruned_reason_of(trial: FrozenTrial) -> str | None:
     """Why a PRUNED trial stopped when not by ASHA (``infeasible: param_count 3.2e+06 > max 2e+06``), else ``None``."""
-    reason = trial.user_attrs.get(PRUNED_REASON)
-    return str(reason) if reason is not None else None
+    return _attr(trial, PRUNED_REASON, str)
 
 
 def fail_kind_of(trial: FrozenTrial) -> FailKind:
@@ -307,8 +311,7 @@ def fail_kind_of(trial: FrozenTrial) -> FailKind:
 
 def warm_start_of(trial: FrozenTrial) -> str | None:
     """``OLD_STUDY#number`` for a trial copied from an earlier study by warm start, else ``None``."""
-    value = trial.user_attrs.get(WARM_START_FROM)
-    return str(value) if value is not None else None
+    return _attr(trial, WARM_START_FROM, str)
 
 
 def warm_start_copy(trial: FrozenTrial, distributions: Mapping[str, Any], origin: str) -> FrozenTrial:
@@ -380,17 +383,18 @@ def failed_by_itself(trial: FrozenTrial) -> bool:
 
 def driver_of(trial: FrozenTrial) -> str | None:
     """The id of the driver that asked the trial."""
-    value = trial.user_attrs.get(DRIVER_ID)
-    return str(value) if value is not None else None
+    return _attr(trial, DRIVER_ID, str)
 
 
 def grid_id_of(trial: FrozenTrial) -> int | None:
     """The grid point the trial runs, ``None`` outside grid search."""
-    value = trial.user_attrs.get(GRID_ID)
-    return int(value) if value is not None else None
+    return _attr(trial, GRID_ID, int)
 
 
 def retry_of(trial: FrozenTrial) -> int | None:
     """The number of the trial whose parameters this one runs again (after its driver was lost)."""
-    value = trial.user_attrs.get(RETRY_OF)
-    return int(value) if value is not None else None
+    return _attr(trial, RETRY_OF, int)
+
+
+def _attr(trial: FrozenTrial, key: str, kind: Callable[[Any], _T]) -> _T | None:
+    return None if (value := trial.user_attrs.get(key)) is None else kind(value)

@@ -1,0 +1,89 @@
+"""A driver's running index of its study: what each ask needs, read at a cost that does not grow
+with the study.
+
+Each ask must know how many trials of the sweep have finished and run (every driver's), which
+grid points those were, and every configuration that finished, runs or is queued (the duplicate
+check). Reading the whole study for that at every ask costs time in proportion to its trials
+(about 25 ms per ask at 5,000 trials, benchmarks/RESULTS.md, "Cost per trial at scale").
+A finished trial never changes, so :class:`TrialIndex` reads each one once and folds it into
+running totals; an ask then reads only the trials that are new or were unfinished at the last
+read, as Optuna's own trial cache (``optuna.storages._CachedStorage``) does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.study import record
+from sweeper.study.storage import trials_since
+
+OPEN = (TrialState.RUNNING, TrialState.WAITING)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class TrialIndex:
+    """The study's trials as the searcher needs them, kept current by :meth:`refresh`.
+
+    Attributes:
+        finished: COMPLETE + PRUNED trials that ran in this study (:func:`~sweeper.study.record.ran_here`;
+            warm-start copies and duplicate draws left out), every driver's.
+        done_points: grid ids of those.
+        finished_keys: configuration key → trial number of every COMPLETE or PRUNED trial,
+            warm-start copies included (their configurations have run).
+        open: storage trial id → the trial as last read, for trials RUNNING or WAITING then.
+
+    Args:
+        storage: the study's RDB storage.
+        study: the study.
+        key_of: a configuration's key, from a trial's parameters (see
+            :func:`sweeper.study.duplicates.config_key`).
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, study: optuna.Study,
+                 key_of: Callable[[Mapping[str, Any]], str]):
+        self.storage, self.key_of = storage, key_of
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.finished = 0
+        self.done_points: set[int] = set()
+        self.finished_keys: dict[str, int] = {}
+        self.open: dict[int, FrozenTrial] = {}
+        self._read_up_to = -1  # every trial id up to this one has been read at least once
+
+    def refresh(self) -> None:
+        """Read the trials created since the last read and those that were open then; fold each
+        newly finished one into the totals (once: a finished trial never changes)."""
+        for trial in trials_since(self.storage, self.study_id, set(self.open), self._read_up_to):
+            self._read_up_to = max(self._read_up_to, trial._trial_id)
+            if trial.state in OPEN:
+                self.open[trial._trial_id] = trial
+                continue
+            self.open.pop(trial._trial_id, None)
+            if trial.state in FINISHED:
+                self.finished_keys[self.key_of(trial.params)] = trial.number
+                if record.ran_here(trial):
+                    self.finished += 1
+                    if (gid := record.grid_id_of(trial)) is not None:
+                        self.done_points.add(gid)
+
+    def running(self) -> list[FrozenTrial]:
+        """The RUNNING trials that ran in this study, as of the last :meth:`refresh`."""
+        return [t for t in self.open.values() if t.state == TrialState.RUNNING and record.ran_here(t)]
+
+    def waiting(self) -> list[FrozenTrial]:
+        """The WAITING (queued) trials, as of the last :meth:`refresh`."""
+        return [t for t in self.open.values() if t.state == TrialState.WAITING]
+
+    def seen(self) -> dict[str, int]:
+        """Configuration key → trial number of every trial finished (COMPLETE, PRUNED), running or
+        queued, as of the last :meth:`refresh`."""
+        return {**self.finished_keys, **{self.key_of(params_of(t)): t.number for t in self.open.values()}}
+
+
+def params_of(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters; for a queued (WAITING) trial, those it was queued with (Optuna keeps
+    them in its ``fixed_params`` system attribute until the trial is asked)."""
+    return dict(trial.params) if trial.state != TrialState.WAITING else dict(trial.system_attrs.get("fixed_params", {}))
