@@ -214,6 +214,10 @@ def test_launch_runs_a_spec_with_overrides(tmp_path: Path, monkeypatch: pytest.M
     assert optuna.load_study(study_name="launched", storage=url).user_attrs["sweeper_spec"]["run_cap"] == 2
     with pytest.raises(InputError, match="already exists"):
         sweeper.launch(spec, storage=url)
+    # A sweep that raised leaves nothing watching Ray's worker output in this process.
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+    assert all(name != "sweeper_worker_output" for name, _ in global_worker_stdstream_dispatcher.handlers)
 
 
 def test_ipython_shows_sweepers_errors_as_one_line(tmp_path: Path) -> None:

@@ -173,17 +173,21 @@ def run_sweep(
     from sweeper.engine.cluster import check_nodes, warm_data_cache
     from sweeper.engine.recorder import StudyRecorder
 
-    check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
-    started = time.time()
-    concurrency = concurrency_for(sweep)
-    warm_data_cache(sweep, concurrency)  # nodes decode the data while the study opens and Tune starts trials
-    searcher, scheduler = _open_study(sweep, concurrency, resume=resume, warm_start=warm_start, notice=notice)
-    tuner = _tuner(sweep, searcher, scheduler, StudyRecorder(sweep, searcher, scheduler, on_end), concurrency, function)
-    if on_start is not None:
-        on_start(searcher, concurrency)
-    _fit(tuner, searcher)
-    finished = _close(sweep, searcher)
-    output.drain()  # the trials' last printed lines come before the closing summary (not on Ctrl-C)
+    try:
+        check_nodes(sweep)  # on a cluster: every node sees the data, weights and artifact folder
+        started = time.time()
+        concurrency = concurrency_for(sweep)
+        warm_data_cache(sweep, concurrency)  # nodes decode the data while the study opens and Tune starts trials
+        searcher, scheduler = _open_study(sweep, concurrency, resume=resume, warm_start=warm_start, notice=notice)
+        recorder = StudyRecorder(sweep, searcher, scheduler, on_end)
+        tuner = _tuner(sweep, searcher, scheduler, recorder, concurrency, function)
+        if on_start is not None:
+            on_start(searcher, concurrency)
+        _fit(tuner, searcher)
+        finished = _close(sweep, searcher)
+        output.drain()  # the trials' last printed lines come before the closing summary (not on Ctrl-C)
+    finally:
+        output.stop()  # a sweep that raised leaves no handler on Ray's dispatcher
     return SweepOutcome(searcher.study, finished, searcher.failed, time.time() - started, searcher.ending)
 
 

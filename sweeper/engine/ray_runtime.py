@@ -127,6 +127,12 @@ class WorkerOutput:
         deadline = time.monotonic() + most_s
         while (now := time.monotonic()) < deadline and now - self.last < quiet_s:
             time.sleep(min(0.05, quiet_s))
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop watching (at once; again is harmless): a sweep that raised waits for nothing."""
+        if self._dispatcher is None:
+            return
         with contextlib.suppress(Exception):
             self._dispatcher.remove_handler("sweeper_worker_output")
         self._dispatcher = None
