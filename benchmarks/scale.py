@@ -6,7 +6,8 @@
 Each trial is 2 epochs of 0.02 s (``benchmarks.fixed_trainer``), 2 at a time, on local Ray:
 
 - sweeper: ``run_sweep`` (what ``sweeper launch`` runs), SQLite study, reused actors;
-- Ray Tune + ``OptunaSearch`` (the same sampler), ``reuse_actors=True``.
+- Ray Tune + ``OptunaSearch`` (the same sampler), ``reuse_actors=True``; in memory (``tune``) and
+  with its study in SQLite (``tunesqlite``, OptunaSearch's ``storage``: the recording sweeper does).
 
 A run's cost per trial is read from the times its trials ended (sweeper: the study's
 ``datetime_complete``; Ray Tune: a callback's clock at each trial's end), as the slope between the
@@ -75,8 +76,10 @@ def _tune_trainable(config: dict[str, Any]) -> None:
         tune.report({"val_accuracy": config["x"] * epoch / EPOCHS, "epoch": epoch})
 
 
-def tune_ends(n: int, method: str, workdir: Path) -> list[float]:
-    """End times (seconds after the first) of ``n`` Ray Tune trials (OptunaSearch, random or TPE)."""
+def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[float]:
+    """End times (seconds after the first) of ``n`` Ray Tune trials (OptunaSearch, random or TPE);
+    with ``sqlite``, OptunaSearch's study is kept in a new SQLite file (its ``storage`` argument),
+    as sweeper keeps its own: asks, parameters, each result as an intermediate value, each end."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -88,9 +91,11 @@ def tune_ends(n: int, method: str, workdir: Path) -> list[float]:
             ends.append(time.perf_counter())
 
     sampler = optuna.samplers.RandomSampler() if method == "random" else optuna.samplers.TPESampler()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / f'tune-{method}-{n}.db'}") if sqlite else None
+    search = OptunaSearch(metric="val_accuracy", mode="max", sampler=sampler, storage=storage,
+                          study_name=f"tune-{method}-{n}" if sqlite else None)
     tune.Tuner(_tune_trainable, param_space={"x": tune.uniform(0.0, 1.0), "epoch_s": EPOCH_S},
-               tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric="val_accuracy", mode="max",
-                                                                   sampler=sampler),
+               tune_config=tune.TuneConfig(search_alg=search,
                                            num_samples=n, max_concurrent_trials=CONCURRENCY, reuse_actors=True),
                run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name=f"tune-{method}-{n}", verbose=0,
                                          callbacks=[Ends()])).fit()
@@ -173,7 +178,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs = RawLogs(Path(__file__).with_name("scale.json"), {"epochs": EPOCHS, "epoch_s": EPOCH_S,
                                                             "concurrency": CONCURRENCY})
-    runners = [f"{who}-{method}" for method in args.method for who in ("sweeper", "tune")]
+    runners = [f"{who}-{method}" for method in args.method for who in ("sweeper", "tune", "tunesqlite")]
     largest = max(args.trials)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -198,12 +203,14 @@ def main() -> None:
                     entry["readers"] = readers(name, url, workdir)
             else:
                 init_ray(None)
-                entry["ends"] = tune_ends(n, runner.split("-", 1)[1], workdir)
+                who, method = runner.split("-", 1)
+                entry["ends"] = tune_ends(n, method, workdir, sqlite=who == "tunesqlite")
             entry["ends"] = [round(e, 4) for e in entry["ends"]]
             logs.save(runner, n, entry)
     lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
              "| --- | --- | --- | --- | --- | --- |"]
-    names = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch", "sweeper-postgres": "sweeper, PostgreSQL",
+    names = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch",
+             "tunesqlite": "Ray Tune + OptunaSearch, SQLite study", "sweeper-postgres": "sweeper, PostgreSQL",
              "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
     reader_lines = []
     for key, entry in logs.raw.items():

@@ -58,6 +58,7 @@ class StudySearcher(Searcher):
         running: Ray trial id → the Optuna trial this driver asked for it (until it is told).
         failed: FAIL trials of this study that failed by themselves (not a lost driver).
         grid: grid points (Optuna's representation), for ``method: grid``.
+        index: the study's trials as each ask needs them (:class:`~sweeper.study.index.TrialIndex`).
         ending: set once the sweep must end before its budget (:class:`~sweeper.engine.events.Ending`): no new
             trial is asked, and the running ones end.
 
@@ -99,9 +100,9 @@ class StudySearcher(Searcher):
     # --- the study's counts, leases and zombies
 
     def counts(self) -> tuple[int, int, set[int], set[int]]:
-        """One read of the study: (finished, running) trials of every driver (COMPLETE + PRUNED,
-        and RUNNING; warm-start copies left out), and the grid ids among them that finished and
-        that run now."""
+        """The study now: (finished, running) trials of every driver (COMPLETE + PRUNED, and
+        RUNNING; warm-start copies left out), and the grid ids among them that finished and that
+        run now. Reads only the trials that changed since the last call (:attr:`index`)."""
         self.index.refresh()
         running = self.index.running()
         running_points = {gid for t in running if (gid := record.grid_id_of(t)) is not None}
