@@ -16,6 +16,9 @@ means late = early. ``random`` measures the orchestration itself; ``bayes`` adds
 grows with the study by design, reported apart. On the largest sweeper study it also times
 ``sweeper show``, ``sweeper report`` and the closing summary (the progress display's end).
 
+With ``--driver-only`` it also times the driver's own work without Ray on the largest ``--trials``
+(:func:`driver_ms`): whether sweeper's part of the cost grows with the study, apart from Ray's.
+
 With ``--postgres URL`` it also runs ``--postgres-trials`` trials on PostgreSQL, once with one
 driver and once with two (``sweeper launch`` and, once the study exists, ``sweeper resume`` of it
 beside it, 2 trials at a time each, sharing the budget).
@@ -102,6 +105,49 @@ def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[
     return [e - ends[0] for e in ends]
 
 
+def driver_ms(n: int, workdir: Path, window: int = 500) -> list[float]:
+    """The driver's own ms per trial, without Ray, in windows of ``window`` trials: sweeper's
+    searcher, scheduler and recorder on a SQLite study, driven through the calls Ray Tune makes
+    (suggest, each epoch's result, the end), with no wait for a trial."""
+    from benchmarks.simulate import _RayTrial
+    from sweeper.engine.recorder import StudyRecorder
+    from sweeper.engine.scheduler import make_scheduler
+    from sweeper.engine.searcher import StudySearcher
+    from sweeper.spec import validate
+    from sweeper.study.coordination import take_lease
+    from sweeper.study.storage import open_storage
+    from sweeper.study.studies import create_study
+
+    url = f"sqlite:///{workdir / f'driver-{n}.db'}"
+    sweep = validate(_spec(f"driver-{n}", "random", n, url, workdir))
+    storage = open_storage(url)
+    study = create_study(sweep, CONCURRENCY, storage)
+    searcher = StudySearcher(study, sweep, storage, take_lease(study))
+    searcher.POLL_S = 0.0
+    scheduler = make_scheduler(sweep)
+    recorder = StudyRecorder(sweep, searcher, scheduler)
+    out, started = [], time.perf_counter()
+    for i in range(n):
+        trial = _RayTrial(f"t{i}", searcher.suggest(f"t{i}"))  # type: ignore[arg-type]
+        if scheduler is not None:
+            scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
+        recorder.on_trial_start(0, [], trial)  # type: ignore[arg-type]
+        for epoch in range(1, EPOCHS + 1):
+            trial.last_result = {"epoch": epoch, "val_accuracy": 0.5 * epoch / EPOCHS, "training_iteration": epoch}
+            if scheduler is not None:
+                scheduler.on_trial_result(None, trial, trial.last_result)  # type: ignore[arg-type]
+            recorder.on_trial_result(0, [], trial, trial.last_result)  # type: ignore[arg-type]
+        if scheduler is not None:
+            scheduler.on_trial_complete(None, trial, trial.last_result)  # type: ignore[arg-type]
+        recorder.on_trial_complete(0, [], trial)  # type: ignore[arg-type]
+        if (i + 1) % window == 0:
+            now = time.perf_counter()
+            out.append(round((now - started) / window * 1000, 2))
+            started = now
+    storage.engine.dispose()
+    return out
+
+
 def _timed(*args: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sweeper", *args], check=True, capture_output=True, timeout=3600)
@@ -170,6 +216,8 @@ def main() -> None:
     parser.add_argument("--postgres", help="a PostgreSQL URL for the one- and two-driver runs")
     parser.add_argument("--postgres-trials", type=int, default=2000)
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--driver-only", action="store_true",
+                        help="also time the driver's own work without Ray, on the largest --trials")
     args = parser.parse_args()
     import optuna
 
@@ -183,6 +231,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         todo = list(logs.todo(runners, args.trials))
+        if args.driver_only and f"driver|{largest}" not in logs.raw:
+            logs.save("driver", largest, {"ms_per_500": driver_ms(largest, workdir)})
         if args.postgres:
             todo += [(args.postgres_trials, r) for r in ("sweeper-postgres", "sweeper-postgres-2drivers")
                      if f"{r}|{args.postgres_trials}" not in logs.raw]
@@ -214,7 +264,7 @@ def main() -> None:
              "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
     reader_lines = []
     for key, entry in logs.raw.items():
-        if key == "_meta":
+        if key == "_meta" or "ends" not in logs.raw[key]:
             continue
         runner, size = key.rsplit("|", 1)
         who, _, method = runner.partition("-") if not runner.startswith("sweeper-postgres") else (runner, "", "random")
@@ -224,7 +274,10 @@ def main() -> None:
         if "readers" in entry:
             reader_lines.append(f"{names.get(who, who)} ({method}), {size} trials: "
                                 + ", ".join(f"{k} {v:.1f} s" for k, v in entry["readers"].items()))
-    print("\n".join(lines + reader_lines), flush=True)
+    driver = [f"The driver's own work without Ray ({key}: searcher, scheduler and recorder, SQLite), ms per trial "
+              f"in windows of 500 trials: {', '.join(f'{v:.1f}' for v in entry['ms_per_500'])}"
+              for key, entry in logs.raw.items() if key.startswith("driver|")]
+    print("\n".join(lines + reader_lines + driver), flush=True)
     if args.write:
         write_section(f"Cost per trial at scale ({time.strftime('%Y-%m-%d')})",
                       [f"Machine: {machine()}. Command: `python -m benchmarks.scale --trials "
@@ -233,7 +286,8 @@ def main() -> None:
                        + f"`. Trials of {EPOCHS} epochs of {EPOCH_S} s, {CONCURRENCY} at a time per driver; ms per "
                        "trial from the trials' end times (early: between the 10th and 50th percentile of trials; "
                        "late: between the 75th and 97.5th); whole run: first to last trial end.",
-                       "", *lines, "", "Readers on the largest study: " + "; ".join(reader_lines) + "."])
+                       "", *lines, "", "Readers on the largest study: " + "; ".join(reader_lines) + ".",
+                       *(["", *driver] if driver else [])])
 
 
 if __name__ == "__main__":
