@@ -81,8 +81,9 @@ def _tune_trainable(config: dict[str, Any]) -> None:
 
 def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[float]:
     """End times (seconds after the first) of ``n`` Ray Tune trials (OptunaSearch, random or TPE);
-    with ``sqlite``, OptunaSearch's study is kept in a new SQLite file (its ``storage`` argument),
-    as sweeper keeps its own: asks, parameters, each result as an intermediate value, each end."""
+    with ``sqlite``, OptunaSearch's study is kept in a new SQLite file (its ``storage`` argument,
+    Optuna's ``RDBStorage`` in WAL mode as sweeper's studies are), as sweeper keeps its own: asks,
+    parameters, each result as an intermediate value, each end."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -94,7 +95,13 @@ def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[
             ends.append(time.perf_counter())
 
     sampler = optuna.samplers.RandomSampler() if method == "random" else optuna.samplers.TPESampler()
-    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / f'tune-{method}-{n}.db'}") if sqlite else None
+    storage = None
+    if sqlite:  # Optuna's own RDBStorage, with the SQLite settings sweeper's studies use (WAL, synchronous=NORMAL)
+        from sweeper.study.storage import _use_wal
+
+        storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / f'tune-{method}-{n}.db'}",
+                                             engine_kwargs={"connect_args": {"timeout": 30}})
+        _use_wal(storage.engine)
     search = OptunaSearch(metric="val_accuracy", mode="max", sampler=sampler, storage=storage,
                           study_name=f"tune-{method}-{n}" if sqlite else None)
     tune.Tuner(_tune_trainable, param_space={"x": tune.uniform(0.0, 1.0), "epoch_s": EPOCH_S},

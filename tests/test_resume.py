@@ -497,6 +497,48 @@ def test_a_grid_point_queued_by_a_dead_driver_is_not_run_twice(tmp_path: Path, s
     assert stale.user_attrs["fail_reason"].startswith("driver lost")
 
 
+def test_a_small_space_resumed_with_queued_retries_runs_them_then_ends_exhausted(tmp_path: Path,
+                                                                               study_name: str) -> None:
+    """A space of 4 configurations, budget 10: 2 trials finish, 2 are interrupted (Ctrl-C queues
+    them again). The next driver runs the 2 queued retries first (the duplicate check counts
+    them as seen, which must not stop them from being asked), then ends exhausted at 4."""
+    from sweeper.engine.searcher import StudySearcher
+    from sweeper.study.coordination import take_lease
+    from sweeper.study.record import TrialDetails
+    from sweeper.study.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'small.db'}"
+    sweep = validate({"name": study_name, "method": "random", "trainer": "tests.fake_trainers:CURVE", "epochs": 1,
+                      "run_cap": 10, "storage": url, "artifacts": str(tmp_path / "artifacts"),
+                      "parameters": {"lr": {"values": [0.002, 0.004, 0.008, 0.016]}}})
+    storage = open_storage(url, pool_size=1)
+    study = create_study(sweep, 2, storage)
+    curve = TrialDetails([{"epoch": 1, "val_accuracy": 0.5}], epochs_run=1)
+
+    def run(searcher: StudySearcher, n: int) -> list[float]:
+        ran = []
+        for i in range(n):
+            config = searcher.suggest(f"{id(searcher)}-{i}")
+            if not isinstance(config, dict):
+                return ran
+            ran.append(searcher.running[f"{id(searcher)}-{i}"].params["lr"])
+            searcher.tell(f"{id(searcher)}-{i}", TrialState.COMPLETE, curve)
+        return ran
+
+    first = StudySearcher(study, sweep, storage, take_lease(study))
+    done = run(first, 2)
+    for i in range(2):  # two more asked, then the driver is interrupted
+        assert isinstance(first.suggest(f"cut-{i}"), dict)
+    interrupted = sorted(t.params["lr"] for t in first.running.values())
+    first.fail_unfinished("interrupted (Ctrl-C)")
+    second = StudySearcher(study, sweep, storage, take_lease(study))
+    second.POLL_S = 0.0
+    retried = run(second, 5)
+    assert sorted(retried) == interrupted and sorted(done + retried) == [0.002, 0.004, 0.008, 0.016]
+    assert second.ending is not None and second.ending.kind == "exhausted"
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
 def test_a_worker_stopped_by_ray_prints_no_traceback_but_real_errors_still_show() -> None:
     """sweeper.trial.trainable's unraisable hook, in a real interpreter: the SystemExit that Ray's
     SIGTERM handler raises inside a weakref callback when a sweep ends is not printed; any

@@ -143,5 +143,9 @@ def test_the_trial_index_reads_each_finished_trial_once_and_sees_another_drivers
     index.refresh()
     assert index.finished == 7 and index.done_points == {7} and not index.open
     assert sorted(read) == [running.number, queued.number]  # only what changed, not the 9 trials
+    totals = (index.finished, set(index.done_points), dict(index.finished_keys))
+    index.reset()  # the searcher's whole read now and then: the same totals from scratch
+    index.refresh()
+    assert (index.finished, index.done_points, index.finished_keys) == totals and len(read) == 2 + 9
     full = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert set(index.finished_keys) == {str(t.params["x"]) for t in full}

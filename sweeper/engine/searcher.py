@@ -184,6 +184,7 @@ class StudySearcher(Searcher):
             if now - self._reaped_at >= self.REAP_S:
                 self._reaped_at = now
                 self.reap_zombies()
+                self.index.reset()  # a whole read now and then: see TrialIndex.reset
             decision, grid_id = self._decide()
             if decision == WAIT:
                 return None
@@ -221,7 +222,8 @@ class StudySearcher(Searcher):
         study, space = self.study, self.sweep.space
         seen = self.index.seen()  # read by _decide, under this lock
         size = self._size
-        if finite_enumerated(size) and len(seen) >= size:
+        # Queued trials (retries) are asked first, whatever the counts: only an ask starts them.
+        if finite_enumerated(size) and len(seen) >= size and not self.index.waiting():
             # Nothing new to draw. A running trial may yet FAIL and free its configuration: wait
             # for the running ones; the space is exhausted once every configuration has finished.
             if len(self.index.finished_keys) < size:

@@ -310,10 +310,10 @@ for _name in (
 
 def trials_since(storage: optuna.storages.RDBStorage, study_id: int, open_ids: set[int],
                  after_id: int) -> list[FrozenTrial]:
-    """The study's trials whose storage ids are above ``after_id`` or in ``open_ids``, by id: the
-    one read Optuna's own trial cache makes to stay current (``RDBStorage._get_trials``, which
-    ``optuna.storages._CachedStorage`` calls; retried here by :class:`RetryingRDBStorage`). Its
-    cost is that of the trials returned, not of the study."""
+    """The study's trials whose storage ids are above ``after_id`` or in ``open_ids``, by id:
+    Optuna's own incremental read (``RDBStorage._get_trials``, which its trial cache
+    ``optuna.storages._CachedStorage`` calls with its highest finished id; retried here by
+    :class:`RetryingRDBStorage`). Its cost is that of the trials returned, not of the study."""
     return storage._get_trials(study_id, None, open_ids, after_id)
 
 
