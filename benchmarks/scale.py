@@ -290,6 +290,7 @@ def main() -> None:
                       [f"Machine: {machine()}. Command: `python -m benchmarks.scale --trials "
                        f"{' '.join(map(str, args.trials))} --method {' '.join(args.method)}"
                        + (f" --postgres URL --postgres-trials {args.postgres_trials}" if args.postgres else "")
+                       + (" --driver-only" if args.driver_only else "")
                        + f"`. Trials of {EPOCHS} epochs of {EPOCH_S} s, {CONCURRENCY} at a time per driver; ms per "
                        "trial from the trials' end times (early: between the 10th and 50th percentile of trials; "
                        "late: between the 75th and 97.5th); whole run: first to last trial end.",
