@@ -184,7 +184,8 @@ class StudySearcher(Searcher):
             if now - self._reaped_at >= self.REAP_S:
                 self._reaped_at = now
                 self.reap_zombies()
-                self.index.reset()  # a whole read now and then: see TrialIndex.reset
+                if self.storage.engine.name != "sqlite":  # a whole read now and then: see TrialIndex.reset
+                    self.index.reset()
             decision, grid_id = self._decide()
             if decision == WAIT:
                 return None

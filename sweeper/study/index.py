@@ -52,9 +52,10 @@ class TrialIndex:
 
     def reset(self) -> None:
         """Forget what was read: the next :meth:`refresh` reads the whole study. The searcher calls
-        it every ``REAP_S`` seconds: on PostgreSQL a trial another driver adds outside the study
-        lock (its Ctrl-C's retries) may commit after a trial with a higher id was read, and the
-        incremental reads alone would never see it."""
+        it every ``REAP_S`` seconds on a server database: there a trial another driver adds
+        outside the study lock (its Ctrl-C's retries) may commit after a trial with a higher id
+        was read, and the incremental reads alone would never see it. SQLite commits one writer
+        at a time, in the order of the ids, so it needs none."""
         self.finished = 0
         self.done_points: set[int] = set()
         self.finished_keys: dict[str, int] = {}
