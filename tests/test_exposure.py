@@ -70,6 +70,7 @@ def test_a_planted_config_is_refused_before_it_runs(tmp_path: Path, monkeypatch:
         "trainer": lambda c: {**c, "trainer": "os:system"},
         "program": lambda c: {k: v for k, v in c.items() if k != "program"},
         "program.trial_timeout": lambda c: {**c, "program": {**c["program"], "trial_timeout": -1}},
+        "params.lr": lambda c: {**c, "params": {**c["params"], "lr": 0.3}},  # valid, but not the trial's draw
     }
     for path, change in plants.items():
         _plant(url, trial_id, lambda c, change=change: change(c))
@@ -187,3 +188,30 @@ def test_a_password_in_the_storage_url_is_never_shown_logged_or_stored(
     assert stored is not None and ":***@" in stored
     finished = optuna.load_study(study_name=name, storage=url).trials
     assert sum(t.state.is_finished() for t in finished) == 2
+
+
+def test_a_config_must_hold_its_trials_draw(tmp_path: Path) -> None:
+    """The draw check of a config read back from a study: each searched parameter (nested ones
+    by their path, a searched ``epochs`` at the config's top level) must be what the trial's
+    Optuna parameters decode to; a file parameter's path may have been made absolute."""
+    from sweeper.errors import InputError
+    from sweeper.spec import check_trial_config, stored_space
+    from sweeper.spec._train import _same
+
+    sweep = validate({"name": "draw", "method": "random", "trainer": "tests.fake_trainers:CURVE",
+                      "storage": f"sqlite:///{tmp_path / 'd.db'}", "artifacts": str(tmp_path / "a"),
+                      "parameters": {"lr": {"min": 0.001, "max": 0.1, "distribution": "log_uniform_values"},
+                                     "epochs": {"values": [2, 3]}, "sleep_s": {"value": 0.0}}})
+    drawn = {"lr": 0.0123, "epochs": 3}
+    config = sweep.trial_config(drawn, 0)
+    assert "epochs" not in config["params"] and config["epochs"] == 3
+    space = stored_space(sweep.stored()["parameters"])
+    assert space is not None
+    check_trial_config(config, sweep.stored(), "trial 0", (space, drawn))  # as stored: accepted
+    for change, key in (({"params": {**config["params"], "lr": 0.05}}, "params.lr"),
+                        ({"epochs": 2}, "params.epochs"),
+                        ({"params": {**config["params"], "sleep_s": 1.0}}, "params.sleep_s")):
+        with pytest.raises(InputError, match=f"trial 0: {key}: .* differs from the trial's draw"):
+            check_trial_config({**config, **change}, sweep.stored(), "trial 0", (space, drawn))
+    assert _same("/home/u/run/weights/b.pth", "weights/b.pth") and _same("/w/b.pth", "./b.pth")
+    assert not _same("/home/u/other/a.pth", "weights/b.pth") and not _same("weights/b.pth", "/x/weights/b.pth")

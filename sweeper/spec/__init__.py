@@ -14,7 +14,7 @@ This package is the only place that knows the YAML's keys:
 """
 
 from sweeper.spec._files import apply_overrides, raw_spec, read_yaml
-from sweeper.spec._params import build_space
+from sweeper.spec._params import build_space, stored_space
 from sweeper.spec._schema import SweepSpec
 from sweeper.spec._space import Dimension, SearchSpace
 from sweeper.spec._sweep import Asha, Sweep, spec_differences
@@ -35,5 +35,6 @@ __all__ = [
     "raw_spec",
     "read_yaml",
     "spec_differences",
+    "stored_space",
     "validate",
 ]

@@ -295,3 +295,15 @@ def build_space(parameters: Mapping[str, ParameterSpec]) -> tuple[SearchSpace, l
     walk(parameters, ())
     conditions = conditions_of(parameters, dims, constants, problems)
     return SearchSpace(tuple(dims), constants, paths, conditions), problems
+
+
+def stored_space(parameters: Mapping[str, Any]) -> SearchSpace | None:
+    """The search space of a stored spec's ``parameters`` (plain JSON, as the study keeps them);
+    ``None`` when they do not build (a spec stored by another version)."""
+    from pydantic import ValidationError
+
+    try:
+        space, problems = build_space({k: ParameterSpec.model_validate(v) for k, v in parameters.items()})
+    except ValidationError:
+        return None
+    return None if problems else space

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from sweeper.defaults import FIT_TRAINER, FUNCTION_TRAINER
 from sweeper.errors import InputError, Problem
 from sweeper.spec._problems import did_you_mean, pydantic_problems
 from sweeper.spec._schema import PROGRAM_TRAINER, TrainFileSpec
+from sweeper.spec._space import SearchSpace
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig, Trainer
 from trainers.data import check_data
@@ -77,14 +79,17 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
                                 measure_inference=spec["measure_inference"])
 
 
-def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None, where: str) -> None:
+def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None, where: str,
+                       drawn: tuple[SearchSpace, Mapping[str, Any]] | None = None) -> None:
     """Check a training config read back from a study before anything runs it (``export``,
     ``retrain STUDY``, then ``train``): the study is a database others may write (a dashboard
     can set trial attributes), so the config is untrusted. It must be a valid training config
     (:class:`TrainFileSpec`: known keys, types and bounds, ``program`` holding only what
     :func:`sweeper.trial.program.fit` reads), and what it would run (``trainer``, and a program's
     ``program``, ``command``, ``workdir``, ``logs`` and ``function``) must be what the study's
-    stored ``spec`` gives (skipped when the study has none).
+    stored ``spec`` gives (skipped when the study has none). With ``drawn`` (the stored spec's
+    search space, :func:`sweeper.spec.stored_space`, and the trial's Optuna parameters), each
+    searched parameter and constant in its ``params`` must be what that draw decodes to.
 
     Raises:
         InputError: one line per problem, each starting with ``where`` (the trial), then the key,
@@ -122,5 +127,37 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
     if program and spec.get("program") is None and function is None:
         problems.append(Problem(f"{where}: program", program.get("program"), "is not in the study's spec; a config "
                                 "read back from a study must be the one sweeper stored, so it is not run"))
+    if drawn is not None:
+        problems += _draw_problems(checked, drawn[1], drawn[0], where)
     if problems:
         raise InputError(problems)
+
+
+
+def _draw_problems(config: Mapping[str, Any], drawn: Mapping[str, Any], space: SearchSpace,
+                   where: str) -> list[Problem]:
+    """Where a config's ``params`` differ from what the trial's draw ``drawn`` decodes to in
+    ``space`` (compared as JSON, as the study stores them). A searched ``epochs`` is the
+    config's own ``epochs`` unless it is in ``params`` (a program's)."""
+    problems = []
+    params = config.get("params") or {}
+    for name, value in space.values(drawn).items():
+        got: Any = params if name != "epochs" or "epochs" in params else {"epochs": config.get("epochs")}
+        for part in space.paths.get(name, (name,)):
+            got = got.get(part) if isinstance(got, Mapping) else None
+        if not _same(got, value):
+            problems.append(Problem(f"{where}: params.{name}", got, f"differs from the trial's draw ({value!r}); a "
+                                    "config read back from a study must be the one sweeper stored, so it is not run"))
+    return problems
+
+
+def _same(got: Any, value: Any) -> bool:
+    """``got`` (from a stored config) is ``value`` (decoded from the draw), as JSON; a declared
+    file parameter's path is made absolute in the config (:meth:`trainers.base.Param.resolve`),
+    so a path matches an absolute path that ends in it."""
+    if json.dumps(got, sort_keys=True) == json.dumps(value, sort_keys=True):
+        return True
+    if not (isinstance(got, str) and isinstance(value, str) and Path(got).is_absolute()):
+        return False
+    tail = [part for part in Path(value).expanduser().parts if part not in (".", "..")]
+    return bool(tail) and list(Path(got).parts[-len(tail):]) == tail

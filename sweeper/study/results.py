@@ -137,9 +137,14 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
         for step in schedule:  # each step names what it changed
             final.update(copy.deepcopy(step["params"]))
         config = {**config, "params": final, "seed": schedule[0].get("seed", config["seed"]), "schedule": schedule}
-    from sweeper.spec import check_trial_config
+    from sweeper.spec import check_trial_config, stored_space
 
-    check_trial_config(config, record.stored_spec(study.user_attrs), f"trial {chosen.number} of {study.study_name!r}")
+    # A population-based trial's params changed along its schedule, and a warm-start copy's were
+    # decoded by its own study's space: the draw is compared for the others.
+    stored = record.stored_spec(study.user_attrs)
+    space = stored_space(stored.get("parameters") or {}) if stored else None
+    drawn = (space, chosen.params) if space and not schedule and record.warm_start_of(chosen) is None else None
+    check_trial_config(config, stored, f"trial {chosen.number} of {study.study_name!r}", drawn)
     metric, goal = record.stored_metric(study.user_attrs)
     provenance: dict[str, Any] = {
         "study": study.study_name,
