@@ -117,7 +117,9 @@ class StudySearcher(Searcher):
 
     def reap_zombies(self) -> list[int]:
         """Mark FAIL the RUNNING trials of drivers that are gone, and queue their parameters
-        again (grid points are re-run by the grid itself). Returns their numbers.
+        again (grid points are re-run by the grid itself; a trial whose driver died inside
+        Optuna's ask, before its parameters were set, never ran and is not queued). Returns
+        their numbers.
 
         Call it under :func:`sweeper.study.coordination.study_lock`: a trial is RUNNING a moment before
         its driver id is written, and that moment is inside the lock."""
@@ -131,7 +133,7 @@ class StudySearcher(Searcher):
                 self.study.tell(t.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):
                 continue  # another driver reaped it first
-            if self.grid is None:
+            if self.grid is None and t.params:  # one killed inside Optuna's ask has none: never ran
                 record.queue_retry(self.study, t)
             reaped.append(t.number)
         return reaped
