@@ -133,7 +133,6 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
         raise InputError(problems)
 
 
-
 def _draw_problems(config: Mapping[str, Any], drawn: Mapping[str, Any], space: SearchSpace,
                    where: str) -> list[Problem]:
     """Where a config's ``params`` differ from what the trial's draw ``drawn`` decodes to in
