@@ -7,7 +7,10 @@ Each trial is 2 epochs of 0.02 s (``benchmarks.fixed_trainer``), 2 at a time, on
 
 - sweeper: ``run_sweep`` (what ``sweeper launch`` runs), SQLite study, reused actors;
 - Ray Tune + ``OptunaSearch`` (the same sampler), ``reuse_actors=True``; in memory (``tune``) and
-  with its study in SQLite (``tunesqlite``, OptunaSearch's ``storage``: the recording sweeper does).
+  with its study in SQLite (``tunesqlite``, OptunaSearch's ``storage``: the recording sweeper does),
+  both in this process, after sweeper set its Ray Tune settings (``sweeper.engine.ray_runtime.RAY_ENV``:
+  no per-trial loggers, Tune's experiment state saved hourly); and in memory in a fresh process
+  with Tune's own defaults (``tunedefault``: Ray Tune as a user runs it).
 
 A run's cost per trial is read from the times its trials ended (sweeper: the study's
 ``datetime_complete``; Ray Tune: a callback's clock at each trial's end), as the slope between the
@@ -77,6 +80,22 @@ def _tune_trainable(config: dict[str, Any]) -> None:
     for epoch in range(1, EPOCHS + 1):
         time.sleep(config["epoch_s"])
         tune.report({"val_accuracy": config["x"] * epoch / EPOCHS, "epoch": epoch})
+
+
+def tune_default_ends(n: int, method: str, workdir: Path) -> list[float]:
+    """:func:`tune_ends` (in memory) in a new process whose environment has none of sweeper's Ray
+    Tune settings (:data:`sweeper.engine.ray_runtime.RAY_ENV`): Ray Tune with its own defaults."""
+    import json
+
+    from sweeper.engine.ray_runtime import RAY_ENV
+
+    out = workdir / f"tunedefault-{n}.json"
+    code = ("import json, sys; from pathlib import Path; from benchmarks.scale import tune_ends; "
+            f"Path({str(out)!r}).write_text(json.dumps(tune_ends({n}, {method!r}, Path({str(workdir)!r}))))")
+    env = {k: v for k, v in os.environ.items() if k not in RAY_ENV}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=7200, stdout=subprocess.DEVNULL)
+    return list(json.loads(out.read_text()))
 
 
 def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[float]:
@@ -233,7 +252,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs = RawLogs(Path(__file__).with_name("scale.json"), {"epochs": EPOCHS, "epoch_s": EPOCH_S,
                                                             "concurrency": CONCURRENCY})
-    runners = [f"{who}-{method}" for method in args.method for who in ("sweeper", "tune", "tunesqlite")]
+    runners = [f"{who}-{method}" for method in args.method for who in ("sweeper", "tune", "tunesqlite", "tunedefault")]
     largest = max(args.trials)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -258,6 +277,8 @@ def main() -> None:
                 entry["ends"], name, url = sweeper_ends(n, runner.split("-", 1)[1], workdir)
                 if n == largest:
                     entry["readers"] = readers(name, url, workdir)
+            elif runner.startswith("tunedefault-"):
+                entry["ends"] = tune_default_ends(n, runner.split("-", 1)[1], workdir)
             else:
                 init_ray(None)
                 who, method = runner.split("-", 1)
@@ -267,7 +288,8 @@ def main() -> None:
     lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
              "| --- | --- | --- | --- | --- | --- |"]
     names = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch",
-             "tunesqlite": "Ray Tune + OptunaSearch, SQLite study", "sweeper-postgres": "sweeper, PostgreSQL",
+             "tunesqlite": "Ray Tune + OptunaSearch, SQLite study",
+             "tunedefault": "Ray Tune + OptunaSearch, Tune's defaults", "sweeper-postgres": "sweeper, PostgreSQL",
              "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
     reader_lines = []
     for key, entry in logs.raw.items():

@@ -94,8 +94,8 @@ def _tuner(sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None, r
     """Ray Tune's ``Tuner`` for the sweep: the trainable with its resources, the study's searcher,
     the scheduler (FIFO when none), the recorder as its callback, and one experiment folder per driver."""
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
 
+    from sweeper.engine.scheduler import Fifo
     from sweeper.trial.trainable import run_trial
 
     res = sweep.spec.resources_per_trial
@@ -104,7 +104,7 @@ def _tuner(sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None, r
                             {"cpu": res.cpu, "gpu": res.gpu}),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler or FIFOScheduler(),
+            scheduler=scheduler or Fifo(),
             num_samples=-1,
             max_concurrent_trials=concurrency,
             reuse_actors=True,

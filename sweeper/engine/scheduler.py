@@ -24,7 +24,43 @@ if TYPE_CHECKING:
     from sweeper.spec import Sweep
 
 
-class RecordingASHA(ASHAScheduler):
+class LiveTrials:
+    """Ray Tune's choice of the next trial to start, among the trials that have not ended.
+
+    Ray's ``FIFOScheduler.choose_trial_to_run`` (ASHA's too) looks through every trial of the
+    experiment for a PENDING one, then for a PAUSED one, at every step of Tune's event loop, and
+    Tune keeps every trial it ran: at 10,000 trials that scan is milliseconds per step, the
+    largest part of Tune's own cost per trial growing with the sweep (``benchmarks/scale.py``).
+    Mixed in before a Ray scheduler, this keeps the trials added (``on_trial_add``, Tune's order)
+    until they end (TERMINATED or ERROR) and looks only among them: the same choice, in the same
+    order, at a cost of the trials running and waiting.
+    """
+
+    _ended = ("TERMINATED", "ERROR")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._live: dict[Trial, None] = {}  # insertion-ordered, as Tune's trial list
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
+        self._live[trial] = None
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        for trial in [t for t in self._live if t.status in self._ended]:
+            del self._live[trial]
+        for status in ("PENDING", "PAUSED"):
+            for trial in self._live:
+                if trial.status == status:
+                    return trial
+        return None
+
+
+class Fifo(LiveTrials, FIFOScheduler):
+    """Ray Tune's first-in-first-out scheduler (no early stopping), choosing among live trials only."""
+
+
+class RecordingASHA(LiveTrials, ASHAScheduler):
     """Ray's ASHA scheduler (Li et al. 2020, "A System for Massively Parallel Hyperparameter
     Tuning") that remembers which trials it stopped, and can be given the learning curves of
     earlier trials.
@@ -134,7 +170,7 @@ class RecordingASHA(ASHAScheduler):
             self.on_trial_complete(None, stand_in, rows[last])
 
 
-class MultiObjectiveASHA(FIFOScheduler):
+class MultiObjectiveASHA(LiveTrials, FIFOScheduler):
     """ASHA whose rung decisions weigh every objective at once: multi-objective ASHA (Schmucker
     et al. 2021, "Multi-objective Asynchronous Successive Halving"; Syne Tune's ``MOASHA``).
 
@@ -255,7 +291,7 @@ class MultiObjectiveASHA(FIFOScheduler):
                 self.decide(name, float(epoch), curve[epoch])
 
 
-class FeasibilityScheduler(FIFOScheduler):
+class FeasibilityScheduler(LiveTrials, FIFOScheduler):
     """No early stopping but the constraints': a trial that breaks a bound that cannot recover
     (:func:`sweeper.study.constraints.final_violation`) stops at once; every other trial runs all its
     epochs (a sweep with ``constraints`` and no ASHA).
