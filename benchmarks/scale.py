@@ -58,17 +58,18 @@ def slopes(ends: list[float]) -> tuple[float, float]:
 
 
 def sweeper_ends(n: int, method: str, workdir: Path, url: str | None = None,
-                 name: str | None = None) -> tuple[list[float], str, str]:
+                 name: str | None = None, trainer: str = "FIXED") -> tuple[list[float], str, str]:
     """End times (seconds after the first) of ``n`` sweeper trials; the study's name and URL
-    (a new SQLite file unless ``url`` is given)."""
+    (a new SQLite file unless ``url`` is given). ``trainer``: ``FIXED_CHECKPOINTS`` reports a
+    checkpoint each epoch."""
     import optuna
 
     from sweeper.engine.launch import run_sweep
     from sweeper.spec import validate
 
-    name = name or f"scale-{method}-{n}"
-    url = url or f"sqlite:///{workdir / f'scale-{method}-{n}.db'}"
-    run_sweep(validate(_spec(name, method, n, url, workdir)))
+    name = name or f"scale-{method}-{n}-{trainer.lower()}"
+    url = url or f"sqlite:///{workdir / f'{name}.db'}"
+    run_sweep(validate(_spec(name, method, n, url, workdir, trainer)))
     trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
     ends = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete is not None)
     return [e - ends[0] for e in ends], name, url
@@ -82,20 +83,25 @@ def _tune_trainable(config: dict[str, Any]) -> None:
         tune.report({"val_accuracy": config["x"] * epoch / EPOCHS, "epoch": epoch})
 
 
-def tune_default_ends(n: int, method: str, workdir: Path) -> list[float]:
-    """:func:`tune_ends` (in memory) in a new process whose environment has none of sweeper's Ray
-    Tune settings (:data:`sweeper.engine.ray_runtime.RAY_ENV`): Ray Tune with its own defaults."""
+def in_child(call: str, workdir: Path, tune_defaults: bool = False) -> Any:
+    """The JSON value of ``call`` (an expression on this module, ``scale``) evaluated in a new
+    Python process with its own local Ray: no run inherits another's process, Ray or memory.
+    Its environment has sweeper's Ray Tune settings (:data:`sweeper.engine.ray_runtime.RAY_ENV`,
+    which ``sweeper launch`` sets for itself), or with ``tune_defaults`` none of them: Ray Tune's
+    own defaults."""
     import json
 
     from sweeper.engine.ray_runtime import RAY_ENV
 
-    out = workdir / f"tunedefault-{n}.json"
-    code = ("import json, sys; from pathlib import Path; from benchmarks.scale import tune_ends; "
-            f"Path({str(out)!r}).write_text(json.dumps(tune_ends({n}, {method!r}, Path({str(workdir)!r}))))")
+    out = workdir / "child.json"
+    code = ("import json; from pathlib import Path; from benchmarks import scale; "
+            f"Path({str(out)!r}).write_text(json.dumps({call}))")
     env = {k: v for k, v in os.environ.items() if k not in RAY_ENV}
+    if not tune_defaults:
+        env.update(RAY_ENV)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=7200, stdout=subprocess.DEVNULL)
-    return list(json.loads(out.read_text()))
+    return json.loads(out.read_text())
 
 
 def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[float]:
@@ -113,6 +119,10 @@ def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             ends.append(time.perf_counter())
 
+    if os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS") == "1":  # sweeper's settings: Ray started as sweeper does
+        from sweeper.engine.ray_runtime import init_ray
+
+        init_ray(None)
     sampler = optuna.samplers.RandomSampler() if method == "random" else optuna.samplers.TPESampler()
     storage = None
     if sqlite:  # Optuna's own RDBStorage, with the SQLite settings sweeper's studies use (WAL, synchronous=NORMAL)
@@ -199,10 +209,10 @@ def readers(name: str, url: str, workdir: Path) -> dict[str, float]:
     return out
 
 
-def _spec(name: str, method: str, n: int, url: str, workdir: Path) -> dict[str, Any]:
+def _spec(name: str, method: str, n: int, url: str, workdir: Path, trainer: str = "FIXED") -> dict[str, Any]:
     """The benchmark's sweep: ``n`` trials of the fixed trainer, ``CONCURRENCY`` at a time."""
     return {"name": name, "method": method, "run_cap": n, "epochs": EPOCHS, "max_concurrent_trials": CONCURRENCY,
-            "trainer": "benchmarks.fixed_trainer:FIXED", "storage": url, "artifacts": str(workdir / "artifacts"),
+            "trainer": f"benchmarks.fixed_trainer:{trainer}", "storage": url, "artifacts": str(workdir / "artifacts"),
             "keep_checkpoints": 0, "parameters": {"x": {"min": 0.0, "max": 1.0}, "epoch_s": {"value": EPOCH_S}}}
 
 
@@ -242,12 +252,12 @@ def main() -> None:
     parser.add_argument("--postgres", help="a PostgreSQL URL for the one- and two-driver runs")
     parser.add_argument("--postgres-trials", type=int, default=2000)
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--checkpoint-trials", type=int, nargs="*", default=[],
+                        help="also run sweeper with a checkpoint each epoch, at these sizes")
     parser.add_argument("--driver-only", action="store_true",
                         help="also time the driver's own work without Ray, on the largest --trials")
     args = parser.parse_args()
     import optuna
-
-    from sweeper.engine.ray_runtime import init_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs = RawLogs(Path(__file__).with_name("scale.json"), {"epochs": EPOCHS, "epoch_s": EPOCH_S,
@@ -262,34 +272,35 @@ def main() -> None:
         if args.postgres:
             todo += [(args.postgres_trials, r) for r in ("sweeper-postgres", "sweeper-postgres-2drivers")
                      if f"{r}|{args.postgres_trials}" not in logs.raw]
+        todo += [(n, "sweeperckpt-random") for n in args.checkpoint_trials if f"sweeperckpt-random|{n}" not in logs.raw]
         for n, runner in todo:
             print(f"{runner}, {n} trials ...", flush=True)
             entry: dict[str, Any] = {}
-            if runner.startswith("sweeper-postgres"):
-                if runner.endswith("2drivers"):
-                    entry["ends"] = two_drivers_ends(n, args.postgres, workdir)
-                else:
-                    init_ray(None)
-                    entry["ends"], _, _ = sweeper_ends(n, "random", workdir, url=args.postgres,
-                                                       name=f"scale-postgres-{n}-{int(time.time())}")
-            elif runner.startswith("sweeper-"):
-                init_ray(None)
-                entry["ends"], name, url = sweeper_ends(n, runner.split("-", 1)[1], workdir)
-                if n == largest:
+            who, _, method = runner.partition("-")
+            w = str(workdir)
+            if runner == "sweeper-postgres-2drivers":
+                entry["ends"] = two_drivers_ends(n, args.postgres, workdir)
+            elif runner == "sweeper-postgres":
+                name = f"scale-postgres-{n}-{int(time.time())}"
+                entry["ends"] = in_child(f"scale.sweeper_ends({n}, 'random', Path({w!r}), url={args.postgres!r}, "
+                                         f"name={name!r})[0]", workdir)
+            elif who in ("sweeper", "sweeperckpt"):
+                trainer = "FIXED_CHECKPOINTS" if who == "sweeperckpt" else "FIXED"
+                entry["ends"], name, url = in_child(f"scale.sweeper_ends({n}, {method!r}, Path({w!r}), "
+                                                    f"trainer={trainer!r})", workdir)
+                if n == largest and who == "sweeper":
                     entry["readers"] = readers(name, url, workdir)
-            elif runner.startswith("tunedefault-"):
-                entry["ends"] = tune_default_ends(n, runner.split("-", 1)[1], workdir)
             else:
-                init_ray(None)
-                who, method = runner.split("-", 1)
-                entry["ends"] = tune_ends(n, method, workdir, sqlite=who == "tunesqlite")
+                entry["ends"] = in_child(f"scale.tune_ends({n}, {method!r}, Path({w!r}), sqlite={who == 'tunesqlite'})",
+                                         workdir, tune_defaults=who == "tunedefault")
             entry["ends"] = [round(e, 4) for e in entry["ends"]]
             logs.save(runner, n, entry)
     lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
              "| --- | --- | --- | --- | --- | --- |"]
     names = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch",
              "tunesqlite": "Ray Tune + OptunaSearch, SQLite study",
-             "tunedefault": "Ray Tune + OptunaSearch, Tune's defaults", "sweeper-postgres": "sweeper, PostgreSQL",
+             "tunedefault": "Ray Tune + OptunaSearch, Tune's defaults",
+             "sweeperckpt": "sweeper, a checkpoint each epoch", "sweeper-postgres": "sweeper, PostgreSQL",
              "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
     reader_lines = []
     for key, entry in logs.raw.items():

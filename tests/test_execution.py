@@ -64,9 +64,10 @@ def test_cnn_sweep_with_asha_records_complete_and_pruned_trials(tmp_path: Path, 
         assert [row["epoch"] for row in t.user_attrs["history"]] == list(range(1, len(curve) + 1))
         assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(t.user_attrs["history"][0])
         assert t.user_attrs["config"]["params"]["lr"] == t.params["lr"]
-    # Checkpoints: only the best COMPLETE trial's are kept (keep_checkpoints: 1).
-    kept = {p.parent.name for p in (tmp_path / "artifacts").rglob("checkpoint_*")}
-    assert kept == {f"trial_{study.best_trial.number}"}
+    # Checkpoints: only the best COMPLETE trial's are kept (keep_checkpoints: 1), and of it only the
+    # last epoch's (each epoch's checkpoint replaced the one before).
+    kept = list((tmp_path / "artifacts").rglob("checkpoint_*"))
+    assert {p.parent.name for p in kept} == {f"trial_{study.best_trial.number}"} and len(kept) == 1
     # Actors are reused: 8 trials ran in at most 2 worker processes (each decoded the data once).
     assert len({t.user_attrs["worker"] for t in trials}) <= 2
     # ASHA stops the trials that learn nothing: no lr=1e-5 trial ran all 4 epochs after an lr=3e-3 one did.
@@ -236,3 +237,44 @@ def test_early_stopping_and_k_fold_through_a_sweep(tmp_path: Path, study_name: s
     folds = trials[1].user_attrs["history"]
     assert all({"fold1_val_accuracy", "fold2_val_loss", "lr", "epoch_s"} <= set(row) for row in folds)
     assert folds[0]["val_loss"] == pytest.approx((folds[0]["fold1_val_loss"] + folds[0]["fold2_val_loss"]) / 2)
+
+
+def test_tunes_next_trial_is_rays_choice_made_among_live_trials_only() -> None:
+    """sweeper's schedulers pick the trial Tune starts next as Ray's FIFOScheduler does (the first
+    PENDING trial in Tune's order, else the first PAUSED one) through a long run of status changes,
+    while the trials they look through are only those not yet ended: Ray's own scan reads every
+    trial of the experiment at every step (benchmarks/scale.py)."""
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from sweeper.engine.scheduler import Fifo, RecordingASHA
+
+    class Controller:  # what a scheduler reads of Tune's controller to choose: its trials, in order
+        def __init__(self) -> None:
+            self.trials: list[Trial] = []
+
+        def get_trials(self) -> list[Trial]:
+            return self.trials
+
+    # A trial's statuses as Tune moves them (a lost worker's trial goes back to PENDING).
+    moves = {Trial.PENDING: [Trial.RUNNING],
+             Trial.RUNNING: [Trial.PAUSED, Trial.TERMINATED, Trial.ERROR, Trial.PENDING],
+             Trial.PAUSED: [Trial.RUNNING, Trial.PENDING, Trial.TERMINATED]}
+    rng = random.Random(0)
+    for ours in (Fifo(), RecordingASHA(time_attr="epoch", metric="m", mode="max", max_t=4, grace_period=1)):
+        controller = Controller()
+        for i in range(400):
+            trial = Trial("stub", stub=True, trial_id=f"t{i}")
+            controller.trials.append(trial)
+            ours.on_trial_add(controller, trial)
+            for _ in range(3):
+                live = [t for t in controller.trials if t.status in moves]
+                if live:
+                    moved = rng.choice(live)
+                    moved.set_status(rng.choice(moves[moved.status]))
+            assert ours.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)  # type: ignore[arg-type]
+        ended = [t for t in controller.trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
+        assert len(ended) > 250
+        assert len(ours._live) == len(controller.trials) - len(ended)

@@ -121,8 +121,9 @@ def _tuner(sweep: Sweep, searcher: StudySearcher, scheduler: Scheduler | None, r
             progress_reporter=tune.CLIReporter(),
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
-            # PBT copies a trial from a checkpoint of its past: all are kept (one per interval).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if sweep.population else 1),
+            # Every checkpoint is kept by Ray: the recorder deletes a trial's older ones (except
+            # under PBT, which copies a trial from a checkpoint of its past), see on_checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 

@@ -198,10 +198,22 @@ class StudyRecorder(tune.Callback):
                                  tuple(values) if values else None))
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
-        """Under PBT, keep in the study what resumes the trial from this checkpoint: its epoch, the
-        checkpoint's folder, its values and its schedule so far (one write per interval)."""
+        """Delete the trial's older checkpoints: a lost worker resumes from the newest one. Under
+        PBT, where a trial may be copied from any past interval, keep them all, and keep in the
+        study what resumes the trial from this checkpoint: its epoch, the checkpoint's folder, its
+        values and its schedule so far (one write per interval).
+
+        Ray's ``CheckpointConfig(num_to_keep=1)`` would delete them too, but it also makes Tune
+        save its whole experiment state (every trial's JSON) at every checkpoint: at thousands of
+        trials, a second of the driver's loop per epoch of each trial."""
         optuna_trial = self.searcher.trial_of(trial.trial_id)
-        if not isinstance(self.scheduler, PopulationScheduler) or optuna_trial is None:
+        if not isinstance(self.scheduler, PopulationScheduler):
+            newest = Path(checkpoint.path)
+            for older in newest.parent.glob("checkpoint_*"):
+                if older.name < newest.name:  # Ray numbers them checkpoint_000000, checkpoint_000001, ...
+                    shutil.rmtree(older, ignore_errors=True)
+            return
+        if optuna_trial is None:
             return
         epoch = int((trial.last_result or {}).get("epoch", 0))
         record.write_population_state(optuna_trial, {

@@ -161,7 +161,7 @@ class RecordingASHA(LiveTrials, ASHAScheduler):
             if any(metric not in row for row in rows.values()):
                 continue
             stand_in: Any = _ReplayedTrial(name)
-            self.on_trial_add(None, stand_in)  # type: ignore[arg-type]
+            ASHAScheduler.on_trial_add(self, None, stand_in)  # type: ignore[arg-type]  # a past trial: not live
             for epoch in sorted(rows):
                 if self._bounds and final_violation(self._bounds, rows[epoch]):
                     break  # stopped there live: on_trial_result never reached ASHA
