@@ -1,16 +1,20 @@
 """Cost per trial at scale: N near-instant trials through sweeper and through Ray Tune, side by side.
 
     python -m benchmarks.scale [--trials 100 1000 10000] [--method random bayes]
-                               [--postgres URL --postgres-trials 2000] [--write]
+                               [--postgres URL --postgres-trials 2000] [--checkpoint-trials 1000]
+                               [--driver-only] [--write]
 
 Each trial is 2 epochs of 0.02 s (``benchmarks.fixed_trainer``), 2 at a time, on local Ray:
 
 - sweeper: ``run_sweep`` (what ``sweeper launch`` runs), SQLite study, reused actors;
 - Ray Tune + ``OptunaSearch`` (the same sampler), ``reuse_actors=True``; in memory (``tune``) and
   with its study in SQLite (``tunesqlite``, OptunaSearch's ``storage``: the recording sweeper does),
-  both in this process, after sweeper set its Ray Tune settings (``sweeper.engine.ray_runtime.RAY_ENV``:
-  no per-trial loggers, Tune's experiment state saved hourly); and in memory in a fresh process
-  with Tune's own defaults (``tunedefault``: Ray Tune as a user runs it).
+  both with the Ray Tune settings sweeper sets for itself (``sweeper.engine.ray_runtime.RAY_ENV``:
+  no per-trial loggers, Tune's experiment state saved hourly; Ray started as sweeper starts it);
+  and in memory with Tune's own defaults (``tunedefault``: Ray Tune as a user runs it);
+- with ``--checkpoint-trials``, sweeper with a trainer that reports a checkpoint each epoch.
+
+Every run is a new Python process with its own local Ray (:func:`in_child`).
 
 A run's cost per trial is read from the times its trials ended (sweeper: the study's
 ``datetime_complete``; Ray Tune: a callback's clock at each trial's end), as the slope between the

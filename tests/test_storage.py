@@ -149,3 +149,40 @@ def test_the_trial_index_reads_each_finished_trial_once_and_sees_another_drivers
     assert (index.finished, index.done_points, index.finished_keys) == totals and len(read) == 2 + 9
     full = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert set(index.finished_keys) == {str(t.params["x"]) for t in full}
+
+
+def test_each_asks_read_of_a_sqlite_study_goes_through_indexes_and_equals_optunas(tmp_path: Path) -> None:
+    """The read each ask makes twice (Optuna's trial cache, the searcher's index): the trials above
+    the highest finished one plus the unfinished ones below it. It returns what Optuna's own query
+    returns, and SQLite answers it through indexes: Optuna's ``OR`` of the two reads every trial id
+    of the study (``SEARCH ... ix_trials_study_id (study_id=?)``), a cost growing with the study."""
+    from sqlalchemy import event
+
+    from sweeper.study.storage import trials_since
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for _ in range(20):
+        study.tell(study.ask(dist), 0.5)
+    slow = study.ask(dist)  # still running when later trials finish
+    for _ in range(3):
+        study.tell(study.ask(dist), 0.5)
+    newest = study.ask(dist)
+    finished = max(t._trial_id for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    plans: list[str] = []
+
+    def explain(conn: object, cursor: object, statement: str, parameters: object, context: object,
+                executemany: bool) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM trials" in statement:
+            rows = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()  # type: ignore[attr-defined]
+            plans.extend(str(row[3]) for row in rows)
+
+    event.listen(storage.engine, "before_cursor_execute", explain)
+    ours = trials_since(storage, study._study_id, {slow._trial_id, newest._trial_id}, finished)
+    event.remove(storage.engine, "before_cursor_execute", explain)
+    optunas = optuna.storages.RDBStorage._get_trials(storage, study._study_id, None,
+                                                     {slow._trial_id, newest._trial_id}, finished)
+    assert [t.number for t in ours] == [slow.number, newest.number] and ours == optunas
+    trial_reads = [p for p in plans if p.split()[1:2] == ["trials"]]  # SEARCH trials ... / SCAN trials
+    assert trial_reads and not [p for p in trial_reads if p.startswith("SCAN") or p.endswith("(study_id=?)")], plans
