@@ -320,14 +320,14 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
             models.StudyModel.find_or_raise_by_id(study_id, session)  # KeyError for a study gone, as Optuna's
             newer = session.scalars(select(trial.trial_id).where(
                 trial.study_id == study_id, trial.trial_id > trial_id_greater_than).limit(_READ_BY_ID + 1)).all()
-            if len(newer) > _READ_BY_ID:
-                return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
-            query = session.query(trial).options(*(selectinload(getattr(trial, name)) for name in (
-                "params", "values", "user_attributes", "system_attributes", "intermediate_values")))
-            query = query.filter(trial.study_id == study_id, trial.trial_id.in_(sorted(included | set(newer))))
-            if states is not None:
-                query = query.filter(trial.state.in_(list(states)))  # type: ignore[call-overload]
-            return [self._build_frozen_trial_from_trial_model(t) for t in query.order_by(trial.trial_id).all()]
+            if len(newer) <= _READ_BY_ID:
+                query = session.query(trial).options(*(selectinload(getattr(trial, name)) for name in (
+                    "params", "values", "user_attributes", "system_attributes", "intermediate_values")))
+                query = query.filter(trial.study_id == study_id, trial.trial_id.in_(sorted(included | set(newer))))
+                if states is not None:
+                    query = query.filter(trial.state.in_(list(states)))  # type: ignore[call-overload]
+                return [self._build_frozen_trial_from_trial_model(t) for t in query.order_by(trial.trial_id).all()]
+        return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
 
 
 # Trials read by id at most (RetryingRDBStorage._get_trials); a larger read takes Optuna's query.
