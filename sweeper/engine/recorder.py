@@ -12,7 +12,8 @@ trial's end decides its state and hands it, with those details, to
 - FAIL with the error's last line when the trainer raised or its worker was lost too often,
   or (kind ``driver``) when the sweep was interrupted before the trial's last epoch.
 
-Then it keeps the checkpoints of the ``keep_checkpoints`` best COMPLETE trials only, and a
+While a trial runs, only its newest checkpoint is kept (under PBT, all). Then it keeps the
+checkpoints of the ``keep_checkpoints`` best COMPLETE trials only, and a
 program trial's logs (``<artifacts>/<study>/programs/trial-N.*``) with them: a FAIL trial's logs
 are kept (they say why), a PRUNED trial's and a COMPLETE one's that falls out of the best are
 deleted once its process group has had time to go (:data:`LOG_PRUNE_DELAY_S`).
