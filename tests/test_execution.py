@@ -258,10 +258,11 @@ def test_tunes_next_trial_is_rays_choice_made_among_live_trials_only() -> None:
         def get_trials(self) -> list[Trial]:
             return self.trials
 
-    # A trial's statuses as Tune moves them (a lost worker's trial goes back to PENDING).
+    # A trial's statuses as Tune moves them. A lost worker's trial goes back to PENDING at the end
+    # of Tune's list and is added to the scheduler again (TuneController._requeue_trial).
     moves = {Trial.PENDING: [Trial.RUNNING],
-             Trial.RUNNING: [Trial.PAUSED, Trial.TERMINATED, Trial.ERROR, Trial.PENDING],
-             Trial.PAUSED: [Trial.RUNNING, Trial.PENDING, Trial.TERMINATED]}
+             Trial.RUNNING: [Trial.PAUSED, Trial.TERMINATED, Trial.ERROR, "requeued"],
+             Trial.PAUSED: [Trial.RUNNING, Trial.TERMINATED]}
     rng = random.Random(0)
     for ours in (Fifo(), RecordingASHA(time_attr="epoch", metric="m", mode="max", max_t=4, grace_period=1)):
         controller = Controller()
@@ -273,7 +274,14 @@ def test_tunes_next_trial_is_rays_choice_made_among_live_trials_only() -> None:
                 live = [t for t in controller.trials if t.status in moves]
                 if live:
                     moved = rng.choice(live)
-                    moved.set_status(rng.choice(moves[moved.status]))
+                    status = rng.choice(moves[moved.status])
+                    if status == "requeued":
+                        moved.set_status(Trial.PENDING)
+                        controller.trials.remove(moved)
+                        controller.trials.append(moved)
+                        ours.on_trial_add(controller, moved)
+                    else:
+                        moved.set_status(status)
             assert ours.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)  # type: ignore[arg-type]
         ended = [t for t in controller.trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
         assert len(ended) > 250

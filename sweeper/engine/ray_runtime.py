@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 # trainer's error) are not an error of Tune's. Each is read by Tune when a sweep runs, not at import.
 # Tune's own experiment state (every trial's JSON, rewritten as a whole every 10 s or more, up to
 # 5% of the driver's time, a cost growing with the trials run) is saved once an hour: sweeper
-# resumes from the study, never from Tune's state.
+# resumes from the study, never from Tune's state. Ray keeps a record of every checkpoint of every
+# trial (sweeper deletes the older checkpoints themselves, see StudyRecorder.on_checkpoint): each
+# record keeps no metrics.
 # The workers' output reaches the driver line by line as printed: Ray's log deduplication would
 # hold lines that differ only in their numbers ("epoch 3 loss 0.21") as "[repeated 6x]" and print
 # them after the sweep (read when Ray is imported: init_ray sets it first).
@@ -37,6 +39,7 @@ RAY_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     "TUNE_GLOBAL_CHECKPOINT_S": "3600",
+    "TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE": "1",
 }
 
 # Connections tried through Ray Client before giving up (see init_ray).

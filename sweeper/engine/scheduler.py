@@ -44,6 +44,8 @@ class LiveTrials:
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
+        # A trial whose worker was lost is added again, and Tune moves it to the end of its list.
+        self._live.pop(trial, None)
         self._live[trial] = None
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
