@@ -420,7 +420,7 @@ class PromotionRunner(SweeperRunner):
         return None
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity, as Ray's Trial: schedulers keep trials in sets and dicts
 class _RayTrial:
     """What Ray Tune's controller hands schedulers and callbacks of a trial, as far as sweeper's read it."""
 
