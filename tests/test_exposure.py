@@ -213,5 +213,13 @@ def test_a_config_must_hold_its_trials_draw(tmp_path: Path) -> None:
                         ({"params": {**config["params"], "sleep_s": 1.0}}, "params.sleep_s")):
         with pytest.raises(InputError, match=f"trial 0: {key}: .* differs from the trial's draw"):
             check_trial_config({**config, **change}, sweep.stored(), "trial 0", (space, drawn))
+    # its data: what the stored spec gives every trial (a warm-start copy's is not checked)
+    check_trial_config(config, sweep.stored(), "trial 0", (space, drawn), check_data=True)
+    for key, value in (("dataset", "digits"), ("root", str(tmp_path)), ("seed", 7), ("val_fraction", 0.5),
+                       ("train_on_val", True), ("image_size", 64)):
+        tampered = {**config, "data": {**config["data"], key: value}}
+        check_trial_config(tampered, sweep.stored(), "trial 0", (space, drawn))
+        with pytest.raises(InputError, match=f"trial 0: data.{key}: .* differs from the study's spec"):
+            check_trial_config(tampered, sweep.stored(), "trial 0", (space, drawn), check_data=True)
     assert _same("/home/u/run/weights/b.pth", "weights/b.pth") and _same("/w/b.pth", "./b.pth")
     assert not _same("/home/u/other/a.pth", "weights/b.pth") and not _same("weights/b.pth", "/x/weights/b.pth")

@@ -186,3 +186,39 @@ def test_each_asks_read_of_a_sqlite_study_goes_through_indexes_and_equals_optuna
     assert [t.number for t in ours] == [slow.number, newest.number] and ours == optunas
     trial_reads = [p for p in plans if p.split()[1:2] == ["trials"]]  # SEARCH trials ... / SCAN trials
     assert trial_reads and not [p for p in trial_reads if p.startswith("SCAN") or p.endswith("(study_id=?)")], plans
+
+
+def test_a_large_incremental_read_takes_optunas_query_and_equals_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``_READ_BY_ID`` new trials the read falls back to Optuna's own query (no ``IN`` list of
+    thousands of ids), with the same result, state filter included."""
+    from sqlalchemy import event
+
+    from sweeper.study import storage as storage_module
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.tell(study.ask(dist), 0.5)
+    slow = study.ask(dist)
+    study.tell(study.ask(dist), 0.5)
+    finished = max(t._trial_id for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    newer = [study.ask(dist) for _ in range(5)]
+    for trial in newer[:2]:
+        study.tell(trial, 0.25)
+    for limit, optunas_query in ((3, True), (500, False)):  # 5 new ids: above the limit, then within it
+        monkeypatch.setattr(storage_module, "_READ_BY_ID", limit)
+        for states in (None, (TrialState.RUNNING,)):
+            statements: list[str] = []
+
+            def keep(*args: object, statements: list[str] = statements) -> None:
+                statements.append(str(args[2]))
+
+            event.listen(storage.engine, "before_cursor_execute", keep)
+            ours = storage._get_trials(study._study_id, states, {slow._trial_id}, finished)
+            event.remove(storage.engine, "before_cursor_execute", keep)
+            optunas = optuna.storages.RDBStorage._get_trials(storage, study._study_id, states, {slow._trial_id},
+                                                             finished)
+            assert ours == optunas
+            assert [t.number for t in ours] == [slow.number, *[t.number for t in newer[2 if states else 0:]]]
+            assert any(" OR " in s and "FROM trials" in s for s in statements) == optunas_query, statements

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -80,7 +81,8 @@ def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> t
 
 
 def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None, where: str,
-                       drawn: tuple[SearchSpace, Mapping[str, Any]] | None = None) -> None:
+                       drawn: tuple[SearchSpace, Mapping[str, Any]] | None = None, *,
+                       check_data: bool = False) -> None:
     """Check a training config read back from a study before anything runs it (``export``,
     ``retrain STUDY``, then ``train``): the study is a database others may write (a dashboard
     can set trial attributes), so the config is untrusted. It must be a valid training config
@@ -89,7 +91,9 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
     ``program``, ``command``, ``workdir``, ``logs`` and ``function``) must be what the study's
     stored ``spec`` gives (skipped when the study has none). With ``drawn`` (the stored spec's
     search space, :func:`sweeper.spec.stored_space`, and the trial's Optuna parameters), each
-    searched parameter and constant in its ``params`` must be what that draw decodes to.
+    searched parameter and constant in its ``params`` must be what that draw decodes to. With
+    ``check_data`` (a trial that ran in this study, not a warm-start copy), its ``data`` must be
+    what the stored spec gives every trial.
 
     Raises:
         InputError: one line per problem, each starting with ``where`` (the trial), then the key,
@@ -129,8 +133,23 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
                                 "read back from a study must be the one sweeper stored, so it is not run"))
     if drawn is not None:
         problems += _draw_problems(checked, drawn[1], drawn[0], where)
+    if check_data:
+        problems += _data_problems(checked, spec, where)
     if problems:
         raise InputError(problems)
+
+
+def _data_problems(config: Mapping[str, Any], spec: Mapping[str, Any], where: str) -> list[Problem]:
+    """Where a config's ``data`` differs from what the study's stored ``spec`` gives every trial
+    (:func:`sweeper.spec._validate._data`): its ``data`` keys with their defaults, the split's
+    ``seed`` from the spec's ``seed``, ``train_on_val`` off, and ``root`` made absolute (matched
+    by its tail, as :func:`_same` does)."""
+    expected = {**dataclasses.asdict(DataConfig()), **(spec.get("data") or {}),
+                "seed": spec.get("seed", 0), "train_on_val": False}
+    got = config.get("data") or {}
+    return [Problem(f"{where}: data.{key}", got.get(key), f"differs from the study's spec ({value!r}); a config "
+                    "read back from a study must be the one sweeper stored, so it is not run")
+            for key, value in expected.items() if not _same(got.get(key), value)]
 
 
 def _draw_problems(config: Mapping[str, Any], drawn: Mapping[str, Any], space: SearchSpace,

@@ -13,6 +13,7 @@ at the last read, as Optuna's own trial cache (``optuna.storages._CachedStorage`
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -86,10 +87,14 @@ class TrialIndex:
         """The WAITING (queued) trials, as of the last :meth:`refresh`."""
         return [t for t in self.open.values() if t.state == TrialState.WAITING]
 
-    def seen(self) -> dict[str, int]:
+    def seen(self) -> Mapping[str, int]:
         """Configuration key → trial number of every trial finished (COMPLETE, PRUNED), running or
-        queued, as of the last :meth:`refresh`."""
-        return {**self.finished_keys, **{self.key_of(params_of(t)): t.number for t in self.open.values()}}
+        queued, as of the last :meth:`refresh`; an open trial's number wins over a finished one's.
+
+        A view, not a copy: building it costs the open trials only, whatever the study's size (a
+        copy of the finished keys at each ask grew with the study). Its ``len`` is a union, O(N);
+        the searcher takes it only for a finite space."""
+        return ChainMap({self.key_of(params_of(t)): t.number for t in self.open.values()}, self.finished_keys)
 
 
 def params_of(trial: FrozenTrial) -> dict[str, Any]:
