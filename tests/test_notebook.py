@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import io
 import os
 import threading
 import time
@@ -64,6 +65,42 @@ def test_the_notebooks_train_is_a_plain_wandb_function() -> None:
     assert "sweeper.sweep(sweep_config" in calls and "sweeper.agent(sweep_id, function=train, count=" in calls
     assert all(c.outputs for c in nb.cells if c.cell_type == "code" and "sweep" in c.source.splitlines()[-1]), \
         "the stored notebook keeps its outputs"
+    figures = [o.data for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert figures and all(data.get("image/png", "").startswith("iVBORw0KGgo") for data in figures), \
+        "each stored Plotly figure has a PNG beside it (GitHub draws no Plotly JSON): examples/store_figures.py"
+
+
+def test_store_figures_draws_a_notebooks_plotly_figure_offline(tmp_path: Path) -> None:
+    """examples/store_figures.py adds a PNG of the figure, drawn by headless Chromium, beside its
+    JSON; the PNG's size is the figure's (Chromium present here; CI names it, and then it fails
+    rather than skips without one)."""
+    import base64
+    import struct
+
+    import plotly.graph_objects as go
+
+    from examples.store_figures import PLOTLY, browser_path, store_figures
+
+    browser = browser_path(os.environ.get("SWEEPER_TEST_BROWSER"))
+    if browser is None:
+        if os.environ.get("SWEEPER_TEST_BROWSER"):
+            pytest.fail("SWEEPER_TEST_BROWSER names no browser")
+        pytest.skip("no chromium to draw in")
+    figure = go.Figure(go.Scatter(x=[1, 2, 3], y=[0.5, 0.6, 0.7]), layout={"width": 400, "height": 300})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig", outputs=[nbformat.v4.new_output(
+        "display_data", data={PLOTLY: figure.to_plotly_json(), "text/plain": "Figure"})])])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert store_figures(path, browser) == 1
+    data = nbformat.read(path, as_version=4).cells[0].outputs[0].data
+    png = base64.b64decode(data["image/png"])
+    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (width, height) == (416, 316) and PLOTLY in data
+    from PIL import Image
+
+    colours = Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1 << 16) or []
+    assert len(colours) > 20  # a drawn figure (axes, grid, the line, text), not a blank page
 
 
 @pytest.mark.slow
