@@ -1,6 +1,7 @@
 """Cost per trial at scale: N near-instant trials through sweeper and through Ray Tune, side by side.
 
     python -m benchmarks.scale [--trials 100 1000 10000] [--method random bayes]
+                               [--runners sweeper tune tunesqlite tunedefault] [--json OUT]
                                [--postgres URL --postgres-trials 2000] [--checkpoint-trials 1000]
                                [--driver-only] [--write]
 
@@ -30,8 +31,9 @@ With ``--postgres URL`` it also runs ``--postgres-trials`` trials on PostgreSQL,
 driver and once with two (``sweeper launch`` and, once the study exists, ``sweeper resume`` of it
 beside it, 2 trials at a time each, sharing the budget).
 
-Resumable: each run's end times are saved in ``benchmarks/scale.json`` as it finishes, and a run
-already there is not run again (:class:`benchmarks._results.RawLogs`).
+Resumable: each run's end times are saved in ``benchmarks/scale.json`` (or ``--json OUT``: a
+repeat of some runners into a file of its own) as it finishes, and a run already there is not run
+again (:class:`benchmarks._results.RawLogs`).
 """
 
 from __future__ import annotations
@@ -247,12 +249,79 @@ def two_drivers_ends(n: int, url: str, workdir: Path) -> list[float]:
     return [e - ends[0] for e in ends]
 
 
+NAMES = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch", "tunesqlite": "Ray Tune + OptunaSearch, SQLite study",
+         "tunedefault": "Ray Tune + OptunaSearch, Tune's defaults", "sweeperckpt": "sweeper, a checkpoint each epoch",
+         "sweeper-postgres": "sweeper, PostgreSQL", "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
+RUNNERS = ("sweeper", "tune", "tunesqlite", "tunedefault")
+
+
+def _todo(args: argparse.Namespace, logs: Any) -> list[tuple[int, str]]:
+    """The ``(trials, runner)`` runs not yet in ``logs``, in the order they run."""
+    runners = [f"{who}-{method}" for method in args.method for who in args.runners]
+    todo = list(logs.todo(runners, args.trials))
+    if args.postgres:
+        todo += [(args.postgres_trials, r) for r in ("sweeper-postgres", "sweeper-postgres-2drivers")
+                 if f"{r}|{args.postgres_trials}" not in logs.raw]
+    return todo + [(n, "sweeperckpt-random") for n in args.checkpoint_trials
+                   if f"sweeperckpt-random|{n}" not in logs.raw]
+
+
+def _run(runner: str, n: int, args: argparse.Namespace, workdir: Path, largest: int) -> dict[str, Any]:
+    """One run, as a new process (:func:`in_child`): its trials' end times, and on the largest
+    sweeper study the readers' times."""
+    entry: dict[str, Any] = {}
+    who, _, method = runner.partition("-")
+    w = str(workdir)
+    if runner == "sweeper-postgres-2drivers":
+        entry["ends"] = two_drivers_ends(n, args.postgres, workdir)
+    elif runner == "sweeper-postgres":
+        name = f"scale-postgres-{n}-{int(time.time())}"
+        entry["ends"] = in_child(f"scale.sweeper_ends({n}, 'random', Path({w!r}), url={args.postgres!r}, "
+                                 f"name={name!r})[0]", workdir)
+    elif who in ("sweeper", "sweeperckpt"):
+        trainer = "FIXED_CHECKPOINTS" if who == "sweeperckpt" else "FIXED"
+        entry["ends"], name, url = in_child(f"scale.sweeper_ends({n}, {method!r}, Path({w!r}), "
+                                            f"trainer={trainer!r})", workdir)
+        if n == largest and who == "sweeper":
+            entry["readers"] = readers(name, url, workdir)
+    else:
+        entry["ends"] = in_child(f"scale.tune_ends({n}, {method!r}, Path({w!r}), sqlite={who == 'tunesqlite'})",
+                                 workdir, tune_defaults=who == "tunedefault")
+    entry["ends"] = [round(e, 4) for e in entry["ends"]]
+    return entry
+
+
+def _table(raw: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The runs' table rows, the readers' lines and the driver's line, from the raw end times."""
+    lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    reader_lines = []
+    for key, entry in raw.items():
+        if key == "_meta" or "ends" not in entry:
+            continue
+        runner, size = key.rsplit("|", 1)
+        who, _, method = runner.partition("-") if not runner.startswith("sweeper-postgres") else (runner, "", "random")
+        early, late = slopes(entry["ends"])
+        lines.append(f"| {NAMES.get(who, who)} ({method}) | {size} | {early * 1000:.0f} | {late * 1000:.0f} | "
+                     f"{late / early:.2f} | {entry['ends'][-1]:.0f} |")
+        if "readers" in entry:
+            reader_lines.append(f"{NAMES.get(who, who)} ({method}), {size} trials: "
+                                + ", ".join(f"{k} {v:.1f} s" for k, v in entry["readers"].items()))
+    driver = [f"The driver's own work without Ray ({key}: searcher, scheduler and recorder, SQLite), ms per trial "
+              f"in windows of 500 trials: {', '.join(f'{v:.1f}' for v in entry['ms_per_500'])}"
+              for key, entry in raw.items() if key.startswith("driver|")]
+    return lines, reader_lines, driver
+
+
 def main() -> None:
     from benchmarks._results import RawLogs, machine, write_section
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--method", nargs="+", default=["random"], choices=["random", "bayes"])
+    parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS)
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("scale.json"),
+                        help="the raw end times, read to resume and written as each run ends")
     parser.add_argument("--postgres", help="a PostgreSQL URL for the one- and two-driver runs")
     parser.add_argument("--postgres-trials", type=int, default=2000)
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
@@ -264,63 +333,16 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logs = RawLogs(Path(__file__).with_name("scale.json"), {"epochs": EPOCHS, "epoch_s": EPOCH_S,
-                                                            "concurrency": CONCURRENCY})
-    runners = [f"{who}-{method}" for method in args.method for who in ("sweeper", "tune", "tunesqlite", "tunedefault")]
+    logs = RawLogs(args.json, {"epochs": EPOCHS, "epoch_s": EPOCH_S, "concurrency": CONCURRENCY})
     largest = max(args.trials)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        todo = list(logs.todo(runners, args.trials))
         if args.driver_only and f"driver|{largest}" not in logs.raw:
             logs.save("driver", largest, {"ms_per_500": driver_ms(largest, workdir)})
-        if args.postgres:
-            todo += [(args.postgres_trials, r) for r in ("sweeper-postgres", "sweeper-postgres-2drivers")
-                     if f"{r}|{args.postgres_trials}" not in logs.raw]
-        todo += [(n, "sweeperckpt-random") for n in args.checkpoint_trials if f"sweeperckpt-random|{n}" not in logs.raw]
-        for n, runner in todo:
+        for n, runner in _todo(args, logs):
             print(f"{runner}, {n} trials ...", flush=True)
-            entry: dict[str, Any] = {}
-            who, _, method = runner.partition("-")
-            w = str(workdir)
-            if runner == "sweeper-postgres-2drivers":
-                entry["ends"] = two_drivers_ends(n, args.postgres, workdir)
-            elif runner == "sweeper-postgres":
-                name = f"scale-postgres-{n}-{int(time.time())}"
-                entry["ends"] = in_child(f"scale.sweeper_ends({n}, 'random', Path({w!r}), url={args.postgres!r}, "
-                                         f"name={name!r})[0]", workdir)
-            elif who in ("sweeper", "sweeperckpt"):
-                trainer = "FIXED_CHECKPOINTS" if who == "sweeperckpt" else "FIXED"
-                entry["ends"], name, url = in_child(f"scale.sweeper_ends({n}, {method!r}, Path({w!r}), "
-                                                    f"trainer={trainer!r})", workdir)
-                if n == largest and who == "sweeper":
-                    entry["readers"] = readers(name, url, workdir)
-            else:
-                entry["ends"] = in_child(f"scale.tune_ends({n}, {method!r}, Path({w!r}), sqlite={who == 'tunesqlite'})",
-                                         workdir, tune_defaults=who == "tunedefault")
-            entry["ends"] = [round(e, 4) for e in entry["ends"]]
-            logs.save(runner, n, entry)
-    lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    names = {"sweeper": "sweeper", "tune": "Ray Tune + OptunaSearch",
-             "tunesqlite": "Ray Tune + OptunaSearch, SQLite study",
-             "tunedefault": "Ray Tune + OptunaSearch, Tune's defaults",
-             "sweeperckpt": "sweeper, a checkpoint each epoch", "sweeper-postgres": "sweeper, PostgreSQL",
-             "sweeper-postgres-2drivers": "sweeper, PostgreSQL, two drivers"}
-    reader_lines = []
-    for key, entry in logs.raw.items():
-        if key == "_meta" or "ends" not in logs.raw[key]:
-            continue
-        runner, size = key.rsplit("|", 1)
-        who, _, method = runner.partition("-") if not runner.startswith("sweeper-postgres") else (runner, "", "random")
-        early, late = slopes(entry["ends"])
-        lines.append(f"| {names.get(who, who)} ({method}) | {size} | {early * 1000:.0f} | {late * 1000:.0f} | "
-                     f"{late / early:.2f} | {entry['ends'][-1]:.0f} |")
-        if "readers" in entry:
-            reader_lines.append(f"{names.get(who, who)} ({method}), {size} trials: "
-                                + ", ".join(f"{k} {v:.1f} s" for k, v in entry["readers"].items()))
-    driver = [f"The driver's own work without Ray ({key}: searcher, scheduler and recorder, SQLite), ms per trial "
-              f"in windows of 500 trials: {', '.join(f'{v:.1f}' for v in entry['ms_per_500'])}"
-              for key, entry in logs.raw.items() if key.startswith("driver|")]
+            logs.save(runner, n, _run(runner, n, args, workdir, largest))
+    lines, reader_lines, driver = _table(logs.raw)
     print("\n".join(lines + reader_lines + driver), flush=True)
     if args.write:
         write_section(f"Cost per trial at scale ({time.strftime('%Y-%m-%d')})",
