@@ -17,7 +17,8 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from sweeper.engine.population import RecordingPB2, RecordingPBT
+from sweeper.engine.pb2 import RecordingPB2
+from sweeper.engine.population import RecordingPBT
 from sweeper.engine.scheduler import make_scheduler
 from sweeper.errors import InputError
 from sweeper.spec import validate

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-from ray.tune.schedulers.pb2 import PB2
 
 from sweeper.study import record
 
@@ -156,14 +155,6 @@ class RecordingPBT(PopulationScheduler, PopulationBasedTraining):
         self._schedules, self._curves = {}, {}
 
 
-class RecordingPB2(PopulationScheduler, PB2):
-    """Ray Tune's ``PB2``, its schedules kept (:class:`PopulationScheduler`)."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._schedules, self._curves = {}, {}
-
-
 def resumed_member(study: optuna.Study, trial: optuna.Trial, config: dict[str, Any]) -> dict[str, Any]:
     """The Ray config of a trial asked to run again a population member whose driver was lost
     (``retry_of``): the member's values, seed and schedule at its last checkpoint
@@ -211,21 +202,22 @@ class _KeepInRange:
         return config
 
 
-def make_population_scheduler(sweep: Sweep, population: Population) -> RecordingPBT | RecordingPB2:
-    """Ray's PBT or PB2 for the sweep: ``epoch`` as the time, the sweep's metric and goal,
-    ``population``'s options under Ray's names, the mutations nested where the trial's config
-    holds the parameters; PBT's perturbed values kept within their ranges (:class:`_KeepInRange`)."""
+def population_options(sweep: Sweep, population: Population) -> dict[str, Any]:
+    """What Ray's PBT and PB2 share: ``epoch`` as the time, the sweep's metric and goal, and
+    ``population``'s options under Ray's names."""
     metric = sweep.spec.metric
-    common: dict[str, Any] = {
-        "time_attr": "epoch", "metric": metric.name, "mode": "max" if metric.goal == "maximize" else "min",
-        "perturbation_interval": population.perturbation_interval,
-        "quantile_fraction": population.quantile_fraction, "log_config": False}
-    if population.kind == "pb2":
-        bounds = {name: [form["min"], form["max"]] for name, form in population.mutations.items()}
-        return RecordingPB2(hyperparam_bounds={PARAMS_PATH[0]: {PARAMS_PATH[1]: bounds}}, **common)
+    return {"time_attr": "epoch", "metric": metric.name, "mode": "max" if metric.goal == "maximize" else "min",
+            "perturbation_interval": population.perturbation_interval,
+            "quantile_fraction": population.quantile_fraction, "log_config": False}
+
+
+def make_population_scheduler(sweep: Sweep, population: Population) -> RecordingPBT:
+    """Ray's PBT for the sweep (:func:`population_options`), the mutations nested where the
+    trial's config holds the parameters, perturbed values kept within their ranges
+    (:class:`_KeepInRange`). PB2 is :func:`sweeper.engine.pb2.make_pb2`."""
     mutations = {name: _domain(form) for name, form in population.mutations.items()}
     ranges = {name: (form["min"], form["max"], form.get("distribution") == "int_uniform")
               for name, form in population.mutations.items() if "values" not in form}
     return RecordingPBT(hyperparam_mutations={PARAMS_PATH[0]: {PARAMS_PATH[1]: mutations}},
                         resample_probability=population.resample_probability,
-                        custom_explore_fn=_KeepInRange(ranges), **common)
+                        custom_explore_fn=_KeepInRange(ranges), **population_options(sweep, population))

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from sweeper.engine.population import RecordingPB2, RecordingPBT, make_population_scheduler
+from sweeper.engine.population import RecordingPBT, make_population_scheduler
 from sweeper.study import record
 from sweeper.study.constraints import Bound, final_violation, judged
 from sweeper.study.pareto import Vector, dominates, minimised, rank_order
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
     from ray.tune.experiment import Trial
 
+    from sweeper.engine.pb2 import RecordingPB2
     from sweeper.spec import Sweep
 
 
@@ -329,7 +330,7 @@ class FeasibilityScheduler(LiveTrials, FIFOScheduler):
         """Nothing to rebuild: each decision looks at one result only."""
 
 
-Scheduler = RecordingASHA | MultiObjectiveASHA | FeasibilityScheduler | RecordingPBT | RecordingPB2
+Scheduler: TypeAlias = "RecordingASHA | MultiObjectiveASHA | FeasibilityScheduler | RecordingPBT | RecordingPB2"
 
 
 @dataclass(frozen=True)
@@ -348,7 +349,12 @@ def make_scheduler(sweep: Sweep) -> Scheduler | None:
     Ray's ASHA on the metric (judging W&B's way unless ``strict``), or, with several
     ``metrics``, :class:`MultiObjectiveASHA` on all of them; each with the sweep's constraints.
     Without ASHA, a sweep with constraints gets :class:`FeasibilityScheduler`; ``scheduler: {type:
-    pbt | pb2}`` gets Ray's population-based training (:mod:`sweeper.engine.population`)."""
+    pbt | pb2}`` gets Ray's population-based training (:mod:`sweeper.engine.population`,
+    :mod:`sweeper.engine.pb2`)."""
+    if sweep.population is not None and sweep.population.kind == "pb2":
+        from sweeper.engine.pb2 import make_pb2  # scikit-learn and SciPy: imported for PB2 only
+
+        return make_pb2(sweep, sweep.population)
     if sweep.population is not None:
         return make_population_scheduler(sweep, sweep.population)
     if sweep.asha is None:
