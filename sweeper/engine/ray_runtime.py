@@ -83,13 +83,6 @@ def init_ray(address: str | None) -> None:
     if is_client_address(target):
         # A Ray Client's working directory means nothing on the cluster (sweeper.client).
         kwargs["runtime_env"] = {"env_vars": dict(RAY_ENV)}
-    elif not target:
-        # Ray started here: its processes inherit this environment, so the workers get RAY_ENV and
-        # the path without a runtime_env. A job with one cannot use the Python workers the raylet
-        # starts ahead, one per CPU, and Tune then waits for new ones (benchmarks/RESULTS.md,
-        # "Command start to first epoch").
-        del kwargs["runtime_env"]
-        os.environ["PYTHONPATH"] = _pythonpath()
     if address:
         kwargs["address"] = address
     attempts = CLIENT_CONNECT_ATTEMPTS if is_client_address(target) else 1
