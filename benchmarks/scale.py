@@ -330,6 +330,9 @@ def main() -> None:
     parser.add_argument("--driver-only", action="store_true",
                         help="also time the driver's own work without Ray, on the largest --trials")
     args = parser.parse_args()
+    if args.write and args.json.resolve() != Path(__file__).with_name("scale.json").resolve():
+        raise SystemExit("--write: only the full run (benchmarks/scale.json) writes its section of RESULTS.md; "
+                         "a repeat's --json is read and written up by hand")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -350,6 +353,9 @@ def main() -> None:
                        f"{' '.join(map(str, args.trials))} --method {' '.join(args.method)}"
                        + (f" --postgres URL --postgres-trials {args.postgres_trials}" if args.postgres else "")
                        + (" --driver-only" if args.driver_only else "")
+                       + (f" --runners {' '.join(args.runners)}" if args.runners != list(RUNNERS) else "")
+                       + (f" --checkpoint-trials {' '.join(map(str, args.checkpoint_trials))}"
+                          if args.checkpoint_trials else "")
                        + f"`. Trials of {EPOCHS} epochs of {EPOCH_S} s, {CONCURRENCY} at a time per driver; ms per "
                        "trial from the trials' end times (early: between the 10th and 50th percentile of trials; "
                        "late: between the 75th and 97.5th); whole run: first to last trial end.",

@@ -31,8 +31,12 @@ WIDTH, HEIGHT = 900, 500  # pixels, when the figure's layout sets no size
 
 
 def browser_path(given: str | None) -> str | None:
-    """The Chromium to draw with: ``given``, else ``$SWEEPER_BROWSER``, else ``chromium`` on the PATH."""
-    return given or os.environ.get("SWEEPER_BROWSER") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """The Chromium to draw with: ``given``, else ``$SWEEPER_BROWSER``, else ``chromium`` on the
+    PATH; ``None`` when the one named is not an executable there."""
+    named = given or os.environ.get("SWEEPER_BROWSER")
+    if named:
+        return shutil.which(named)
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def figure_png(figure: dict[str, Any], browser: str) -> bytes:
@@ -40,6 +44,7 @@ def figure_png(figure: dict[str, Any], browser: str) -> bytes:
 
     Raises:
         RuntimeError: the browser wrote no picture.
+        subprocess.TimeoutExpired: the browser ran over 120 s.
     """
     import plotly.graph_objects as go
 
@@ -51,14 +56,15 @@ def figure_png(figure: dict[str, Any], browser: str) -> bytes:
         tmp = Path(tmp_name)
         page, shot = tmp / "figure.html", tmp / "figure.png"
         fig.write_html(page, include_plotlyjs=True, full_html=True, config={"displayModeBar": False})
-        subprocess.run(
+        done = subprocess.run(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp / 'profile'}",
              f"--window-size={width + 16},{height + 16}", "--virtual-time-budget=5000",
              f"--screenshot={shot}", page.as_uri()],
-            capture_output=True, timeout=120, check=False)
+            capture_output=True, timeout=120, check=False, text=True)
         if not shot.is_file() or shot.stat().st_size == 0:
-            raise RuntimeError(f"{browser} wrote no picture of the figure")
+            last = done.stderr.strip().splitlines()[-1:] or ["(nothing on stderr)"]
+            raise RuntimeError(f"{browser} wrote no picture of the figure: {last[0]}")
         return shot.read_bytes()
 
 
@@ -86,11 +92,21 @@ def main() -> None:
     args = parser.parse_args()
     browser = browser_path(args.browser)
     if browser is None:
-        sys.exit("--browser: no Chromium found (give its path, or install chromium)")
-    drawn = store_figures(args.notebook, browser)
+        _fail(f"--browser: {args.browser or os.environ.get('SWEEPER_BROWSER') or 'chromium'} is not an executable "
+              "(give Chromium's path, or install chromium)")
+    try:
+        drawn = store_figures(args.notebook, browser)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as err:
+        _fail(f"notebook: {args.notebook}: {err}")
     if not drawn:
-        sys.exit(f"notebook: {args.notebook} has no Plotly output to draw (run it first)")
+        _fail(f"notebook: {args.notebook} has no Plotly output to draw (run it first)")
     print(f"{args.notebook}: {drawn} figure(s) stored as PNG")
+
+
+def _fail(line: str) -> None:
+    """One line on stderr, exit 2."""
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

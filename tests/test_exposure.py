@@ -71,6 +71,7 @@ def test_a_planted_config_is_refused_before_it_runs(tmp_path: Path, monkeypatch:
         "program": lambda c: {k: v for k, v in c.items() if k != "program"},
         "program.trial_timeout": lambda c: {**c, "program": {**c["program"], "trial_timeout": -1}},
         "params.lr": lambda c: {**c, "params": {**c["params"], "lr": 0.3}},  # valid, but not the trial's draw
+        "data.root": lambda c: {**c, "data": {**c["data"], "root": str(tmp_path)}},  # valid, not the spec's data
     }
     for path, change in plants.items():
         _plant(url, trial_id, lambda c, change=change: change(c))
@@ -86,6 +87,19 @@ def test_a_planted_config_is_refused_before_it_runs(tmp_path: Path, monkeypatch:
                                          if k != "provenance"})
     # the untouched config still exports, and its program is the spec's
     assert runner.invoke(app, ["export", "planted", "--storage", url, "-o", str(tmp_path / "best.yaml")]).exit_code == 0
+    # marking the trial a warm-start copy (a trial attribute too) exempts nothing from the data check
+    _plant(url, trial_id, lambda c: {**c, "data": {**c["data"], "dataset": "digits"}})
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (:t, :k, :v)"),
+                           {"t": trial_id, "k": "warm_start_from", "v": '"old#3"'})
+    engine.dispose()
+    assert record.warm_start_of(optuna.load_study(study_name="planted", storage=url).trials[0]) is not None
+    result = runner.invoke(app, ["export", "planted", "--storage", url, "--trial", "0", "-o", str(tmp_path / "b.yaml")])
+    assert result.exit_code == 2 and "trial 0 of 'planted': data.dataset: " in result.output, result.output
+    assert not (tmp_path / "b.yaml").exists()
 
 
 def test_storage_precedence_is_flag_then_spec_then_environment_then_default(
@@ -213,10 +227,11 @@ def test_a_config_must_hold_its_trials_draw(tmp_path: Path) -> None:
                         ({"params": {**config["params"], "sleep_s": 1.0}}, "params.sleep_s")):
         with pytest.raises(InputError, match=f"trial 0: {key}: .* differs from the trial's draw"):
             check_trial_config({**config, **change}, sweep.stored(), "trial 0", (space, drawn))
-    # its data: what the stored spec gives every trial (a warm-start copy's is not checked)
+    # its data: what the stored spec gives every trial
     check_trial_config(config, sweep.stored(), "trial 0", (space, drawn), check_data=True)
     for key, value in (("dataset", "digits"), ("root", str(tmp_path)), ("seed", 7), ("val_fraction", 0.5),
-                       ("train_on_val", True), ("image_size", 64)):
+                       ("train_on_val", True), ("image_size", 64), ("num_workers", 3),
+                       ("cache_dir", str(tmp_path / "c"))):
         tampered = {**config, "data": {**config["data"], key: value}}
         check_trial_config(tampered, sweep.stored(), "trial 0", (space, drawn))
         with pytest.raises(InputError, match=f"trial 0: data.{key}: .* differs from the study's spec"):

@@ -85,8 +85,9 @@ def test_store_figures_draws_a_notebooks_plotly_figure_offline(tmp_path: Path) -
     browser = browser_path(os.environ.get("SWEEPER_TEST_BROWSER"))
     if browser is None:
         if os.environ.get("SWEEPER_TEST_BROWSER"):
-            pytest.fail("SWEEPER_TEST_BROWSER names no browser")
+            pytest.fail("SWEEPER_TEST_BROWSER names no executable browser")
         pytest.skip("no chromium to draw in")
+    assert browser_path(str(tmp_path / "no-such-browser")) is None
     figure = go.Figure(go.Scatter(x=[1, 2, 3], y=[0.5, 0.6, 0.7]), layout={"width": 400, "height": 300})
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig", outputs=[nbformat.v4.new_output(
         "display_data", data={PLOTLY: figure.to_plotly_json(), "text/plain": "Figure"})])])

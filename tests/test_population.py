@@ -240,3 +240,17 @@ def test_a_killed_pbt_driver_resumes_its_population_from_their_checkpoints(tmp_p
             assert [(s["epoch"], s.get("seed")) for s in steps] == [(s["epoch"], s.get("seed"))
                                                                     for s in state["schedule"]]
             assert steps[0]["curve"][:state["epoch"]] == state["schedule"][0]["curve"][:state["epoch"]]
+
+
+def test_a_sweep_without_pb2_never_imports_scikit_learn() -> None:
+    """Ray's PB2 imports scikit-learn and SciPy (1.5 s of a sweep's start on a 2-core machine):
+    the driver's modules leave it out until a sweep uses PB2 (sweeper.engine.pb2)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sweeper.engine.launch, sweeper.engine.recorder, sweeper.engine.scheduler, "
+            "sweeper.engine.population; "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'ray.tune.schedulers.pb2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

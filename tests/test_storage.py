@@ -206,7 +206,8 @@ def test_a_large_incremental_read_takes_optunas_query_and_equals_it(tmp_path: Pa
     newer = [study.ask(dist) for _ in range(5)]
     for trial in newer[:2]:
         study.tell(trial, 0.25)
-    for limit, optunas_query in ((3, True), (500, False)):  # 5 new ids: above the limit, then within it
+    # 5 new ids: above the limit (3, 4), at it (5, read by id) and below it (500)
+    for limit, optunas_query in ((3, True), (4, True), (5, False), (500, False)):
         monkeypatch.setattr(storage_module, "_READ_BY_ID", limit)
         for states in (None, (TrialState.RUNNING,)):
             statements: list[str] = []

@@ -1,5 +1,5 @@
-"""Population-based training: Ray Tune's ``PopulationBasedTraining`` and ``PB2``, each trial's
-schedule kept for the study.
+"""Population-based training: Ray Tune's ``PopulationBasedTraining`` and ``PB2`` (the latter in
+:mod:`sweeper.engine.pb2`), each trial's schedule kept for the study.
 
 PBT (Jaderberg et al. 2017, "Population Based Training of Neural Networks") and PB2
 (Parker-Holder et al. 2020, "Provably Efficient Online Hyperparameter Optimization with

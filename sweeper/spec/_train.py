@@ -92,8 +92,7 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
     stored ``spec`` gives (skipped when the study has none). With ``drawn`` (the stored spec's
     search space, :func:`sweeper.spec.stored_space`, and the trial's Optuna parameters), each
     searched parameter and constant in its ``params`` must be what that draw decodes to. With
-    ``check_data`` (a trial that ran in this study, not a warm-start copy), its ``data`` must be
-    what the stored spec gives every trial.
+    ``check_data``, its ``data`` must be what the stored spec gives every trial.
 
     Raises:
         InputError: one line per problem, each starting with ``where`` (the trial), then the key,

@@ -91,13 +91,21 @@ class TrialIndex:
         """Configuration key → trial number of every trial finished (COMPLETE, PRUNED), running or
         queued, as of the last :meth:`refresh`; an open trial's number wins over a finished one's.
 
-        A view, not a copy: building it costs the open trials only, whatever the study's size (a
-        copy of the finished keys at each ask grew with the study). Its ``len`` is a union, O(N);
-        the searcher takes it only for a finite space."""
-        return ChainMap({self.key_of(params_of(t)): t.number for t in self.open.values()}, self.finished_keys)
+        A view, not a copy: building it, and its ``len``, cost the open trials only, whatever the
+        study's size (a copy of the finished keys at each ask grew with the study)."""
+        return _Seen({self.key_of(params_of(t)): t.number for t in self.open.values()}, self.finished_keys)
 
 
 def params_of(trial: FrozenTrial) -> dict[str, Any]:
     """A trial's parameters; for a queued (WAITING) trial, those it was queued with (Optuna keeps
     them in its ``fixed_params`` system attribute until the trial is asked)."""
     return dict(trial.params) if trial.state != TrialState.WAITING else dict(trial.system_attrs.get("fixed_params", {}))
+
+
+class _Seen(ChainMap[str, int]):
+    """The open trials' keys over the finished ones (:meth:`TrialIndex.seen`); ``len`` counts the
+    finished keys and the open ones not among them, not a union of every key (ChainMap's)."""
+
+    def __len__(self) -> int:
+        open_keys, finished = self.maps
+        return len(finished) + sum(key not in finished for key in open_keys)

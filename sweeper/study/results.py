@@ -144,8 +144,9 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     stored = record.stored_spec(study.user_attrs)
     space = stored_space(stored.get("parameters") or {}) if stored else None
     drawn = (space, chosen.params) if space and not schedule and record.warm_start_of(chosen) is None else None
-    check_trial_config(config, stored, f"trial {chosen.number} of {study.study_name!r}", drawn,
-                       check_data=record.warm_start_of(chosen) is None)
+    # Its data must be the stored spec's, a warm-start copy's too: `warm_start_from` is a trial
+    # attribute anyone who can write the study can set, so it exempts nothing that picks files.
+    check_trial_config(config, stored, f"trial {chosen.number} of {study.study_name!r}", drawn, check_data=True)
     metric, goal = record.stored_metric(study.user_attrs)
     provenance: dict[str, Any] = {
         "study": study.study_name,
