@@ -13,7 +13,8 @@ trial's end decides its state and hands it, with those details, to
   or (kind ``driver``) when the sweep was interrupted before the trial's last epoch.
 
 While a trial runs, only its newest checkpoint is kept (under PBT, all). Then it keeps the
-checkpoints of the ``keep_checkpoints`` best COMPLETE trials only, and a
+checkpoints of the ``keep_checkpoints`` best COMPLETE trials only (under PBT and PB2 the others
+go at the sweep's end, since a member may be copying one), and a
 program trial's logs (``<artifacts>/<study>/programs/trial-N.*``) with them: a FAIL trial's logs
 are kept (they say why), a PRUNED trial's and a COMPLETE one's that falls out of the best are
 deleted once its process group has had time to go (:data:`LOG_PRUNE_DELAY_S`).
@@ -89,6 +90,7 @@ class StudyRecorder(tune.Callback):
         self._best: list[tuple[Vector, Path]] = []  # (minimised values, trial folder) of COMPLETE trials
         self._logs: dict[Path, Path] = {}  # trial folder -> its program's logs (their common stem)
         self._doomed_logs: list[tuple[float, Path]] = []  # (when, stem): logs to delete from then on
+        self._doomed_checkpoints: list[Path] = []  # under PBT/PB2: trial folders to empty at the sweep's end
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Ray pickles callbacks with its experiment state; the study stays here.
@@ -100,6 +102,8 @@ class StudyRecorder(tune.Callback):
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._delete_logs(float("inf"))  # every trial has ended: no program writes any more
+        for folder in self._doomed_checkpoints:  # no member copies from an ended trial any more
+            _delete_checkpoints(folder)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._started.setdefault(trial.trial_id, time.time())
@@ -256,8 +260,13 @@ class StudyRecorder(tune.Callback):
         else:
             doomed = [folder]
         for path in doomed:
-            for checkpoint in path.glob("checkpoint_*"):
-                shutil.rmtree(checkpoint, ignore_errors=True)
+            if isinstance(self.scheduler, PopulationScheduler):
+                # A member may be copying this ended trial's checkpoint right now (an exploit decided
+                # before the trial ended): deleting it then failed the copy ("does not exist on
+                # storage anymore", seen in CI with PB2). Its checkpoints go at the sweep's end.
+                self._doomed_checkpoints.append(path)
+            else:
+                _delete_checkpoints(path)
             stem = self._logs.pop(path, None)
             if stem is not None and state != TrialState.FAIL:  # a FAIL trial's logs say why: kept
                 self._doomed_logs.append((time.monotonic() + LOG_PRUNE_DELAY_S, stem))
@@ -272,6 +281,12 @@ class StudyRecorder(tune.Callback):
                 path.unlink(missing_ok=True)
             if stem.is_dir():
                 shutil.rmtree(stem, ignore_errors=True)
+
+
+def _delete_checkpoints(folder: Path) -> None:
+    """Delete a trial folder's checkpoints (``checkpoint_*``), whatever is left of them."""
+    for checkpoint in folder.glob("checkpoint_*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def _last_line(trial: Trial) -> str:
