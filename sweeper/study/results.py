@@ -100,32 +100,41 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
             training config or is not what the study's spec runs
             (:func:`sweeper.spec.check_trial_config`: read back from a study, it is untrusted).
     """
-    objectives = record.stored_objectives(study.user_attrs)
+    chosen, rank_of = _chosen_trial(study, rank, trial)
+    return {**_checked_config(study, chosen), "provenance": _provenance(study, chosen, rank_of, url)}
+
+
+def _chosen_trial(study: optuna.Study, rank: int, trial: int | None) -> tuple[FrozenTrial, int | None]:
+    """The trial :func:`export_config` exports and its rank (``None`` when chosen by number)."""
     if trial is not None:
         chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
         if chosen is None or chosen.state != TrialState.COMPLETE:
             state = "no" if chosen is None else f"a {chosen.state.name}"
             raise InputError(f"--trial: {trial} is {state} trial of study {study.study_name!r}; "
                              "choose a COMPLETE one (PRUNED and FAIL trials did not finish training)")
-        rank_of: int | None = None
-    else:
-        if is_multi_objective(study):
-            raise InputError(f"--rank: study {study.study_name!r} has {len(study.directions)} objectives, and its "
-                             "Pareto front has no first; list it with `sweeper export STUDY --pareto` and "
-                             "choose one with --trial N")
-        if rank < 1:
-            raise InputError(f"--rank: {rank} must be 1 or more")
-        ranked = ranked_trials(study)
-        nearest = least_violating(study) if not ranked else None
-        if nearest is not None:
-            then = (f"export it knowingly with --trial {nearest.number}" if nearest.state == TrialState.COMPLETE
-                    else "it was PRUNED, so loosen the constraints or search smaller models")
-            raise InputError(f"--rank: no COMPLETE trial of study {study.study_name!r} meets its constraints; the "
-                             f"least violating is trial {nearest.number} ({', '.join(broken(nearest))}): {then}")
-        if len(ranked) < rank:
-            raise InputError(f"--rank: {rank} exceeds the {len(ranked)} feasible COMPLETE trial(s) of study "
-                             f"{study.study_name!r} (PRUNED and FAIL trials are never best)")
-        chosen, rank_of = ranked[rank - 1], rank
+        return chosen, None
+    if is_multi_objective(study):
+        raise InputError(f"--rank: study {study.study_name!r} has {len(study.directions)} objectives, and its "
+                         "Pareto front has no first; list it with `sweeper export STUDY --pareto` and "
+                         "choose one with --trial N")
+    if rank < 1:
+        raise InputError(f"--rank: {rank} must be 1 or more")
+    ranked = ranked_trials(study)
+    nearest = least_violating(study) if not ranked else None
+    if nearest is not None:
+        then = (f"export it knowingly with --trial {nearest.number}" if nearest.state == TrialState.COMPLETE
+                else "it was PRUNED, so loosen the constraints or search smaller models")
+        raise InputError(f"--rank: no COMPLETE trial of study {study.study_name!r} meets its constraints; the "
+                         f"least violating is trial {nearest.number} ({', '.join(broken(nearest))}): {then}")
+    if len(ranked) < rank:
+        raise InputError(f"--rank: {rank} exceeds the {len(ranked)} feasible COMPLETE trial(s) of study "
+                         f"{study.study_name!r} (PRUNED and FAIL trials are never best)")
+    return ranked[rank - 1], rank
+
+
+def _checked_config(study: optuna.Study, chosen: FrozenTrial) -> dict[str, Any]:
+    """The trial's stored config (a population-based trial's with its schedule's last values),
+    checked against the study's stored spec (:func:`sweeper.spec.check_trial_config`)."""
     config = record.config_of(chosen)
     if config is None:
         raise InputError(f"study: trial {chosen.number} of {study.study_name!r} has no stored config "
@@ -147,6 +156,12 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
     # Its data must be the stored spec's, a warm-start copy's too: `warm_start_from` is a trial
     # attribute anyone who can write the study can set, so it exempts nothing that picks files.
     check_trial_config(config, stored, f"trial {chosen.number} of {study.study_name!r}", drawn, check_data=True)
+    return config
+
+
+def _provenance(study: optuna.Study, chosen: FrozenTrial, rank_of: int | None, url: str) -> dict[str, Any]:
+    """Where an exported config came from (see :func:`export_config`)."""
+    objectives = record.stored_objectives(study.user_attrs)
     metric, goal = record.stored_metric(study.user_attrs)
     provenance: dict[str, Any] = {
         "study": study.study_name,
@@ -165,14 +180,11 @@ def export_config(study: optuna.Study, url: str, rank: int = 1, trial: int | Non
                       "metrics": [{"name": n, "goal": g} for n, g in objectives],
                       "values": dict(zip([n for n, _ in objectives], chosen.values or [], strict=False))}
     return {
-        **config,
-        "provenance": {
-            **provenance,
-            "epochs_run": record.recorded_epochs_run(chosen),
-            "sweeper_version": sweeper.__version__,
-            "code_version": record.code_version_of(study.user_attrs),
-            "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        },
+        **provenance,
+        "epochs_run": record.recorded_epochs_run(chosen),
+        "sweeper_version": sweeper.__version__,
+        "code_version": record.code_version_of(study.user_attrs),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
