@@ -89,9 +89,11 @@ def _tune_trainable(config: dict[str, Any]) -> None:
         tune.report({"val_accuracy": config["x"] * epoch / EPOCHS, "epoch": epoch})
 
 
-def in_child(call: str, workdir: Path, tune_defaults: bool = False) -> Any:
+def in_child(call: str, workdir: Path, tune_defaults: bool = False) -> tuple[Any, float]:
     """The JSON value of ``call`` (an expression on this module, ``scale``) evaluated in a new
-    Python process with its own local Ray: no run inherits another's process, Ray or memory.
+    Python process with its own local Ray (no run inherits another's process, Ray or memory), and
+    that process's peak resident memory in MiB (``getrusage``'s ``ru_maxrss``): the driver's, as it
+    holds Tune's records of every trial and checkpoint; Ray's own processes are not counted.
     Its environment has sweeper's Ray Tune settings (:data:`sweeper.engine.ray_runtime.RAY_ENV`,
     which ``sweeper launch`` sets for itself), or with ``tune_defaults`` none of them: Ray Tune's
     own defaults."""
@@ -100,14 +102,17 @@ def in_child(call: str, workdir: Path, tune_defaults: bool = False) -> Any:
     from sweeper.engine.ray_runtime import RAY_ENV
 
     out = workdir / "child.json"
-    code = ("import json; from pathlib import Path; from benchmarks import scale; "
-            f"Path({str(out)!r}).write_text(json.dumps({call}))")
+    code = ("import json, resource; from pathlib import Path; from benchmarks import scale; "
+            f"value = {call}; "
+            "peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "  # Linux: KiB
+            f"Path({str(out)!r}).write_text(json.dumps({{'value': value, 'peak_mb': peak_mb}}))")
     env = {k: v for k, v in os.environ.items() if k not in RAY_ENV}
     if not tune_defaults:
         env.update(RAY_ENV)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=7200, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    got = json.loads(out.read_text())
+    return got["value"], got["peak_mb"]
 
 
 def tune_ends(n: int, method: str, workdir: Path, sqlite: bool = False) -> list[float]:
@@ -276,25 +281,26 @@ def _run(runner: str, n: int, args: argparse.Namespace, workdir: Path, largest: 
         entry["ends"] = two_drivers_ends(n, args.postgres, workdir)
     elif runner == "sweeper-postgres":
         name = f"scale-postgres-{n}-{int(time.time())}"
-        entry["ends"] = in_child(f"scale.sweeper_ends({n}, 'random', Path({w!r}), url={args.postgres!r}, "
-                                 f"name={name!r})[0]", workdir)
+        entry["ends"], entry["peak_mb"] = in_child(f"scale.sweeper_ends({n}, 'random', Path({w!r}), "
+                                                   f"url={args.postgres!r}, name={name!r})[0]", workdir)
     elif who in ("sweeper", "sweeperckpt"):
         trainer = "FIXED_CHECKPOINTS" if who == "sweeperckpt" else "FIXED"
-        entry["ends"], name, url = in_child(f"scale.sweeper_ends({n}, {method!r}, Path({w!r}), "
-                                            f"trainer={trainer!r})", workdir)
+        (entry["ends"], name, url), entry["peak_mb"] = in_child(f"scale.sweeper_ends({n}, {method!r}, "
+                                                                f"Path({w!r}), trainer={trainer!r})", workdir)
         if n == largest and who == "sweeper":
             entry["readers"] = readers(name, url, workdir)
     else:
-        entry["ends"] = in_child(f"scale.tune_ends({n}, {method!r}, Path({w!r}), sqlite={who == 'tunesqlite'})",
-                                 workdir, tune_defaults=who == "tunedefault")
+        entry["ends"], entry["peak_mb"] = in_child(f"scale.tune_ends({n}, {method!r}, Path({w!r}), "
+                                                   f"sqlite={who == 'tunesqlite'})",
+                                                   workdir, tune_defaults=who == "tunedefault")
     entry["ends"] = [round(e, 4) for e in entry["ends"]]
     return entry
 
 
 def _table(raw: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
     """The runs' table rows, the readers' lines and the driver's line, from the raw end times."""
-    lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| runner | trials | ms per trial, early | late | late / early | whole run, s | driver peak, MiB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     reader_lines = []
     for key, entry in raw.items():
         if key == "_meta" or "ends" not in entry:
@@ -303,7 +309,8 @@ def _table(raw: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
         who, _, method = runner.partition("-") if not runner.startswith("sweeper-postgres") else (runner, "", "random")
         early, late = slopes(entry["ends"])
         lines.append(f"| {NAMES.get(who, who)} ({method}) | {size} | {early * 1000:.0f} | {late * 1000:.0f} | "
-                     f"{late / early:.2f} | {entry['ends'][-1]:.0f} |")
+                     f"{late / early:.2f} | {entry['ends'][-1]:.0f} | "
+                     + (f"{entry['peak_mb']:.0f} |" if "peak_mb" in entry else "not measured |"))
         if "readers" in entry:
             reader_lines.append(f"{NAMES.get(who, who)} ({method}), {size} trials: "
                                 + ", ".join(f"{k} {v:.1f} s" for k, v in entry["readers"].items()))

@@ -831,7 +831,7 @@ def main() -> None:
                 outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials) for seed in args.seeds])
         else:
             outcomes = [run_one(table, name, seed, workers, trials) for seed in args.seeds]
-        row = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
+        row: dict[str, Any] = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
         row["final_regret"] = quartiles([best - o.best() for o in outcomes])
         row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
         row["seconds"] = quartiles([o.seconds for o in outcomes])

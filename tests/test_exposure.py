@@ -102,6 +102,43 @@ def test_a_planted_config_is_refused_before_it_runs(tmp_path: Path, monkeypatch:
     assert not (tmp_path / "b.yaml").exists()
 
 
+def test_a_relative_data_root_is_stored_as_the_folder_it_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                mnist_pngs: Path) -> None:
+    """A spec's relative ``data.root`` is stored absolute: ``sweeper resume STUDY`` from another
+    folder reads the same photos, and a config read back whose root is another folder with the
+    same name is refused. A study stored before (a relative root) still resumes with its file."""
+    import shutil
+
+    from sweeper.spec import spec_differences
+    from sweeper.study.studies import stored_spec
+
+    for side in ("a", "b"):
+        shutil.copytree(mnist_pngs, tmp_path / side / "imgs")
+    monkeypatch.chdir(tmp_path / "a")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    spec = {"name": "rel", "method": "random", "trainer": "tests.fake_trainers:CURVE", "epochs": 2, "storage": url,
+            "artifacts": str(tmp_path / "art"), "data": {"dataset": "imagefolder", "root": "imgs"},
+            "parameters": {"lr": {"values": [0.1, 0.2]}, "sleep_s": {"value": 0.0}}}
+    _, _, trial_id = _one_trial_study(tmp_path, spec)
+    here = str(tmp_path / "a" / "imgs")
+    assert stored_spec(url, "rel")["data"]["root"] == here
+    monkeypatch.chdir(tmp_path / "b")  # a resume from elsewhere: the stored folder, not ./imgs here
+    assert validate(stored_spec(url, "rel")).data.root == here
+    assert spec_differences(stored_spec(url, "rel"), validate(spec).stored()) == [
+        f"data.root: {here!r} (stored) -> {str(tmp_path / 'b' / 'imgs')!r} (given)"]
+    # b/imgs ends in the spec's `imgs` as a/imgs does: only the stored folder is accepted
+    _plant(url, trial_id, lambda c: {**c, "data": {**c["data"], "root": str(tmp_path / "b" / "imgs")}})
+    result = runner.invoke(app, ["export", "rel", "--storage", url, "-o", str(tmp_path / "best.yaml")])
+    assert result.exit_code == 2 and "trial 0 of 'rel': data.root: " in result.output, result.output
+    assert not (tmp_path / "best.yaml").exists()
+    _plant(url, trial_id, lambda c: {**c, "data": {**c["data"], "root": here}})
+    assert runner.invoke(app, ["export", "rel", "--storage", url, "-o", str(tmp_path / "best.yaml")]).exit_code == 0
+    # a study stored before roots were stored absolute: its relative root matches by its tail
+    old = {**stored_spec(url, "rel"), "data": {**stored_spec(url, "rel")["data"], "root": "imgs"}}
+    assert spec_differences(old, validate(spec).stored()) == []
+    assert spec_differences({**old, "data": {**old["data"], "root": "photos"}}, validate(spec).stored())
+
+
 def test_storage_precedence_is_flag_then_spec_then_environment_then_default(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = write_spec(tmp_path / "s.yaml", {"method": "random", "trainer": "tests.fake_trainers:plain_fit",
@@ -210,7 +247,7 @@ def test_a_config_must_hold_its_trials_draw(tmp_path: Path) -> None:
     Optuna parameters decode to; a file parameter's path may have been made absolute."""
     from sweeper.errors import InputError
     from sweeper.spec import check_trial_config, stored_space
-    from sweeper.spec._train import _same
+    from sweeper.spec._train import same_value as _same
 
     sweep = validate({"name": "draw", "method": "random", "trainer": "tests.fake_trainers:CURVE",
                       "storage": f"sqlite:///{tmp_path / 'd.db'}", "artifacts": str(tmp_path / "a"),

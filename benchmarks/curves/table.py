@@ -164,7 +164,7 @@ def load(path: Path = TABLE) -> dict[tuple[int, int], Run]:
         group.sort(key=lambda r: r["epoch"])
         runs[key] = Run(config_id=key[0], seed=key[1], config={k: group[0][k] for k in GRID},
                         param_count=group[0]["param_count"],
-                        **{m: tuple(r[m] for r in group) for m in METRICS})  # type: ignore[arg-type]
+                        **{m: tuple(r[m] for r in group) for m in METRICS})
     return runs
 
 

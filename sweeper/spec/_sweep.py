@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sweeper.spec._schema import PROGRAM_TRAINER, MetricSpec, SweepSpec, current_trainer
 from sweeper.spec._space import SearchSpace
+from sweeper.spec._train import same_value
 from sweeper.study.constraints import Bound, bounds_of
 from trainers.base import DataConfig, Trainer
 
@@ -138,10 +140,17 @@ class Sweep:
         return config
 
     def stored(self) -> dict[str, Any]:
-        """The spec as stored with the study: JSON-able, defaults filled, valid input to :func:`validate`."""
+        """The spec as stored with the study: JSON-able, defaults filled, valid input to :func:`validate`.
+
+        ``data.root`` is stored absolute, as the trials read it: ``sweeper resume STUDY`` from
+        another folder trains on the same photos, and a config read back from the study must
+        name exactly that folder (:func:`sweeper.spec.check_trial_config`).
+        """
         # With `metrics`, `metric` is the first objective, filled in by validation: not stored.
         dropped = {"project", "entity", *(["metric"] if self.spec.metrics else [])}
         out = self.spec.model_dump(mode="json", exclude=dropped)
+        if out["data"].get("root"):
+            out["data"]["root"] = self.data.root
         if not self.spec.metrics:
             out.pop("metrics", None)
         # A parameter's form is which keys it sets, so only those are kept.
@@ -158,7 +167,9 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
     ``storage`` is left out: the stored one has its password redacted. A key one side lacks and
     the other holds empty (``None``, ``[]``, ``{}``) is no difference: a study stored before a key
     existed (``constraints``, ``trial_timeout``) resumes with the key's empty default. A trainer
-    named by its path before it moved (``MOVED_TRAINERS``) is the trainer at its path today.
+    named by its path before it moved (``MOVED_TRAINERS``) is the trainer at its path today. A
+    ``data.root`` stored relative (by a study made before roots were stored absolute) matches a
+    given absolute root that ends in it.
     """
     lines: list[str] = []
     empty: tuple[Any, ...] = (None, [], {})
@@ -173,7 +184,8 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
                 if (key not in a and b.get(key) in empty) or (key not in b and a.get(key) in empty):
                     continue
                 walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-        elif a != b:
+        elif a != b and not (path == "data.root" and isinstance(a, str) and not Path(a).is_absolute()
+                             and same_value(b, a)):
             lines.append(f"{path}: {a!r} (stored) -> {b!r} (given)")
 
     walk(dict(stored), dict(given), "")

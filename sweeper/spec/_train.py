@@ -141,14 +141,15 @@ def check_trial_config(config: Mapping[str, Any], spec: Mapping[str, Any] | None
 def _data_problems(config: Mapping[str, Any], spec: Mapping[str, Any], where: str) -> list[Problem]:
     """Where a config's ``data`` differs from what the study's stored ``spec`` gives every trial
     (:func:`sweeper.spec._validate._data`): its ``data`` keys with their defaults, the split's
-    ``seed`` from the spec's ``seed``, ``train_on_val`` off, and ``root`` made absolute (matched
-    by its tail, as :func:`_same` does)."""
+    ``seed`` from the spec's ``seed``, ``train_on_val`` off, and ``root``: the same folder (a
+    study stores it absolute, :meth:`sweeper.spec.Sweep.stored`), or for a study stored before
+    that, an absolute folder that ends in its relative root (:func:`same_value`)."""
     expected = {**dataclasses.asdict(DataConfig()), **(spec.get("data") or {}),
                 "seed": spec.get("seed", 0), "train_on_val": False}
     got = config.get("data") or {}
     return [Problem(f"{where}: data.{key}", got.get(key), f"differs from the study's spec ({value!r}); a config "
                     "read back from a study must be the one sweeper stored, so it is not run")
-            for key, value in expected.items() if not _same(got.get(key), value)]
+            for key, value in expected.items() if not same_value(got.get(key), value)]
 
 
 def _draw_problems(config: Mapping[str, Any], drawn: Mapping[str, Any], space: SearchSpace,
@@ -162,16 +163,16 @@ def _draw_problems(config: Mapping[str, Any], drawn: Mapping[str, Any], space: S
         got: Any = params if name != "epochs" or "epochs" in params else {"epochs": config.get("epochs")}
         for part in space.paths.get(name, (name,)):
             got = got.get(part) if isinstance(got, Mapping) else None
-        if not _same(got, value):
+        if not same_value(got, value):
             problems.append(Problem(f"{where}: params.{name}", got, f"differs from the trial's draw ({value!r}); a "
                                     "config read back from a study must be the one sweeper stored, so it is not run"))
     return problems
 
 
-def _same(got: Any, value: Any) -> bool:
+def same_value(got: Any, value: Any) -> bool:
     """``got`` (from a stored config) is ``value`` (decoded from the draw), as JSON; a declared
     file parameter's path is made absolute in the config (:meth:`trainers.base.Param.resolve`),
-    so a path matches an absolute path that ends in it."""
+    so a relative path matches an absolute path that ends in it; an absolute one matches itself only."""
     if json.dumps(got, sort_keys=True) == json.dumps(value, sort_keys=True):
         return True
     if not (isinstance(got, str) and isinstance(value, str) and Path(got).is_absolute()):
