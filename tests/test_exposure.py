@@ -247,7 +247,7 @@ def test_a_config_must_hold_its_trials_draw(tmp_path: Path) -> None:
     Optuna parameters decode to; a file parameter's path may have been made absolute."""
     from sweeper.errors import InputError
     from sweeper.spec import check_trial_config, stored_space
-    from sweeper.spec._train import same_value as _same
+    from sweeper.spec._problems import same_value as _same
 
     sweep = validate({"name": "draw", "method": "random", "trainer": "tests.fake_trainers:CURVE",
                       "storage": f"sqlite:///{tmp_path / 'd.db'}", "artifacts": str(tmp_path / "a"),

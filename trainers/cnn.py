@@ -3,32 +3,39 @@
 Five blocks of conv → optional BatchNorm → activation → 2x2 max-pool, then dropout, one
 dense layer with the same activation, dropout, and the linear classifier. Five poolings
 halve the image five times, so ``image_size`` must be at least 2**5 = 32 pixels.
+
+torch is imported by the functions that build and train: validating a spec reads
+:data:`PARAMS` alone, in a driver that never trains (:mod:`trainers.datasets` says why).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from trainers.base import EPOCH_METRICS, MEASURED_METRICS, Param, Report, TrainConfig, Trainer
-from trainers.data import load_data
-from trainers.loop import fit_classifier
-from trainers.normalize import with_normalization
 from trainers.optim import MUTABLE_PARAMS, OPTIMIZATION_PARAMS
-from trainers.rng import seed_everything
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BLOCKS = 5
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "mish": nn.Mish,
-    "leaky_relu": nn.LeakyReLU,
-}
+# The activations by name: torch.nn's ReLU, GELU, SiLU, Mish and LeakyReLU (:func:`activation`).
+ACTIVATIONS = ("relu", "gelu", "silu", "mish", "leaky_relu")
+
+
+def activation(name: str) -> type[nn.Module]:
+    """torch's activation module class called ``name`` (one of :data:`ACTIVATIONS`).
+
+    Raises:
+        KeyError: ``name`` is not one of them.
+    """
+    from torch import nn
+
+    return {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "mish": nn.Mish, "leaky_relu": nn.LeakyReLU}[name]
+
 
 PARAMS: dict[str, Param] = {
     "filters": Param("int_list", [32, 32, 32, 32, 32], "output channels of each of the 5 conv blocks",
@@ -36,7 +43,7 @@ PARAMS: dict[str, Param] = {
     "kernel_size": Param("int", 3, "side of the square convolution kernels (odd keeps the size)",
                          low=1, high=15),
     "activation": Param("str", "relu", "activation after each conv and the dense layer",
-                        choices=tuple(ACTIVATIONS)),
+                        choices=ACTIVATIONS),
     "batch_norm": Param("bool", True, "BatchNorm after each convolution"),
     "dropout": Param("float", 0.2, "dropout before and after the dense layer", low=0.0, high=0.95),
     "dense_units": Param("int", 128, "units of the dense layer", low=1, high=65536),
@@ -50,9 +57,11 @@ def build_model(params: Mapping[str, Any], in_channels: int, num_classes: int, i
     Raises:
         ValueError: ``image_size`` is below 32 (five 2x2 poolings).
     """
+    from torch import nn
+
     if image_size < 2**BLOCKS:
         raise ValueError(f"image_size {image_size} is too small for {BLOCKS} poolings; the smallest is {2**BLOCKS}")
-    act = ACTIVATIONS[params["activation"]]
+    act = activation(params["activation"])
     layers: list[nn.Module] = []
     channels, size = in_channels, image_size
     k = int(params["kernel_size"])
@@ -77,12 +86,18 @@ def build_model(params: Mapping[str, Any], in_channels: int, num_classes: int, i
 
 def build(config: TrainConfig, channels: int, num_classes: int) -> nn.Sequential:
     """The untrained CNN for ``config``, taking uint8 images ``(N, channels, S, S)``."""
+    from trainers.normalize import with_normalization
+
     params = {**TRAINER.defaults(), **config.params}
     return with_normalization(build_model(params, channels, num_classes, config.data.image_size), channels)
 
 
 def fit(config: TrainConfig, report: Report) -> dict[str, float]:
     """Train the CNN on ``config.data`` for ``config.epochs``; see :func:`trainers.loop.fit_classifier`."""
+    from trainers.data import load_data
+    from trainers.loop import fit_classifier
+    from trainers.rng import seed_everything
+
     config = dataclasses.replace(config, params={**TRAINER.defaults(), **config.params})
     data = load_data(config.data)
     seed_everything(config.seed)  # the initial weights depend on the trial's seed only

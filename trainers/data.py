@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from trainers.base import DataConfig
 from trainers.cache import CachedFolder, cache_root, cached_image_folder
-from trainers.folders import DataError, scan_image_folder
+from trainers.datasets import BUNDLED_DATASETS, check_data, torchvision_dataset_names
+from trainers.folders import DataError
 
-BUNDLED_DATASETS = ("mnist5k", "digits")
+__all__ = ["BUNDLED_DATASETS", "DataError", "ImageData", "check_data", "load_data", "torchvision_dataset_names"]
 
 log = logging.getLogger("trainers")
 
@@ -88,42 +89,6 @@ class ImageData:
     def test_y(self) -> torch.Tensor | None:
         """The test labels ``(N_test,)``, or ``None``."""
         return None if self.test_idx is None else self.labels[self.test_idx]
-
-
-def check_data(cfg: DataConfig) -> list[tuple[str, object, str]]:
-    """Check a data configuration without decoding images.
-
-    Returns:
-        problems as ``(key, value, rule)`` triples, empty when the data can be loaded.
-    """
-    if cfg.dataset in BUNDLED_DATASETS:
-        return []
-    if cfg.root is None:
-        return [("data.root", None, f"is required for dataset {cfg.dataset!r}")]
-    if cfg.dataset == "imagefolder":
-        try:
-            layout = scan_image_folder(cfg.root)
-        except DataError as err:
-            key, _, rule = str(err).partition(": ")
-            return [(key, cfg.root, rule)]
-        if len(layout.classes) < 2:
-            return [("data.root", cfg.root, f"holds a single class ({layout.classes[0]}); a classifier needs at "
-                     "least two class folders")]
-        return []
-    try:
-        _torchvision_split(cfg.dataset, cfg.root, train=True)
-    except DataError as err:
-        return [("data.dataset", cfg.dataset, str(err))]
-    return []
-
-
-def torchvision_dataset_names() -> list[str]:
-    """Names of the torchvision dataset classes (``CIFAR10``, ``MNIST``, ...)."""
-    import torchvision.datasets
-
-    return sorted(
-        n for n in torchvision.datasets.__all__ if n[:1].isupper() and n not in ("ImageFolder",)
-    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,14 +1,19 @@
 """The optimisation schedule: the parameters every built-in trainer reads, the optimiser and
-the learning-rate schedule (all torch's own)."""
+the learning-rate schedule (all torch's own).
+
+torch is imported by the functions that build: validating a spec reads the parameters alone
+(:mod:`trainers.datasets` says why).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from trainers.base import Param
+
+if TYPE_CHECKING:
+    import torch
 
 # Parameters every built-in trainer reads: optimisation, schedule, regularisation, precision.
 OPTIMIZATION_PARAMS: dict[str, Param] = {
@@ -83,6 +88,8 @@ def make_optimizer(params: Mapping[str, Any], groups: Sequence[Mapping[str, Any]
     Each group is ``{"params": [...], "lr_factor": f}``: its learning rate is ``params['lr'] * f``.
     Frozen parameters may be in a group: without a gradient, torch's optimisers skip them.
     """
+    import torch
+
     name, lr, wd = params["optimizer"], float(params["lr"]), float(params["weight_decay"])
     torch_groups = [{"params": list(g["params"]), "lr": lr * float(g.get("lr_factor", 1.0))} for g in groups]
     if name == "adam":
@@ -105,6 +112,8 @@ def make_scheduler(params: Mapping[str, Any], optimizer: torch.optim.Optimizer, 
     ``plateau``: ReduceLROnPlateau on ``monitor``; ``onecycle``: OneCycleLR stepped every batch
     (Smith & Topin 2019). All but ``onecycle`` and ``plateau`` step once per epoch.
     """
+    import torch
+
     sched = torch.optim.lr_scheduler
     kind, warmup = params["lr_schedule"], int(params["warmup_epochs"])
     if kind == "none":

@@ -1,12 +1,15 @@
 """Problems with the user's input, as one line each: pydantic's errors turned into
-:class:`sweeper.errors.Problem` (the key's path, the value, the rule) with did-you-mean hints."""
+:class:`sweeper.errors.Problem` (the key's path, the value, the rule) with did-you-mean hints,
+and :func:`same_value`, whether a value read back from a study is the one sweeper stored."""
 
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -88,3 +91,15 @@ def _unwrap_optional(tp: Any) -> Any:
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return tp
+
+
+def same_value(got: Any, value: Any) -> bool:
+    """``got`` (from a stored config) is ``value`` (decoded from the draw), as JSON; a declared
+    file parameter's path is made absolute in the config (:meth:`trainers.base.Param.resolve`),
+    so a relative path matches an absolute path that ends in it; an absolute one matches itself only."""
+    if json.dumps(got, sort_keys=True) == json.dumps(value, sort_keys=True):
+        return True
+    if not (isinstance(got, str) and isinstance(value, str) and Path(got).is_absolute()):
+        return False
+    tail = [part for part in Path(value).expanduser().parts if part not in (".", "..")]
+    return bool(tail) and list(Path(got).parts[-len(tail):]) == tail

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweeper.spec._problems import same_value
 from sweeper.spec._schema import PROGRAM_TRAINER, MetricSpec, SweepSpec, current_trainer
 from sweeper.spec._space import SearchSpace
-from sweeper.spec._train import same_value
 from sweeper.study.constraints import Bound, bounds_of
 from trainers.base import DataConfig, Trainer
 

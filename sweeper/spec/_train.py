@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,12 +13,12 @@ from pydantic import ValidationError
 
 from sweeper.defaults import FIT_TRAINER, FUNCTION_TRAINER
 from sweeper.errors import InputError, Problem
-from sweeper.spec._problems import did_you_mean, pydantic_problems
+from sweeper.spec._problems import did_you_mean, pydantic_problems, same_value
 from sweeper.spec._schema import PROGRAM_TRAINER, TrainFileSpec
 from sweeper.spec._space import SearchSpace
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig, Trainer
-from trainers.data import check_data
+from trainers.datasets import check_data
 
 
 def load_train_config(raw: Mapping[str, Any], *, epochs: int | None = None) -> tuple[Trainer, TrainConfig]:
@@ -167,15 +166,3 @@ def _draw_problems(config: Mapping[str, Any], drawn: Mapping[str, Any], space: S
             problems.append(Problem(f"{where}: params.{name}", got, f"differs from the trial's draw ({value!r}); a "
                                     "config read back from a study must be the one sweeper stored, so it is not run"))
     return problems
-
-
-def same_value(got: Any, value: Any) -> bool:
-    """``got`` (from a stored config) is ``value`` (decoded from the draw), as JSON; a declared
-    file parameter's path is made absolute in the config (:meth:`trainers.base.Param.resolve`),
-    so a relative path matches an absolute path that ends in it; an absolute one matches itself only."""
-    if json.dumps(got, sort_keys=True) == json.dumps(value, sort_keys=True):
-        return True
-    if not (isinstance(got, str) and isinstance(value, str) and Path(got).is_absolute()):
-        return False
-    tail = [part for part in Path(value).expanduser().parts if part not in (".", "..")]
-    return bool(tail) and list(Path(got).parts[-len(tail):]) == tail

@@ -27,7 +27,7 @@ from sweeper.spec._space import GRID_POINTS_MAX, SearchSpace
 from sweeper.spec._sweep import Asha, Sweep
 from trainers import get_trainer
 from trainers.base import MEASURED_METRICS, DataConfig, Trainer
-from trainers.data import BUNDLED_DATASETS, check_data, torchvision_dataset_names
+from trainers.datasets import BUNDLED_DATASETS, check_data, torchvision_dataset_names
 
 # A study name becomes a folder under `artifacts`: a safe set of characters, no path, no hidden file.
 STUDY_NAME_MAX = 100
