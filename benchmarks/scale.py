@@ -92,8 +92,10 @@ def _tune_trainable(config: dict[str, Any]) -> None:
 def in_child(call: str, workdir: Path, tune_defaults: bool = False) -> tuple[Any, float]:
     """The JSON value of ``call`` (an expression on this module, ``scale``) evaluated in a new
     Python process with its own local Ray (no run inherits another's process, Ray or memory), and
-    that process's peak resident memory in MiB (``getrusage``'s ``ru_maxrss``): the driver's, as it
-    holds Tune's records of every trial and checkpoint; Ray's own processes are not counted.
+    that process's peak resident memory in MiB (``VmHWM`` of ``/proc/self/status``; not
+    ``getrusage``'s ``ru_maxrss``, which on Linux also holds the parent's peak through the fork):
+    the driver's, as it holds Tune's records of every trial and checkpoint; Ray's own processes
+    are not counted.
     Its environment has sweeper's Ray Tune settings (:data:`sweeper.engine.ray_runtime.RAY_ENV`,
     which ``sweeper launch`` sets for itself), or with ``tune_defaults`` none of them: Ray Tune's
     own defaults."""
@@ -102,9 +104,10 @@ def in_child(call: str, workdir: Path, tune_defaults: bool = False) -> tuple[Any
     from sweeper.engine.ray_runtime import RAY_ENV
 
     out = workdir / "child.json"
-    code = ("import json, resource; from pathlib import Path; from benchmarks import scale; "
+    code = ("import json; from pathlib import Path; from benchmarks import scale; "
             f"value = {call}; "
-            "peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "  # Linux: KiB
+            "peak_mb = next(int(line.split()[1]) for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:')) / 1024; "  # kB
             f"Path({str(out)!r}).write_text(json.dumps({{'value': value, 'peak_mb': peak_mb}}))")
     env = {k: v for k, v in os.environ.items() if k not in RAY_ENV}
     if not tune_defaults:
