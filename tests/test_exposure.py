@@ -137,6 +137,18 @@ def test_a_relative_data_root_is_stored_as_the_folder_it_named(tmp_path: Path, m
     old = {**stored_spec(url, "rel"), "data": {**stored_spec(url, "rel")["data"], "root": "imgs"}}
     assert spec_differences(old, validate(spec).stored()) == []
     assert spec_differences({**old, "data": {**old["data"], "root": "photos"}}, validate(spec).stored())
+    # ... or by the folder it names from here: `.` (no tail), and a link the given root resolves through
+    (tmp_path / "b" / "link").symlink_to(tmp_path / "a" / "imgs")
+    monkeypatch.chdir(tmp_path / "b")
+    linked = {**spec, "data": {**spec["data"], "root": "link"}}
+    assert validate(linked).stored()["data"]["root"] == here
+    assert spec_differences({**old, "data": {**old["data"], "root": "link"}}, validate(linked).stored()) == []
+    monkeypatch.chdir(tmp_path / "a" / "imgs")
+    dot = {**spec, "data": {**spec["data"], "root": "."}}
+    given = validate(dot).stored()
+    assert spec_differences({**old, "data": {**old["data"], "root": "."}}, given) == []
+    monkeypatch.chdir(tmp_path / "b")  # `.` here is another folder
+    assert spec_differences({**old, "data": {**old["data"], "root": "."}}, given)
 
 
 def test_storage_precedence_is_flag_then_spec_then_environment_then_default(

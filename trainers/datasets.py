@@ -1,8 +1,10 @@
-"""Which datasets a trainer can read, checked without torch: what validating a spec needs.
+"""Which datasets a trainer can read, checked without torch for the bundled datasets and image
+folders (a torchvision dataset is opened, which imports it): what validating a spec needs.
 
 Validation (``sweeper launch``'s first step, ``sweeper validate``) runs in the driver, which
-never trains. Keeping these checks free of torch keeps its import (about 1.2 s and 250 MB) out of
-the driver; the loading itself is :mod:`trainers.data`.
+never trains. Keeping these checks free of torch keeps its import (about 1.5 s and 500 MB here,
+benchmarks/RESULTS.md, "Driver memory at scale") out of the driver; the loading itself is
+:mod:`trainers.data`.
 """
 
 from __future__ import annotations

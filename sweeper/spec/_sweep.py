@@ -169,7 +169,8 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
     existed (``constraints``, ``trial_timeout``) resumes with the key's empty default. A trainer
     named by its path before it moved (``MOVED_TRAINERS``) is the trainer at its path today. A
     ``data.root`` stored relative (by a study made before roots were stored absolute) matches a
-    given absolute root that ends in it.
+    given absolute root that ends in it, or that it names from the current folder (``.``, or a
+    link the given root was resolved through).
     """
     lines: list[str] = []
     empty: tuple[Any, ...] = (None, [], {})
@@ -184,9 +185,17 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
                 if (key not in a and b.get(key) in empty) or (key not in b and a.get(key) in empty):
                     continue
                 walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-        elif a != b and not (path == "data.root" and isinstance(a, str) and not Path(a).is_absolute()
-                             and same_value(b, a)):
+        elif a != b and not (path == "data.root" and _old_relative_root(a, b)):
             lines.append(f"{path}: {a!r} (stored) -> {b!r} (given)")
 
     walk(dict(stored), dict(given), "")
     return lines
+
+
+def _old_relative_root(stored: Any, given: Any) -> bool:
+    """A ``data.root`` stored relative (before roots were stored absolute) is the given absolute
+    root: by its tail (``imgs`` and ``/home/u/imgs``), or resolved from the current folder
+    (``.``, whose tail is empty, or a link that the given root was resolved through)."""
+    if not (isinstance(stored, str) and isinstance(given, str)) or Path(stored).is_absolute():
+        return False
+    return same_value(given, stored) or str(Path(stored).expanduser().resolve()) == given
