@@ -287,3 +287,18 @@ def test_a_config_must_hold_its_trials_draw(tmp_path: Path) -> None:
             check_trial_config(tampered, sweep.stored(), "trial 0", (space, drawn), check_data=True)
     assert _same("/home/u/run/weights/b.pth", "weights/b.pth") and _same("/w/b.pth", "./b.pth")
     assert not _same("/home/u/other/a.pth", "weights/b.pth") and not _same("weights/b.pth", "/x/weights/b.pth")
+    # a relative path is also the folder it names from here: `.` (no tail to match) and a link
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "photos")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path / "photos")
+        assert _same(str(tmp_path / "photos"), ".") and not _same(str(tmp_path / "a"), ".")
+        mp.chdir(tmp_path)
+        assert _same(str(tmp_path / "photos"), "link") and not _same(str(tmp_path / "photos"), ".")
+        # a study stored with the relative root `.` (before roots were stored absolute): its trials' root
+        old = {**sweep.stored(), "data": {**sweep.stored()["data"], "root": "."}}
+        read_back = {**config, "data": {**config["data"], "root": str(tmp_path)}}
+        check_trial_config(read_back, old, "trial 0", (space, drawn), check_data=True)
+        with pytest.raises(InputError, match=r"trial 0: data.root: .* differs from the study's spec"):
+            check_trial_config({**read_back, "data": {**read_back["data"], "root": str(tmp_path / "photos")}},
+                               old, "trial 0", (space, drawn), check_data=True)

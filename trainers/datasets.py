@@ -16,8 +16,9 @@ BUNDLED_DATASETS = ("mnist5k", "digits")
 
 
 def check_data(cfg: DataConfig) -> list[tuple[str, object, str]]:
-    """Check a data configuration without decoding images (a torchvision dataset is opened, which
-    imports torch).
+    """Check a data configuration: the bundled datasets need nothing, an image folder is scanned
+    without decoding an image, and a torchvision dataset is opened and its training split read
+    from ``root`` (which imports torch; nothing is downloaded).
 
     Returns:
         problems as ``(key, value, rule)`` triples, empty when the data can be loaded.

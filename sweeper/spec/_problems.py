@@ -94,12 +94,16 @@ def _unwrap_optional(tp: Any) -> Any:
 
 
 def same_value(got: Any, value: Any) -> bool:
-    """``got`` (from a stored config) is ``value`` (decoded from the draw), as JSON; a declared
-    file parameter's path is made absolute in the config (:meth:`trainers.base.Param.resolve`),
-    so a relative path matches an absolute path that ends in it; an absolute one matches itself only."""
+    """``got`` (from a stored config) is ``value`` (decoded from the draw, or a study's stored
+    spec), as JSON. A declared file parameter's path and a data root are made absolute in the
+    config (:meth:`trainers.base.Param.resolve`), so a relative ``value`` also matches an absolute
+    ``got`` that ends in it, or that it names from the current folder (``.``, whose tail is empty,
+    or a link ``got`` was resolved through); an absolute ``value`` matches itself only."""
     if json.dumps(got, sort_keys=True) == json.dumps(value, sort_keys=True):
         return True
     if not (isinstance(got, str) and isinstance(value, str) and Path(got).is_absolute()):
         return False
+    if str(Path(value).expanduser().resolve()) == got:
+        return True
     tail = [part for part in Path(value).expanduser().parts if part not in (".", "..")]
     return bool(tail) and list(Path(got).parts[-len(tail):]) == tail

@@ -195,7 +195,5 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
 def _old_relative_root(stored: Any, given: Any) -> bool:
     """A ``data.root`` stored relative (before roots were stored absolute) is the given absolute
     root: by its tail (``imgs`` and ``/home/u/imgs``), or resolved from the current folder
-    (``.``, whose tail is empty, or a link that the given root was resolved through)."""
-    if not (isinstance(stored, str) and isinstance(given, str)) or Path(stored).is_absolute():
-        return False
-    return same_value(given, stored) or str(Path(stored).expanduser().resolve()) == given
+    (``.``, or a link that the given root was resolved through): :func:`same_value`."""
+    return isinstance(stored, str) and not Path(stored).is_absolute() and same_value(given, stored)
