@@ -24,15 +24,24 @@ from tests.conftest import write_spec
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = [REPO / "sweeper", REPO / "trainers"]
 
-# Runs the command in this interpreter with Typer's runner, then says which heavy modules it loaded.
+# Runs the command in this interpreter with Typer's runner, then says whether it loaded the package.
 _PROBE = """
 import sys
 from typer.testing import CliRunner
 from sweeper.cli import app
-result = CliRunner().invoke(app, sys.argv[1:])
+package, args = sys.argv[1], sys.argv[2:]
+result = CliRunner().invoke(app, args)
 assert result.exit_code == 0, result.output
-print("RAY" if any(m == "ray" or m.startswith("ray.") for m in sys.modules) else "NO-RAY")
+print("LOADED" if any(m == package or m.startswith(package + ".") for m in sys.modules) else "NOT-LOADED")
 """
+
+
+def _command_loads(package: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> bool:
+    """Whether ``sweeper ARGS``, run to exit 0 in a fresh interpreter in ``cwd``, imported ``package``."""
+    done = subprocess.run([sys.executable, "-c", _PROBE, package, *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1] == "LOADED"
 
 
 @pytest.fixture
@@ -66,10 +75,7 @@ def test_readers_and_validate_import_no_ray(command: str, finished_study: tuple[
         "dashboard --help": ["dashboard", "--help"],
     }[command]
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # the study's trainer is tests.fake_trainers:CURVE
-    done = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "NO-RAY", done.stdout[-2000:]
+    assert not _command_loads("ray", args, tmp_path, env)
 
 
 def test_the_driver_of_a_cnn_sweep_never_imports_torch(tmp_path: Path) -> None:
@@ -81,12 +87,7 @@ def test_the_driver_of_a_cnn_sweep_never_imports_torch(tmp_path: Path) -> None:
             "artifacts": str(tmp_path / "art"), "max_concurrent_trials": 1,
             "parameters": {"filters": {"value": [4, 4, 4, 4, 4]}, "dense_units": {"value": 8}}}
     path = write_spec(tmp_path / "spec.yaml", spec)
-    probe = _PROBE.replace('"RAY" if any(m == "ray" or m.startswith("ray.")', '"TORCH" if any(m == "torch"')
-    probe = probe.replace('"NO-RAY"', '"NO-TORCH"')
-    done = subprocess.run([sys.executable, "-c", probe, "launch", str(path)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "NO-TORCH", done.stdout[-2000:]
+    assert not _command_loads("torch", ["launch", str(path)], tmp_path)
     assert len(optuna.load_study(study_name="no-torch", storage=spec["storage"]).trials) == 1
 
 
@@ -100,12 +101,7 @@ def test_validating_a_cnn_spec_imports_no_torch(spec: str, tmp_path: Path, mnist
             "method": "random", "trainer": "cnn", "epochs": 1,
             "data": {"dataset": "imagefolder", "root": str(mnist_pngs)},
             "parameters": {"lr": {"values": [0.01, 0.001]}}})
-    probe = _PROBE.replace('"RAY" if any(m == "ray" or m.startswith("ray.")', '"TORCH" if any(m == "torch"')
-    probe = probe.replace('"NO-RAY"', '"NO-TORCH"')
-    done = subprocess.run([sys.executable, "-c", probe, "validate", str(path)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "NO-TORCH", done.stdout[-2000:]
+    assert not _command_loads("torch", ["validate", str(path)], tmp_path)
 
 
 def test_the_dashboard_opens_its_study_without_ray(finished_study: tuple[str, str]) -> None:
