@@ -103,7 +103,8 @@ def same_value(got: Any, value: Any) -> bool:
         return True
     if not (isinstance(got, str) and isinstance(value, str) and Path(got).is_absolute()):
         return False
-    if str(Path(value).expanduser().resolve()) == got:
+    named = Path(value).expanduser()
+    if str(named.resolve()) == got:
         return True
-    tail = [part for part in Path(value).expanduser().parts if part not in (".", "..")]
+    tail = [part for part in named.parts if part not in (".", "..")]
     return bool(tail) and list(Path(got).parts[-len(tail):]) == tail

@@ -185,15 +185,10 @@ def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
                 if (key not in a and b.get(key) in empty) or (key not in b and a.get(key) in empty):
                     continue
                 walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-        elif a != b and not (path == "data.root" and _old_relative_root(a, b)):
+        elif a != b and not (path == "data.root" and isinstance(a, str) and not Path(a).is_absolute()
+                             and same_value(b, a)):
             lines.append(f"{path}: {a!r} (stored) -> {b!r} (given)")
 
     walk(dict(stored), dict(given), "")
     return lines
 
-
-def _old_relative_root(stored: Any, given: Any) -> bool:
-    """A ``data.root`` stored relative (before roots were stored absolute) is the given absolute
-    root: by its tail (``imgs`` and ``/home/u/imgs``), or resolved from the current folder
-    (``.``, or a link that the given root was resolved through): :func:`same_value`."""
-    return isinstance(stored, str) and not Path(stored).is_absolute() and same_value(given, stored)
