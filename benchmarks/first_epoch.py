@@ -17,8 +17,15 @@ Ray's start, the study, the trial processes and loading the data, whatever each 
 Twice for each: with a cold data cache (a new, empty cache folder: the photos are decoded, as in
 a node's first sweep) and a warm one (a later sweep on the node).
 
-Usage: ``python -m benchmarks.first_epoch [--repeats 3] [--concurrency 2]`` from the repository
-root; writes its section of ``benchmarks/RESULTS.md``.
+With ``--ray-running`` Ray is started once beforehand (``ray start --head``, as on a cluster or a
+workstation that keeps Ray up) and the Ray tools join it (``sweeper launch --address HOST:PORT``;
+``ray.init(address=...)``) instead of starting their own: what a sweep waits for when Ray is
+already running. Optuna's runs are the same in both modes. Warm cache only: a running Ray's
+workers have the environment Ray was started with, so a new cache folder named in the command's
+environment would not reach them.
+
+Usage: ``python -m benchmarks.first_epoch [--repeats 3] [--concurrency 2] [--ray-running]`` from
+the repository root; writes its section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -62,13 +69,15 @@ def write_spec(tmp: Path, log: Path, root: Path, concurrency: int) -> Path:
     return path
 
 
-def child_ray_tune(log: Path, root: Path, concurrency: int) -> None:
-    """Ray Tune's documented start: ``ray.init()``, ``Tuner`` with ``OptunaSearch``, reused actors."""
+def child_ray_tune(log: Path, root: Path, concurrency: int, address: str | None = None) -> None:
+    """Ray Tune's documented start: ``ray.init()`` (or ``ray.init(address)`` to join a running
+    Ray), ``Tuner`` with ``OptunaSearch``, reused actors."""
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    joined = {"address": address} if address else {"include_dashboard": False}
+    ray.init(**joined, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     data = cifar_data(root)
 
     def trainable(config: dict[str, Any]) -> None:
@@ -102,8 +111,9 @@ def child_optuna(log: Path, root: Path, concurrency: int) -> None:
     optuna.create_study(direction="maximize").optimize(objective, n_trials=2, n_jobs=concurrency)
 
 
-def first_epoch_s(tool: str, root: Path, cold: bool, concurrency: int) -> float:
-    """Seconds from starting ``tool``'s command to the start of its first epoch."""
+def first_epoch_s(tool: str, root: Path, cold: bool, concurrency: int, address: str | None = None) -> float:
+    """Seconds from starting ``tool``'s command to the start of its first epoch; with ``address``
+    the Ray tools join the Ray running there instead of starting their own."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         log = tmp / "log.jsonl"
@@ -113,9 +123,13 @@ def first_epoch_s(tool: str, root: Path, cold: bool, concurrency: int) -> float:
             command = [sys.executable, "-m", "sweeper", "launch", str(write_spec(tmp, log, root, concurrency))]
             if tool.endswith("=0"):
                 env["SWEEPER_WARM_CACHE"] = "0"
+            if address:
+                command += ["--address", address]
         else:
             command = [sys.executable, "-m", "benchmarks.first_epoch", "--child", tool, "--log", str(log),
                        "--data", str(root), "--concurrency", str(concurrency)]
+            if address and tool.startswith("Ray"):
+                command += ["--address", address]
         started = time.time()
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -131,34 +145,65 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=CIFAR_5K)
     parser.add_argument("--child", choices=TOOLS[2:], help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--ray-running", action="store_true",
+                        help="start Ray once beforehand (ray start --head) and let the Ray tools join it")
     args = parser.parse_args()
     root = args.data.resolve()
     if args.child:
-        (child_ray_tune if args.child.startswith("Ray") else child_optuna)(args.log, root, args.concurrency)
+        if args.child.startswith("Ray"):
+            child_ray_tune(args.log, root, args.concurrency, args.address)
+        else:
+            child_optuna(args.log, root, args.concurrency)
         return
     from trainers.base import DataConfig
     from trainers.data import load_data
 
     load_data(DataConfig(**cifar_data(root)))  # the warm runs' cache
     times: dict[tuple[str, bool], list[float]] = {}
-    for _ in range(args.repeats):
-        for cold in (True, False):
-            for tool in TOOLS:
-                times.setdefault((tool, cold), []).append(first_epoch_s(tool, root, cold, args.concurrency))
-                print(f"{tool:<30} {'cold' if cold else 'warm'} cache  {times[tool, cold][-1]:6.2f} s", flush=True)
-    title = f"Command start to first epoch, {args.concurrency} trial(s) at a time ({dt.date.today().isoformat()})"
+    address = _start_ray(args.concurrency) if args.ray_running else None
+    try:
+        for _ in range(args.repeats):
+            for cold in (False,) if address else (True, False):
+                for tool in TOOLS:
+                    times.setdefault((tool, cold), []).append(first_epoch_s(tool, root, cold, args.concurrency, address))
+                    print(f"{tool:<30} {'cold' if cold else 'warm'} cache  {times[tool, cold][-1]:6.2f} s", flush=True)
+    finally:
+        if address:
+            subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    ray_mode = ", Ray already running" if address else ""
+    title = (f"Command start to first epoch, {args.concurrency} trial(s) at a time{ray_mode} "
+             f"({dt.date.today().isoformat()})")
     write_section(title, [
         f"Machine: {machine()}. Command: `python -m benchmarks.first_epoch --repeats {args.repeats} --concurrency "
-        f"{args.concurrency}`. Each tool as a new process: 2 trials of 1 epoch of the `cnn` trainer ([16]x5 "
-        f"filters) on cifar10-5k at 32 px, {args.concurrency} at a time, 1 CPU thread each; seconds from the "
-        "command's start to the first epoch's start, median "
+        f"{args.concurrency}{' --ray-running' if address else ''}`. Each tool as a new process: 2 trials of 1 "
+        f"epoch of the `cnn` trainer ([16]x5 filters) on cifar10-5k at 32 px, {args.concurrency} at a time, 1 CPU "
+        "thread each; seconds from the command's start to the first epoch's start, median "
         f"(min-max) of {args.repeats} runs. Cold cache: a new cache folder (the 5,000 photos are decoded); warm: "
-        "decoded by an earlier run.",
+        "decoded by an earlier run."
+        + (" Ray was started once before the runs (`ray start --head`), and the Ray tools joined it "
+           "(`--address 127.0.0.1:6380`)." if address else ""),
         "",
         "| tool | cold data cache (s) | warm data cache (s) |",
         "| --- | --- | --- |",
-        *[f"| {tool} | {_fmt(times[tool, True])} | {_fmt(times[tool, False])} |" for tool in TOOLS],
+        *[f"| {tool} | {_fmt(times[tool, True]) if (tool, True) in times else 'not run'} | "
+          f"{_fmt(times[tool, False])} |" for tool in TOOLS],
     ])
+
+
+def _start_ray(cpus: int, port: int = 6380) -> str:
+    """Start a local Ray head with ``cpus`` CPUs (``ray start --head``), as a cluster keeps one
+    running, on ``port`` (not Ray's default 6379, which a Redis server may hold); its address.
+    Ray's token authentication (on by default for ``ray start``) gets a new token, set in this
+    process's environment, so that the commands it starts join with it."""
+    import secrets
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    subprocess.run(["ray", "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return f"127.0.0.1:{port}"
 
 
 def _fmt(xs: list[float]) -> str:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.simulate [--seeds 0-29] [--workers 4 16] [--trials 32 64 96]
                                   [--runners sweeper optuna-tpe-hyperband ...] [--json OUT]
+                                  [--ray-running]
 
 The tabular-benchmark method of NAS-Bench-201 (Dong & Yang 2020), LCBench (Zimmer et al. 2021) and
 Syne Tune's simulator backend (Salinas et al. 2022): a trial does not train; its epochs are read
@@ -9,7 +10,8 @@ from ``benchmarks/curves/cnn_cifar10.csv.gz``. ``W`` workers share a simulated c
 epoch ``e`` takes the table's ``epoch_s`` of that epoch (runs slowed by other jobs scaled back,
 :func:`benchmarks.curves.table.retime`); starting a trial (and resuming a paused
 one) costs the tool's measured per-trial start, and the sweep its once-per-sweep start
-(:data:`COSTS`). Every runner makes its own decisions with its own code, called as its tool calls
+(:data:`COSTS`; with ``--ray-running``, :data:`COSTS_RAY_RUNNING`: the Ray tools join a Ray that is
+already up, as on a cluster, instead of starting their own). Every runner makes its own decisions with its own code, called as its tool calls
 it:
 
 - ``sweeper`` (its default search: ``method: bayes`` with no scheduler named, which runs TPE with
@@ -60,8 +62,8 @@ class Costs:
     """A tool's simulated overheads, in seconds.
 
     Attributes:
-        sweep_s: once per sweep, before the first epoch (command start to first epoch, less
-            the epoch itself; ``benchmarks.first_epoch``, 2026-11-23, warm cache).
+        sweep_s: once per sweep, before the first epoch (command start to the first epoch's
+            start; ``benchmarks.first_epoch``, warm cache).
         trial_s: each time a trial starts or resumes (``benchmarks.orchestration_overhead``'s
             per-trial cost, 2026-11-23).
     """
@@ -70,13 +72,25 @@ class Costs:
     trial_s: float
 
 
-# Measured on this project's 2-core machine (benchmarks/RESULTS.md, 2026-11-23). Syne Tune's own
-# start was not measured; it is given Optuna's (the cheapest), which can only favour it.
+# Measured on this project's 2-core machine (benchmarks/RESULTS.md): sweep_s is the mean of the warm
+# cache medians at 1 and 2 trials at a time of `python -m benchmarks.first_epoch` (2026-12-07,
+# evening, the Ray tools starting their own Ray), trial_s the per-trial cost of
+# `benchmarks.orchestration_overhead` (2026-11-23). Syne Tune's own start was not measured; it is
+# given Optuna's (the cheapest), which can only favour it.
 COSTS: dict[str, Costs] = {
-    "sweeper": Costs(sweep_s=12.2, trial_s=0.11),
-    "ray": Costs(sweep_s=11.0, trial_s=0.15),
-    "optuna": Costs(sweep_s=3.2, trial_s=0.006),
-    "syne": Costs(sweep_s=3.2, trial_s=0.006),
+    "sweeper": Costs(sweep_s=8.0, trial_s=0.11),
+    "ray": Costs(sweep_s=8.7, trial_s=0.15),
+    "optuna": Costs(sweep_s=2.3, trial_s=0.006),
+    "syne": Costs(sweep_s=2.3, trial_s=0.006),
+}
+
+# The same, with Ray already running when the sweep starts (a cluster, or a machine that keeps Ray
+# up), so that the Ray tools join it instead of starting their own: `python -m benchmarks.first_epoch
+# --ray-running`, the same evening. Optuna and Syne Tune start no Ray: their costs are unchanged.
+COSTS_RAY_RUNNING: dict[str, Costs] = {
+    **COSTS,
+    "sweeper": Costs(sweep_s=5.6, trial_s=0.11),
+    "ray": Costs(sweep_s=5.7, trial_s=0.15),
 }
 
 
@@ -741,10 +755,11 @@ RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
 # asynchronous Hyperband.
 
 
-def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs: Costs | None = None) -> Outcome:
-    """Simulate runner ``name`` once, with its own seed ``seed`` and ``costs`` in place of its tool's.
-    The global NumPy and ``random`` states are seeded too: Syne Tune draws its ASHA brackets from
-    NumPy's global state."""
+def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs: Costs | None = None,
+            ray_running: bool = False) -> Outcome:
+    """Simulate runner ``name`` once, with its own seed ``seed`` and ``costs`` in place of its tool's
+    (with ``ray_running``, its tool's :data:`COSTS_RAY_RUNNING`). The global NumPy and ``random``
+    states are seeded too: Syne Tune draws its ASHA brackets from NumPy's global state."""
     import random
 
     import numpy as np
@@ -754,6 +769,8 @@ def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs
     shm = Path("/dev/shm")  # sweeper's SQLite study in memory when the system has it: 2.5x faster here
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as folder:
         runner = RUNNERS[name](table, seed, workers, trials, Path(folder))
+        if ray_running:
+            runner.costs = COSTS_RAY_RUNNING[next(tool for tool, c in COSTS.items() if c is runner.costs)]
         if costs is not None:
             runner.costs = costs
         try:
@@ -795,6 +812,8 @@ def main() -> None:
                              "are kept, not run again, so a cut-short run goes on")
     parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png")
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated side by side (processes)")
+    parser.add_argument("--ray-running", action="store_true",
+                        help="the Ray tools join a Ray already up (COSTS_RAY_RUNNING) instead of starting their own")
     args = parser.parse_args()
     table = Table.read(args.table)
     if len(table.runs) < math.prod(len(v) for v in table.grid.values()):
@@ -805,10 +824,11 @@ def main() -> None:
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
     figures: dict[str, Any] = {"targets": targets, "best": best, "seeds": args.seeds, "results": {},
-                               "syne_backend_check": {}}
+                               "syne_backend_check": {}, "ray_running": args.ray_running}
     if args.json is not None and args.json.exists():  # resumable: rows already in OUT for these seeds are kept
         earlier = json.loads(args.json.read_text())
-        if earlier.get("seeds") == args.seeds and earlier.get("targets") == targets:
+        if (earlier.get("seeds") == args.seeds and earlier.get("targets") == targets
+                and earlier.get("ray_running", False) == args.ray_running):
             figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
             print(f"{args.json}: going on from {sum(len(r) for w in earlier['results'].values() for r in w.values())} "
                   "rows already there", flush=True)
@@ -828,9 +848,11 @@ def main() -> None:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials) for seed in args.seeds])
+                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials, None, args.ray_running)
+                                                  for seed in args.seeds])
         else:
-            outcomes = [run_one(table, name, seed, workers, trials) for seed in args.seeds]
+            outcomes = [run_one(table, name, seed, workers, trials, ray_running=args.ray_running)
+                        for seed in args.seeds]
         row: dict[str, Any] = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
         row["final_regret"] = quartiles([best - o.best() for o in outcomes])
         row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
@@ -884,8 +906,12 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
     panels = [(w, t) for w in widths for t in budgets if t in results[w]]
     fig, axes = plt.subplots(len(widths), len(budgets), figsize=(5 * len(budgets), 3.6 * len(widths)),
                              squeeze=False)
+    running = " --ray-running" if args.ray_running else ""
+    costs = COSTS_RAY_RUNNING if args.ray_running else COSTS
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
-             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}`; targets: the table's "
+             f"Start costs (sweep, trial; seconds): {', '.join(f'{k} {c.sweep_s}, {c.trial_s}' for k, c in costs.items())}"
+             + (" (the Ray tools join a Ray that is already running)." if args.ray_running else "."),
+             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}{running}`; targets: the table's "
              f"top-1% ({figures['targets']['top1']:.4f}) and top-5% ({figures['targets']['top5']:.4f}) best "
              f"val_accuracy; best {figures['best']:.4f}. Simulated seconds, median (q25-q75) over "
              f"{len(args.seeds)} seeds; 'never' when more than that share of seeds never reached it.", "",
@@ -911,9 +937,11 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
                yscale="log")
     axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(Path(__file__).with_name("simulate.png"), dpi=110)
-    write_section(f"Simulated search on the curve table ({time.strftime('%Y-%m-%d')})",
-                  [*lines, "", "![median regret against simulated time](simulate.png)"])
+    picture = "simulate_ray_running.png" if args.ray_running else "simulate.png"
+    fig.savefig(Path(__file__).with_name(picture), dpi=110)
+    write_section(f"Simulated search on the curve table{', Ray already running' if args.ray_running else ''} "
+                  f"({time.strftime('%Y-%m-%d')})",
+                  [*lines, "", f"![median regret against simulated time]({picture})"])
 
 
 def _best_at(trace: Sequence[Sequence[float]], seconds: float) -> float:

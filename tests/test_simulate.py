@@ -94,6 +94,36 @@ def test_a_paused_trial_resumes_where_it_stopped_and_pays_the_start_again() -> N
     assert out.seconds == 22.0 and out.epochs_run == {0: 3, 1: 3}
 
 
+def _cnn_table() -> Table:
+    """8 configurations of the ``cnn`` trainer's parameters, 9 epochs each, made-up curves."""
+    import itertools
+    import random
+
+    grid = {"lr": [1e-3, 1e-2], "batch_size": [32, 64], "dropout": [0.0, 0.4]}
+    rng = random.Random(2)
+    runs = {}
+    for i, values in enumerate(itertools.product(*grid.values())):
+        top = rng.uniform(0.3, 0.9)
+        runs[(i, 0)] = _run(i, dict(zip(grid, values, strict=True)),
+                            [round(top * (1 - math.exp(-e / 2)), 4) for e in range(1, 10)], [1.0] * 9)
+    return Table(runs)
+
+
+def test_with_ray_running_a_ray_tools_sweep_starts_earlier_and_decides_the_same(tmp_path: Path) -> None:
+    from benchmarks.simulate import COSTS, COSTS_RAY_RUNNING, run_one
+
+    table = _cnn_table()
+    for name, tool in (("ray-asha", "ray"), ("sweeper", "sweeper"), ("optuna-tpe-sha", "optuna")):
+        local = run_one(table, name, seed=0, workers=2, trials=6)
+        running = run_one(table, name, seed=0, workers=2, trials=6, ray_running=True)
+        shift = COSTS[tool].sweep_s - COSTS_RAY_RUNNING[tool].sweep_s
+        assert (shift > 0) == (tool != "optuna")  # only the tools that start Ray save its start
+        assert running.epochs_run == local.epochs_run  # the same decisions ...
+        assert [(round(t + shift, 6), e, v) for t, e, v in running.trace] == [
+            (round(t, 6), e, v) for t, e, v in local.trace]  # ... each epoch earlier by the start saved
+        assert running.seconds == pytest.approx(local.seconds - shift)
+
+
 def test_the_table_file_reads_back_exactly_and_a_cut_member_is_left_out(tmp_path: Path) -> None:
     path = tmp_path / "t.csv.gz"
     grid = configs()
