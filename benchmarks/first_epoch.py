@@ -166,8 +166,9 @@ def main() -> None:
         for _ in range(args.repeats):
             for cold in (False,) if address else (True, False):
                 for tool in TOOLS:
-                    times.setdefault((tool, cold), []).append(first_epoch_s(tool, root, cold, args.concurrency, address))
-                    print(f"{tool:<30} {'cold' if cold else 'warm'} cache  {times[tool, cold][-1]:6.2f} s", flush=True)
+                    took = first_epoch_s(tool, root, cold, args.concurrency, address)
+                    times.setdefault((tool, cold), []).append(took)
+                    print(f"{tool:<30} {'cold' if cold else 'warm'} cache  {took:6.2f} s", flush=True)
     finally:
         if address:
             subprocess.run(["ray", "stop", "--force"], capture_output=True)
@@ -202,7 +203,8 @@ def _start_ray(cpus: int, port: int = 6380) -> str:
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
     subprocess.run(["ray", "stop", "--force"], capture_output=True)
     subprocess.run(["ray", "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                    "--disable-usage-stats"],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return f"127.0.0.1:{port}"
 
 

@@ -11,8 +11,8 @@ epoch ``e`` takes the table's ``epoch_s`` of that epoch (runs slowed by other jo
 :func:`benchmarks.curves.table.retime`); starting a trial (and resuming a paused
 one) costs the tool's measured per-trial start, and the sweep its once-per-sweep start
 (:data:`COSTS`; with ``--ray-running``, :data:`COSTS_RAY_RUNNING`: the Ray tools join a Ray that is
-already up, as on a cluster, instead of starting their own). Every runner makes its own decisions with its own code, called as its tool calls
-it:
+already up, as on a cluster, instead of starting their own). Every runner makes its own decisions
+with its own code, called as its tool calls it:
 
 - ``sweeper`` (its default search: ``method: bayes`` with no scheduler named, which runs TPE with
   ASHA at grace period 1 and reduction factor 3, and the duplicate check) and
@@ -906,12 +906,16 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
     panels = [(w, t) for w in widths for t in budgets if t in results[w]]
     fig, axes = plt.subplots(len(widths), len(budgets), figsize=(5 * len(budgets), 3.6 * len(widths)),
                              squeeze=False)
-    running = " --ray-running" if args.ray_running else ""
+    running = (f" --workers {' '.join(map(str, args.workers))} --trials {' '.join(map(str, args.trials))}"
+               + (f" --runners {' '.join(args.runners)}" if list(args.runners) != list(RUNNERS) else "")
+               + (" --ray-running" if args.ray_running else ""))
     costs = COSTS_RAY_RUNNING if args.ray_running else COSTS
+    listed = ", ".join(f"{k} {c.sweep_s}, {c.trial_s}" for k, c in costs.items())
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
-             f"Start costs (sweep, trial; seconds): {', '.join(f'{k} {c.sweep_s}, {c.trial_s}' for k, c in costs.items())}"
+             f"Start costs (sweep, trial; seconds): {listed}"
              + (" (the Ray tools join a Ray that is already running)." if args.ray_running else "."),
-             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}{running}`; targets: the table's "
+             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}{running}`; "
+             "targets: the table's "
              f"top-1% ({figures['targets']['top1']:.4f}) and top-5% ({figures['targets']['top5']:.4f}) best "
              f"val_accuracy; best {figures['best']:.4f}. Simulated seconds, median (q25-q75) over "
              f"{len(args.seeds)} seeds; 'never' when more than that share of seeds never reached it.", "",
