@@ -17,8 +17,9 @@ Ray's start, the study, the trial processes and loading the data, whatever each 
 Twice for each: with a cold data cache (a new, empty cache folder: the photos are decoded, as in
 a node's first sweep) and a warm one (a later sweep on the node).
 
-With ``--ray-running`` Ray is started once beforehand (``ray start --head``, as on a cluster or a
-workstation that keeps Ray up) and the Ray tools join it (``sweeper launch --address HOST:PORT``;
+With ``--ray-running`` a Ray head of the benchmark's own is started once beforehand (``ray start
+--head``, as on a cluster or a workstation that keeps Ray up; no other Ray on the machine is
+touched), and the Ray tools join it (``sweeper launch --address HOST:PORT``;
 ``ray.init(address=...)``) instead of starting their own: what a sweep waits for when Ray is
 already running. Optuna's runs are the same in both modes. Warm cache only: a running Ray's
 workers have the environment Ray was started with, so a new cache folder named in the command's
@@ -31,14 +32,17 @@ the repository root; writes its section of ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +165,13 @@ def main() -> None:
 
     load_data(DataConfig(**cifar_data(root)))  # the warm runs' cache
     times: dict[tuple[str, bool], list[float]] = {}
-    address = _start_ray(args.concurrency) if args.ray_running else None
-    try:
+    with _ray_head(args.concurrency) if args.ray_running else contextlib.nullcontext() as address:
         for _ in range(args.repeats):
             for cold in (False,) if address else (True, False):
                 for tool in TOOLS:
                     took = first_epoch_s(tool, root, cold, args.concurrency, address)
                     times.setdefault((tool, cold), []).append(took)
                     print(f"{tool:<30} {'cold' if cold else 'warm'} cache  {took:6.2f} s", flush=True)
-    finally:
-        if address:
-            subprocess.run(["ray", "stop", "--force"], capture_output=True)
     ray_mode = ", Ray already running" if address else ""
     title = (f"Command start to first epoch, {args.concurrency} trial(s) at a time{ray_mode} "
              f"({dt.date.today().isoformat()})")
@@ -183,7 +183,7 @@ def main() -> None:
         f"(min-max) of {args.repeats} runs. Cold cache: a new cache folder (the 5,000 photos are decoded); warm: "
         "decoded by an earlier run."
         + (" Ray was started once before the runs (`ray start --head`), and the Ray tools joined it "
-           "(`--address 127.0.0.1:6380`)." if address else ""),
+           "(`--address 127.0.0.1:PORT`)." if address else ""),
         "",
         "| tool | cold data cache (s) | warm data cache (s) |",
         "| --- | --- | --- |",
@@ -192,20 +192,48 @@ def main() -> None:
     ])
 
 
-def _start_ray(cpus: int, port: int = 6380) -> str:
-    """Start a local Ray head with ``cpus`` CPUs (``ray start --head``), as a cluster keeps one
-    running, on ``port`` (not Ray's default 6379, which a Redis server may hold); its address.
-    Ray's token authentication (on by default for ``ray start``) gets a new token, set in this
-    process's environment, so that the commands it starts join with it."""
-    import secrets
+@contextlib.contextmanager
+def _ray_head(cpus: int) -> Iterator[str]:
+    """A Ray head of its own with ``cpus`` CPUs (``ray start --head --block``), as a cluster keeps
+    one running; yields its address and stops it (its process group) at the end, touching no other
+    Ray on the machine. It gets its own temp folder, a free port and a new token for Ray's token
+    authentication (on by default for ``ray start``), all set in this process's environment, so
+    that the commands it starts join it.
 
-    os.environ["RAY_AUTH_MODE"] = "token"
+    Raises:
+        RuntimeError: the head did not start within 60 s (the end of its log).
+    """
+    import secrets
+    import signal
+    import socket
+
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_TMPDIR": folder})
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
-    subprocess.run(["ray", "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
-                    "--disable-usage-stats"],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return f"127.0.0.1:{port}"
+    log = Path(folder) / "head.log"
+    with log.open("ab") as out:
+        head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                                 f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats"],
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start did not start a head: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                head.wait(timeout=30)
+                break
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fmt(xs: list[float]) -> str:

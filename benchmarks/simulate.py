@@ -38,6 +38,7 @@ the incumbent.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import itertools
 import json
@@ -770,7 +771,11 @@ def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as folder:
         runner = RUNNERS[name](table, seed, workers, trials, Path(folder))
         if ray_running:
-            runner.costs = COSTS_RAY_RUNNING[next(tool for tool, c in COSTS.items() if c is runner.costs)]
+            tool = next((tool for tool, c in COSTS.items() if c is runner.costs), None)
+            if tool is None:
+                raise ValueError(f"runner {name!r}: its start costs are none of COSTS', so none of "
+                                 "COSTS_RAY_RUNNING's stands in for them")
+            runner.costs = COSTS_RAY_RUNNING[tool]
         if costs is not None:
             runner.costs = costs
         try:
@@ -823,15 +828,19 @@ def main() -> None:
     best = max(table.best_values())
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
+    costs = {tool: dataclasses.asdict(c) for tool, c in (COSTS_RAY_RUNNING if args.ray_running else COSTS).items()}
     figures: dict[str, Any] = {"targets": targets, "best": best, "seeds": args.seeds, "results": {},
-                               "syne_backend_check": {}, "ray_running": args.ray_running}
+                               "syne_backend_check": {}, "ray_running": args.ray_running, "costs": costs}
     if args.json is not None and args.json.exists():  # resumable: rows already in OUT for these seeds are kept
         earlier = json.loads(args.json.read_text())
-        if (earlier.get("seeds") == args.seeds and earlier.get("targets") == targets
-                and earlier.get("ray_running", False) == args.ray_running):
-            figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
-            print(f"{args.json}: going on from {sum(len(r) for w in earlier['results'].values() for r in w.values())} "
-                  "rows already there", flush=True)
+        same = {"seeds": args.seeds, "targets": targets, "ray_running": args.ray_running, "costs": costs}
+        earlier.setdefault("ray_running", False)  # a file from before --ray-running
+        differs = [key for key, value in same.items() if earlier.get(key) != value]
+        if differs:  # its rows were simulated otherwise: neither go on from them nor overwrite them
+            raise SystemExit(f"{args.json}: its {', '.join(differs)} differ from this run's; name another --json file")
+        figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
+        print(f"{args.json}: going on from {sum(len(r) for w in earlier['results'].values() for r in w.values())} "
+              "rows already there", flush=True)
     for name in (n for n in args.runners if n.startswith("syne-") and n not in figures["syne_backend_check"]):
         seed, workers, trials = args.seeds[0], args.workers[0], args.trials[0]
         theirs = syne_backend_epochs(table, name[len("syne-"):], seed, workers, trials)
@@ -900,7 +909,9 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
 
     from benchmarks._results import machine, write_section
 
-    results = figures["results"]
+    results = {w: {t: {name: row for name, row in rows.items() if name in args.runners}  # only the rows
+                       for t, rows in figures["results"][w].items() if int(t[1:]) in args.trials}  # the command names
+               for w in figures["results"] if int(w[1:]) in args.workers}
     widths = sorted(results, key=lambda w: int(w[1:]))
     budgets = sorted({t for w in widths for t in results[w]}, key=lambda t: int(t[1:]))
     panels = [(w, t) for w in widths for t in budgets if t in results[w]]

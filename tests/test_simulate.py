@@ -285,6 +285,15 @@ def test_the_command_replays_a_table_file_and_writes_medians_and_quartiles(tmp_p
         assert row["top5"]["q25"] is None or row["top5"]["q25"] <= (row["top5"]["median"] or math.inf)
     # random search without early stopping trains every one of its 8 trials for all 9 epochs
     assert all(s["epochs"] == 72 for s in rows["random"]["per_seed"])
+    # the file's rows were simulated with each sweep starting Ray: a --ray-running run neither goes
+    # on from them nor overwrites them
+    kept = out.read_text()
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.simulate", "--seeds", "0-2", "--workers", "2",
+                              "--trials", "8", "--runners", "sweeper", "--ray-running", "--table", str(path),
+                              "--json", str(out)],
+                             capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert refused.returncode != 0 and "ray_running, costs differ" in refused.stderr
+    assert out.read_text() == kept
 
 
 def test_promotion_asha_pauses_at_each_rung_and_promotes_the_top_third(tmp_path: Path) -> None:
