@@ -815,7 +815,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None,
                         help="write the figures (and every seed's) here; rows already in it for the same seeds "
                              "are kept, not run again, so a cut-short run goes on")
-    parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png")
+    parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png "
+                                                              "(simulate_ray_running.png with --ray-running)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated side by side (processes)")
     parser.add_argument("--ray-running", action="store_true",
                         help="the Ray tools join a Ray already up (COSTS_RAY_RUNNING) instead of starting their own")
@@ -917,7 +918,7 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
     panels = [(w, t) for w in widths for t in budgets if t in results[w]]
     fig, axes = plt.subplots(len(widths), len(budgets), figsize=(5 * len(budgets), 3.6 * len(widths)),
                              squeeze=False)
-    running = (f" --workers {' '.join(map(str, args.workers))} --trials {' '.join(map(str, args.trials))}"
+    options = (f" --workers {' '.join(map(str, args.workers))} --trials {' '.join(map(str, args.trials))}"
                + (f" --runners {' '.join(args.runners)}" if list(args.runners) != list(RUNNERS) else "")
                + (" --ray-running" if args.ray_running else ""))
     costs = COSTS_RAY_RUNNING if args.ray_running else COSTS
@@ -925,7 +926,7 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
              f"Start costs (sweep, trial; seconds): {listed}"
              + (" (the Ray tools join a Ray that is already running)." if args.ray_running else "."),
-             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}{running}`; "
+             f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}{options}`; "
              "targets: the table's "
              f"top-1% ({figures['targets']['top1']:.4f}) and top-5% ({figures['targets']['top5']:.4f}) best "
              f"val_accuracy; best {figures['best']:.4f}. Simulated seconds, median (q25-q75) over "
