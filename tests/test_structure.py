@@ -91,9 +91,10 @@ def test_the_driver_of_a_cnn_sweep_never_imports_torch(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name="no-torch", storage=spec["storage"]).trials) == 1
 
 
-@pytest.mark.parametrize("spec", ["mnist_demo.yaml", "digits_grid.yaml", "imagefolder"])
+@pytest.mark.parametrize("spec", ["mnist_demo.yaml", "digits_grid.yaml", "imagefolder", "torchvision"])
 def test_validating_a_cnn_spec_imports_no_torch(spec: str, tmp_path: Path, mnist_pngs: Path) -> None:
-    """``sweeper validate`` of the bundled ``cnn`` specs, and of one on an image folder, in a fresh
+    """``sweeper validate`` of the bundled ``cnn`` specs, of one on an image folder, and of a
+    ``torchvision`` fine-tuning spec (architectures by name, no pretrained weights), in a fresh
     interpreter: exit 0 and torch never imported (the quick form of the launch test above)."""
     path = REPO / "search_spaces" / spec
     if spec == "imagefolder":
@@ -101,6 +102,12 @@ def test_validating_a_cnn_spec_imports_no_torch(spec: str, tmp_path: Path, mnist
             "method": "random", "trainer": "cnn", "epochs": 1,
             "data": {"dataset": "imagefolder", "root": str(mnist_pngs)},
             "parameters": {"lr": {"values": [0.01, 0.001]}}})
+    if spec == "torchvision":
+        path = write_spec(tmp_path / "vision.yaml", {
+            "method": "random", "trainer": "torchvision", "epochs": 1,
+            "data": {"dataset": "imagefolder", "root": str(mnist_pngs)},
+            "parameters": {"architecture": {"values": ["resnet18", "mobilenet_v3_small"]},
+                           "freeze": {"values": ["none", "all_but_head"]}}})
     assert not _command_loads("torch", ["validate", str(path)], tmp_path)
 
 

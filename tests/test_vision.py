@@ -14,7 +14,8 @@ import torchvision
 from tests.conftest import write_spec
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig
-from trainers.vision import ARCHITECTURES, blocks, build, fine_tune_plan, hub_weights_file
+from trainers.vision import ARCHITECTURES
+from trainers.vision_model import blocks, build, fine_tune_plan, hub_weights_file
 
 DIGITS = DataConfig("digits", image_size=32)
 
@@ -37,6 +38,13 @@ def fit(params: dict, epochs: int = 1) -> list[dict]:
         lambda epoch, metrics, checkpoint=None: states.append(
             {"metrics": dict(metrics), **{k: v.clone() for k, v in (checkpoint or {})["model"].items()}}))
     return states
+
+
+def test_the_architectures_are_torchvisions_classification_models_read_without_importing_it() -> None:
+    """trainers.vision reads the names from torchvision's source (no torch in a sweep's driver):
+    they must be exactly the ones torchvision's own registry lists."""
+    assert tuple(sorted(torchvision.models.list_models(module=torchvision.models))) == ARCHITECTURES
+    assert len(ARCHITECTURES) >= 20
 
 
 def test_any_classification_architecture_gets_a_head_for_the_classes() -> None:

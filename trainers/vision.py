@@ -6,35 +6,53 @@ Pretrained weights come from a local state-dict file or torch's hub cache; nothi
 downloaded. The fine-tuning strategies of the iNaturalist write-ups are parameters:
 freeze nothing, all but the head, a fraction of the parameter tensors from the input side or
 the first k blocks; unfreeze everything at an epoch; train the backbone at a lower rate.
+
+This module holds what validating a spec needs (the parameters, the architectures' names, the
+check for pretrained weights) and imports no torch, so that a sweep's driver does not pay for
+it (about 1.5 s and 500 MB here); the model code is in :mod:`trainers.vision_model`, imported
+where a model is built or trained.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ast
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from trainers.base import EPOCH_METRICS, MEASURED_METRICS, Param, Report, TrainConfig, Trainer
-from trainers.data import load_data
-from trainers.loop import FineTune, fit_classifier
-from trainers.normalize import Normalize
 from trainers.optim import MUTABLE_PARAMS, OPTIMIZATION_PARAMS
-from trainers.rng import seed_everything
 
-# torchvision's classification models (its top-level `models` module: not detection,
-# segmentation, video or optical flow).
-ARCHITECTURES: tuple[str, ...] = tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-# The mean and standard deviation of ImageNet's RGB channels that torchvision's pretrained
-# classifiers expect (torchvision.transforms._presets.ImageClassification).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Models whose auxiliary classifiers would change what forward() returns while training.
-_AUX_LOGITS = ("googlenet", "inception_v3")
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def classification_models() -> tuple[str, ...]:
+    """torchvision's classification models, sorted: the names that
+    ``torchvision.models.list_models(module=torchvision.models)`` returns (its top-level
+    ``models`` modules, not detection, segmentation, video or optical flow), read from the
+    installed torchvision's source without importing it (importing it imports torch): the
+    functions of ``torchvision/models/*.py`` decorated with ``@register_model()``, torchvision's
+    model registry (``torchvision.models._api``). ``()`` without torchvision.
+    """
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    names = set()
+    for path in sorted(Path(next(iter(spec.submodule_search_locations)), "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register_model":
+                    named = [k.value.value for k in decorator.keywords
+                             if k.arg == "name" and isinstance(k.value, ast.Constant)]
+                    names.add(str(named[0]) if named else node.name)
+    return tuple(sorted(names))
+
+
+ARCHITECTURES: tuple[str, ...] = classification_models()
 
 PARAMS: dict[str, Param] = {
     "architecture": Param("str", "resnet18", "a torchvision classification model: resnet18/34/50, vgg13, "
@@ -56,211 +74,32 @@ PARAMS: dict[str, Param] = {
 }
 
 
-class _RepeatChannels(nn.Module):
-    """Grey images ``(N, 1, S, S)`` → ``(N, 3, S, S)``, for models made for RGB."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(-1, 3, -1, -1)
-
-
-class _FirstOutput(nn.Module):
-    """Wraps a model; returns its logits tensor."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        return out if isinstance(out, torch.Tensor) else out[0]
-
-
-def hub_weights_file(architecture: str) -> tuple[Path, str]:
-    """Where torch's hub cache keeps ``architecture``'s default ImageNet weights, and their URL.
-
-    The path is ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``, as
-    ``torchvision.models.get_model_weights(architecture).DEFAULT`` would download it.
-
-    Raises:
-        LookupError: torchvision has no pretrained weights for ``architecture``.
-    """
-    try:
-        url = str(torchvision.models.get_model_weights(architecture).DEFAULT.url)
-    except (ValueError, AttributeError, KeyError) as err:
-        raise LookupError(f"torchvision has no ImageNet weights for {architecture}") from err
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
-def _missing_hub_file(architecture: str) -> str | None:
-    """Why ``imagenet`` weights cannot be used for ``architecture`` here, or ``None``."""
-    try:
-        path, url = hub_weights_file(architecture)
-    except LookupError as err:
-        return str(err)
-    if path.is_file():
-        return None
-    return (f"needs {path.name} for {architecture} in torch's hub cache, and nothing is downloaded at run time: "
-            f"put it at {path} (from {url}, or set TORCH_HOME to a folder holding hub/checkpoints/{path.name})")
-
-
 def check(values: Mapping[str, Sequence[Any]]) -> list[tuple[str, Any, str]]:
-    """Before anything runs: ``imagenet`` weights exist in the hub cache for every architecture a sweep may pick."""
+    """Before anything runs: ``imagenet`` weights exist in the hub cache for every architecture a
+    sweep may pick (this, and only this, imports torchvision: the weights' file names are its)."""
     if "imagenet" not in values.get("weights", [PARAMS["weights"].default]):
         return []
+    from trainers.vision_model import missing_hub_file
+
     problems = []
     for arch in values.get("architecture", [PARAMS["architecture"].default]):
-        if arch in ARCHITECTURES and (reason := _missing_hub_file(arch)) is not None:
+        if arch in ARCHITECTURES and (reason := missing_hub_file(arch)) is not None:
             problems.append(("weights", "imagenet", reason))
     return problems
 
 
-def _head_name(net: nn.Module) -> str:
-    """The qualified name of ``net``'s classifier: its last ``Linear`` (else last ``Conv2d``) module."""
-    linear: list[str] = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if linear:
-        return linear[-1]
-    convs: list[str] = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    if convs:
-        return convs[-1]
-    raise ValueError(f"{type(net).__name__} has no Linear or Conv2d classifier to replace")
-
-
-def _state_dict_of(path: str) -> dict[str, torch.Tensor]:
-    loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):  # common wrappers of a training script's checkpoint
-        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
-            loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"weights: {path} holds no state dict (a mapping of names to tensors)")
-    return {k.removeprefix("module."): v for k, v in loaded.items()}
-
-
-def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], head: str, source: str) -> None:
-    """Copy ``state`` into ``net``, all but the classifier ``head``, whose shape may differ.
-
-    Raises:
-        ValueError: a tensor of ``net`` outside the head is missing from ``state`` or has
-            another shape (the message names the first and the count).
-    """
-    own = net.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)
-               and not k.startswith(head + ".")}
-    missing = [k for k in own if k not in fitting and not k.startswith(head + ".")
-               and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"weights: {source} does not fit this architecture: {len(missing)} tensor(s) missing or of "
-                         f"another shape, the first {missing[0]}")
-    net.load_state_dict(fitting, strict=False)
-
-
 def build(config: TrainConfig, channels: int, num_classes: int) -> nn.Sequential:
-    """The model for ``config``: uint8 images ``(N, channels, S, S)`` → logits ``(N, num_classes)``.
+    """The model for ``config``: :func:`trainers.vision_model.build`."""
+    from trainers.vision_model import build as build_model
 
-    ``Normalize`` (ImageNet's mean and standard deviation with pretrained weights, else fitted to
-    the training images), a channel repeat for grey images, then the torchvision model.
-
-    Raises:
-        FileNotFoundError: ``imagenet`` weights that are not in torch's hub cache (the message
-            says which file to put where).
-        ValueError: a weights file that does not fit the architecture.
-    """
-    params = {**TRAINER.defaults(), **config.params}
-    arch, weights = str(params["architecture"]), str(params["weights"])
-    kwargs: dict[str, Any] = {"aux_logits": False, "init_weights": False} if arch in _AUX_LOGITS else {}
-    net = torchvision.models.get_model(arch, weights=None, **kwargs)
-    head = _head_name(net)
-    if weights == "imagenet":
-        reason = _missing_hub_file(arch)
-        if reason is not None:
-            raise FileNotFoundError(f"weights: imagenet {reason}")
-        load_weights(net, _state_dict_of(str(hub_weights_file(arch)[0])), head, f"imagenet ({arch})")
-    elif weights != "none":
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"weights: file {weights!r} does not exist")
-        load_weights(net, _state_dict_of(weights), head, weights)
-    parent_name, _, leaf = head.rpartition(".")
-    parent = net.get_submodule(parent_name) if parent_name else net
-    old = net.get_submodule(head)
-    if isinstance(old, nn.Linear):
-        new: nn.Module = nn.Linear(old.in_features, num_classes)
-    else:
-        assert isinstance(old, nn.Conv2d)
-        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)  # type: ignore[arg-type]
-    setattr(parent, leaf, new)
-    if weights == "none":
-        normalize = Normalize(channels)
-    elif channels == 3:
-        normalize = Normalize(3, IMAGENET_MEAN, IMAGENET_STD)
-    else:
-        normalize = Normalize(channels, [sum(IMAGENET_MEAN) / 3] * channels, [sum(IMAGENET_STD) / 3] * channels)
-    layers: list[nn.Module] = [normalize]
-    if channels == 1:
-        layers.append(_RepeatChannels())
-    layers.append(_FirstOutput(net) if arch in _AUX_LOGITS else net)
-    return nn.Sequential(*layers)
-
-
-def _torchvision_net(model: nn.Sequential) -> tuple[nn.Module, str]:
-    """The torchvision model inside :func:`build`'s Sequential, and its parameters' name prefix."""
-    net, prefix = model[-1], f"{len(model) - 1}."
-    if isinstance(net, _FirstOutput):
-        return net.net, prefix + "net."
-    return net, prefix
-
-
-def blocks(model: nn.Sequential) -> list[list[str]]:
-    """The parameter names of each block of ``model`` (from :func:`build`), from the input side.
-
-    Blocks are the torchvision model's top-level parts that hold parameters (a ResNet's
-    ``conv1``, ``bn1``, ``layer1`` ... ``layer4``); a part named ``features`` (VGG, AlexNet,
-    DenseNet, EfficientNet, MobileNet, ConvNeXt) and the part holding the classifier are
-    split into their own parts. The classifier itself is not a block.
-    """
-    net, prefix = _torchvision_net(model)
-    head = _head_name(net)
-    out: list[list[str]] = []
-    for name, child in net.named_children():
-        parts = [(name, child)]
-        if name == "features" or head.startswith(name + "."):
-            parts = [(f"{name}.{n}", c) for n, c in child.named_children()]
-        for part_name, part in parts:
-            if part_name == head:
-                continue
-            names = [f"{prefix}{part_name}.{n}" for n, _ in part.named_parameters()]
-            if names:
-                out.append(names)
-    return out
-
-
-def fine_tune_plan(model: nn.Sequential, params: Mapping[str, Any]) -> FineTune:
-    """What ``freeze``, ``freeze_fraction``, ``freeze_k``, ``unfreeze_at_epoch`` and
-    ``backbone_lr_factor`` mean for ``model`` (from :func:`build`), as parameter names."""
-    net, _ = _torchvision_net(model)
-    head_module = net.get_submodule(_head_name(net))
-    head_ids = {id(p) for p in head_module.parameters()}
-    named = list(model.named_parameters())
-    head = frozenset(n for n, p in named if id(p) in head_ids)
-    backbone = [n for n, _ in named if n not in head]
-    how = params["freeze"]
-    if how == "all_but_head":
-        frozen = frozenset(backbone)
-    elif how == "fraction":
-        frozen = frozenset(backbone[:round(float(params["freeze_fraction"]) * len(backbone))])
-    elif how == "first_k":
-        frozen = frozenset(n for block in blocks(model)[:int(params["freeze_k"])] for n in block)
-    else:
-        frozen = frozenset()
-    return FineTune(head=head, frozen=frozen, backbone_lr_factor=float(params["backbone_lr_factor"]),
-                    unfreeze_at_epoch=int(params["unfreeze_at_epoch"]))
+    return build_model(config, channels, num_classes)
 
 
 def fit(config: TrainConfig, report: Report) -> dict[str, float]:
-    """Train (or fine-tune) the model on ``config.data``; see :func:`trainers.loop.fit_classifier`."""
-    config = dataclasses.replace(config, params={**TRAINER.defaults(), **config.params})
-    data = load_data(config.data)
-    seed_everything(config.seed)  # the new head's (and a scratch model's) weights depend on the seed only
-    model = build(config, data.channels, len(data.classes))
-    return fit_classifier(model, data, config, report, fine_tune_plan(model, config.params))
+    """Train (or fine-tune) the model on ``config.data``: :func:`trainers.vision_model.fit`."""
+    from trainers.vision_model import fit as fit_model
+
+    return fit_model(config, report)
 
 
 TRAINER = Trainer(name="torchvision", fit=fit, params=PARAMS, metrics=EPOCH_METRICS + MEASURED_METRICS,
