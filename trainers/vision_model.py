@@ -30,6 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Models whose auxiliary classifiers would change what forward() returns while training.
 _AUX_LOGITS = ("googlenet", "inception_v3")
 
+
 class _RepeatChannels(nn.Module):
     """Grey images ``(N, 1, S, S)`` → ``(N, 3, S, S)``, for models made for RGB."""
 
