@@ -92,7 +92,7 @@ def test_the_driver_of_a_cnn_sweep_never_imports_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("spec", ["mnist_demo.yaml", "digits_grid.yaml", "imagefolder", "torchvision"])
-def test_validating_a_cnn_spec_imports_no_torch(spec: str, tmp_path: Path, mnist_pngs: Path) -> None:
+def test_validating_a_cnn_or_torchvision_spec_imports_no_torch(spec: str, tmp_path: Path, mnist_pngs: Path) -> None:
     """``sweeper validate`` of the bundled ``cnn`` specs, of one on an image folder, and of a
     ``torchvision`` fine-tuning spec (architectures by name, no pretrained weights), in a fresh
     interpreter: exit 0 and torch never imported (the quick form of the launch test above)."""
