@@ -829,19 +829,11 @@ def main() -> None:
     best = max(table.best_values())
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
-    costs = {tool: dataclasses.asdict(c) for tool, c in (COSTS_RAY_RUNNING if args.ray_running else COSTS).items()}
+    costs = {tool: dataclasses.asdict(c) for tool, c in costs_of(args.ray_running).items()}
     figures: dict[str, Any] = {"targets": targets, "best": best, "seeds": args.seeds, "results": {},
                                "syne_backend_check": {}, "ray_running": args.ray_running, "costs": costs}
     if args.json is not None and args.json.exists():  # resumable: rows already in OUT for these seeds are kept
-        earlier = json.loads(args.json.read_text())
-        same = {"seeds": args.seeds, "targets": targets, "ray_running": args.ray_running, "costs": costs}
-        earlier.setdefault("ray_running", False)  # a file from before --ray-running
-        differs = [key for key, value in same.items() if earlier.get(key) != value]
-        if differs:  # its rows were simulated otherwise: neither go on from them nor overwrite them
-            raise SystemExit(f"{args.json}: its {', '.join(differs)} differ from this run's; name another --json file")
-        figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
-        print(f"{args.json}: going on from {sum(len(r) for w in earlier['results'].values() for r in w.values())} "
-              "rows already there", flush=True)
+        _go_on_from(args.json, figures)
     for name in (n for n in args.runners if n.startswith("syne-") and n not in figures["syne_backend_check"]):
         seed, workers, trials = args.seeds[0], args.workers[0], args.trials[0]
         theirs = syne_backend_epochs(table, name[len("syne-"):], seed, workers, trials)
@@ -878,6 +870,28 @@ def main() -> None:
             args.json.write_text(json.dumps(_finite(figures)))
     if args.write:
         write_results(figures, args)
+
+
+def costs_of(ray_running: bool) -> dict[str, Costs]:
+    """Each tool's start costs: :data:`COSTS_RAY_RUNNING` when Ray is already running, else :data:`COSTS`."""
+    return COSTS_RAY_RUNNING if ray_running else COSTS
+
+
+def _go_on_from(path: Path, figures: dict[str, Any]) -> None:
+    """Take the rows (and Syne Tune checks) of an earlier ``--json`` file into ``figures``.
+
+    Raises:
+        SystemExit: the file's seeds, targets, mode or start costs differ from ``figures``' (its
+            rows were simulated otherwise: neither go on from them nor overwrite them).
+    """
+    earlier = json.loads(path.read_text())
+    earlier.setdefault("ray_running", False)  # a file from before --ray-running
+    differs = [key for key in ("seeds", "targets", "ray_running", "costs") if earlier.get(key) != figures[key]]
+    if differs:
+        raise SystemExit(f"{path}: its {', '.join(differs)} differ from this run's; name another --json file")
+    figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
+    print(f"{path}: going on from {sum(len(r) for w in earlier['results'].values() for r in w.values())} "
+          "rows already there", flush=True)
 
 
 def _finite(value: Any) -> Any:
@@ -921,8 +935,7 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
     options = (f" --workers {' '.join(map(str, args.workers))} --trials {' '.join(map(str, args.trials))}"
                + (f" --runners {' '.join(args.runners)}" if list(args.runners) != list(RUNNERS) else "")
                + (" --ray-running" if args.ray_running else ""))
-    costs = COSTS_RAY_RUNNING if args.ray_running else COSTS
-    listed = ", ".join(f"{k} {c.sweep_s}, {c.trial_s}" for k, c in costs.items())
+    listed = ", ".join(f"{k} {c.sweep_s}, {c.trial_s}" for k, c in costs_of(args.ray_running).items())
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
              f"Start costs (sweep, trial; seconds): {listed}"
              + (" (the Ray tools join a Ray that is already running)." if args.ray_running else "."),

@@ -94,13 +94,13 @@ def test_a_paused_trial_resumes_where_it_stopped_and_pays_the_start_again() -> N
     assert out.seconds == 22.0 and out.epochs_run == {0: 3, 1: 3}
 
 
-def _cnn_table() -> Table:
-    """8 configurations of the ``cnn`` trainer's parameters, 9 epochs each, made-up curves."""
+def _cnn_table(grid: dict[str, list[Any]], seed: int) -> Table:
+    """Every configuration of ``grid`` (``cnn`` trainer parameters), 9 epochs each, made-up
+    curves rising to a top drawn with ``seed``."""
     import itertools
     import random
 
-    grid = {"lr": [1e-3, 1e-2], "batch_size": [32, 64], "dropout": [0.0, 0.4]}
-    rng = random.Random(2)
+    rng = random.Random(seed)
     runs = {}
     for i, values in enumerate(itertools.product(*grid.values())):
         top = rng.uniform(0.3, 0.9)
@@ -112,7 +112,7 @@ def _cnn_table() -> Table:
 def test_with_ray_running_a_ray_tools_sweep_starts_earlier_and_decides_the_same(tmp_path: Path) -> None:
     from benchmarks.simulate import COSTS, COSTS_RAY_RUNNING, run_one
 
-    table = _cnn_table()
+    table = _cnn_table({"lr": [1e-3, 1e-2], "batch_size": [32, 64], "dropout": [0.0, 0.4]}, seed=2)
     for name, tool in (("ray-asha", "ray"), ("sweeper", "sweeper"), ("optuna-tpe-sha", "optuna")):
         local = run_one(table, name, seed=0, workers=2, trials=6)
         running = run_one(table, name, seed=0, workers=2, trials=6, ray_running=True)
@@ -228,16 +228,7 @@ def test_sweepers_searcher_and_asha_run_without_ray_processes_on_a_real_study(tm
     from optuna.trial import TrialState
 
     grid = {"lr": [1e-3, 1e-2], "batch_size": [32, 64], "dropout": [0.0, 0.4], "augment": [False, True]}
-    import itertools
-    import random
-
-    rng = random.Random(1)
-    runs = {}
-    for i, values in enumerate(itertools.product(*grid.values())):
-        top = rng.uniform(0.3, 0.9)
-        runs[(i, 0)] = _run(i, dict(zip(grid, values, strict=True)),
-                            [round(top * (1 - math.exp(-e / 2)), 4) for e in range(1, 10)], [1.0] * 9)
-    table = Table(runs)
+    table = _cnn_table(grid, seed=1)
     runner = SweeperRunner(table, seed=0, workers=2, trials=10, method="bayes", scheduler={"type": "asha"},
                            folder=tmp_path)
     out = simulate(table, runner, workers=2, trials=10)

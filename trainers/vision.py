@@ -76,7 +76,14 @@ PARAMS: dict[str, Param] = {
 
 def check(values: Mapping[str, Sequence[Any]]) -> list[tuple[str, Any, str]]:
     """Before anything runs: ``imagenet`` weights exist in the hub cache for every architecture a
-    sweep may pick (this, and only this, imports torchvision: the weights' file names are its)."""
+    sweep may pick (this, and only this, imports torchvision: the weights' file names are its).
+
+    Args:
+        values: each parameter's possible values in the sweep, by name.
+
+    Returns:
+        ``(parameter, value, reason)`` for each problem; empty when there is none.
+    """
     if "imagenet" not in values.get("weights", [PARAMS["weights"].default]):
         return []
     from trainers.vision_model import missing_hub_file
@@ -89,14 +96,24 @@ def check(values: Mapping[str, Sequence[Any]]) -> list[tuple[str, Any, str]]:
 
 
 def build(config: TrainConfig, channels: int, num_classes: int) -> nn.Sequential:
-    """The model for ``config``: :func:`trainers.vision_model.build`."""
+    """The model for ``config``: uint8 images ``(N, channels, S, S)`` → logits
+    ``(N, num_classes)`` (:func:`trainers.vision_model.build`, which imports torch).
+
+    Raises:
+        FileNotFoundError: ``imagenet`` weights not in torch's hub cache, or a weights file
+            that does not exist.
+        ValueError: a weights file that does not fit the architecture.
+    """
     from trainers.vision_model import build as build_model
 
     return build_model(config, channels, num_classes)
 
 
 def fit(config: TrainConfig, report: Report) -> dict[str, float]:
-    """Train (or fine-tune) the model on ``config.data``: :func:`trainers.vision_model.fit`."""
+    """Train (or fine-tune) the model on ``config.data``, calling ``report`` after each epoch;
+    returns the last epoch's metrics, or the best epoch's with ``patience``
+    (:func:`trainers.vision_model.fit`, which imports torch, and
+    :func:`trainers.loop.fit_classifier`, whose errors it raises besides :func:`build`'s)."""
     from trainers.vision_model import fit as fit_model
 
     return fit_model(config, report)
