@@ -179,7 +179,7 @@ def test_every_example_spec_passes_sweeper_validate(mnist_pngs: Path, tmp_path: 
     from typer.testing import CliRunner
 
     from sweeper.cli import app
-    from trainers.vision_model import hub_weights_file
+    from trainers.vision import hub_weights_file
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     for arch in ("resnet50",):

@@ -20,6 +20,7 @@ from sweeper.study import record
 from sweeper.study.studies import create_study
 from sweeper.views.progress import SweepProgress, summary
 from tests.conftest import write_spec
+from trainers.vision import hub_weights_file
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = [REPO / "sweeper", REPO / "trainers"]
@@ -91,11 +92,15 @@ def test_the_driver_of_a_cnn_sweep_never_imports_torch(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name="no-torch", storage=spec["storage"]).trials) == 1
 
 
-@pytest.mark.parametrize("spec", ["mnist_demo.yaml", "digits_grid.yaml", "imagefolder", "torchvision"])
-def test_validating_a_cnn_or_torchvision_spec_imports_no_torch(spec: str, tmp_path: Path, mnist_pngs: Path) -> None:
-    """``sweeper validate`` of the bundled ``cnn`` specs, of one on an image folder, and of a
-    ``torchvision`` fine-tuning spec (architectures by name, no pretrained weights), in a fresh
-    interpreter: exit 0 and torch never imported (the quick form of the launch test above)."""
+@pytest.mark.parametrize("spec", ["mnist_demo.yaml", "digits_grid.yaml", "imagefolder", "torchvision",
+                                  "torchvision-imagenet"])
+def test_validating_a_cnn_or_torchvision_spec_imports_no_torch(spec: str, tmp_path: Path, mnist_pngs: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sweeper validate`` of the bundled ``cnn`` specs, of one on an image folder, and of
+    ``torchvision`` fine-tuning specs (architectures by name; ImageNet weights, looked for in a
+    hub cache that holds them), in a fresh interpreter: exit 0 and torch never imported (the
+    quick form of the launch test above)."""
+    env = None
     path = REPO / "search_spaces" / spec
     if spec == "imagefolder":
         path = write_spec(tmp_path / "folder.yaml", {
@@ -108,7 +113,18 @@ def test_validating_a_cnn_or_torchvision_spec_imports_no_torch(spec: str, tmp_pa
             "data": {"dataset": "imagefolder", "root": str(mnist_pngs)},
             "parameters": {"architecture": {"values": ["resnet18", "mobilenet_v3_small"]},
                            "freeze": {"values": ["none", "all_but_head"]}}})
-    assert not _command_loads("torch", ["validate", str(path)], tmp_path)
+    if spec == "torchvision-imagenet":
+        path = write_spec(tmp_path / "imagenet.yaml", {
+            "method": "random", "trainer": "torchvision", "epochs": 1,
+            "data": {"dataset": "imagefolder", "root": str(mnist_pngs)},
+            "parameters": {"architecture": {"values": ["resnet18", "resnet50"]}, "weights": {"value": "imagenet"}}})
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        env = dict(os.environ)
+        for arch in ("resnet18", "resnet50"):  # the files' names are torchvision's (tests/test_vision.py)
+            weights, _ = hub_weights_file(arch)
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            weights.write_bytes(b"")  # validate looks for the files; it does not load them
+    assert not _command_loads("torch", ["validate", str(path)], tmp_path, env)
 
 
 def test_the_dashboard_opens_its_study_without_ray(finished_study: tuple[str, str]) -> None:

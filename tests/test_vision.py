@@ -14,8 +14,8 @@ import torchvision
 from tests.conftest import write_spec
 from trainers import get_trainer
 from trainers.base import DataConfig, TrainConfig
-from trainers.vision import ARCHITECTURES
-from trainers.vision_model import blocks, build, fine_tune_plan, hub_weights_file
+from trainers.vision import ARCHITECTURES, default_weights_url, hub_weights_file
+from trainers.vision_model import blocks, build, fine_tune_plan
 
 DIGITS = DataConfig("digits", image_size=32)
 
@@ -45,6 +45,29 @@ def test_the_architectures_are_torchvisions_classification_models_read_without_i
     they must be exactly the ones torchvision's own registry lists."""
     assert tuple(sorted(torchvision.models.list_models(module=torchvision.models))) == ARCHITECTURES
     assert len(ARCHITECTURES) >= 20
+
+
+def test_the_imagenet_weights_files_are_torchvisions_read_without_importing_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trainers.vision reads each architecture's default weights URL from torchvision's source,
+    and the hub folder from the environment, as torch does: the same files as torchvision's
+    ``get_model_weights(...).DEFAULT`` in ``torch.hub.get_dir()``, for every architecture and
+    each way of naming the folder (TORCH_HOME, XDG_CACHE_HOME, neither)."""
+    for arch in ARCHITECTURES:
+        assert default_weights_url(arch) == torchvision.models.get_model_weights(arch).DEFAULT.url, arch
+    assert default_weights_url("no_such_net") is None
+    with pytest.raises(LookupError, match="no ImageNet weights for no_such_net"):
+        hub_weights_file("no_such_net")
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # no set_dir() of another test in this process
+    for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")},
+                {"HOME": str(tmp_path)}):
+        for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        path, url = hub_weights_file("resnet50")
+        assert path == Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        assert str(path).startswith(str(tmp_path)), env
 
 
 def test_any_classification_architecture_gets_a_head_for_the_classes() -> None:

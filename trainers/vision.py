@@ -8,15 +8,17 @@ freeze nothing, all but the head, a fraction of the parameter tensors from the i
 the first k blocks; unfreeze everything at an epoch; train the backbone at a lower rate.
 
 This module holds what validating a spec needs (the parameters, the architectures' names, the
-check for pretrained weights) and imports no torch, so that a sweep's driver does not pay for
-it (about 1.5 s and 500 MB here); the model code is in :mod:`trainers.vision_model`, imported
-where a model is built or trained.
+check for pretrained weights, all read from torchvision's source) and imports neither torch nor
+torchvision, so that a sweep's driver does not pay for them (about 1.5 s and 500 MB here); the
+model code is in :mod:`trainers.vision_model`, imported where a model is built or trained.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,28 +30,95 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+@functools.cache
+def _model_sources() -> tuple[ast.Module, ...]:
+    """The parsed ``torchvision/models/*.py`` of the installed torchvision (its top-level
+    classification models), without importing it; ``()`` without torchvision."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(next(iter(spec.submodule_search_locations)), "models")
+    return tuple(ast.parse(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.py")))
+
+
+def _builders() -> dict[str, ast.FunctionDef]:
+    """Model name → its builder function: the functions decorated with ``@register_model()``,
+    torchvision's model registry (``torchvision.models._api``), under the name it registers."""
+    builders = {}
+    for node in (n for tree in _model_sources() for n in ast.walk(tree)):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register_model":
+                named = [k.value.value for k in decorator.keywords
+                         if k.arg == "name" and isinstance(k.value, ast.Constant)]
+                builders[str(named[0]) if named else node.name] = node
+    return builders
+
+
 def classification_models() -> tuple[str, ...]:
     """torchvision's classification models, sorted: the names that
     ``torchvision.models.list_models(module=torchvision.models)`` returns (its top-level
     ``models`` modules, not detection, segmentation, video or optical flow), read from the
-    installed torchvision's source without importing it (importing it imports torch): the
-    functions of ``torchvision/models/*.py`` decorated with ``@register_model()``, torchvision's
-    model registry (``torchvision.models._api``). ``()`` without torchvision.
+    installed torchvision's source without importing it (importing it imports torch).
+    ``()`` without torchvision.
     """
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return ()
-    names = set()
-    for path in sorted(Path(next(iter(spec.submodule_search_locations)), "models").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for decorator in node.decorator_list:
-                if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register_model":
-                    named = [k.value.value for k in decorator.keywords
-                             if k.arg == "name" and isinstance(k.value, ast.Constant)]
-                    names.add(str(named[0]) if named else node.name)
-    return tuple(sorted(names))
+    return tuple(sorted(_builders()))
+
+
+def default_weights_url(architecture: str) -> str | None:
+    """The URL of ``architecture``'s default ImageNet weights, as
+    ``torchvision.models.get_model_weights(architecture).DEFAULT.url`` gives it, read from
+    torchvision's source without importing it: the ``WeightsEnum`` class named in the builder's
+    ``weights`` annotation (how ``get_model_weights`` finds it), its ``DEFAULT`` member, that
+    member's ``Weights(url=...)``. ``None`` for an unknown architecture or one without weights."""
+    builder = _builders().get(architecture)
+    if builder is None:
+        return None
+    arguments = [*builder.args.args, *builder.args.kwonlyargs]
+    annotation = next((a.annotation for a in arguments if a.arg == "weights"), None)
+    named = {n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)} if annotation is not None else set()
+    for node in (n for tree in _model_sources() for n in ast.walk(tree)):
+        if isinstance(node, ast.ClassDef) and node.name in named:
+            members: dict[str, ast.expr] = {t.id: a.value for a in node.body if isinstance(a, ast.Assign)
+                                            for t in a.targets if isinstance(t, ast.Name)}
+            default = members.get("DEFAULT")
+            while isinstance(default, ast.Name):  # DEFAULT = IMAGENET1K_V2
+                default = members.get(default.id)
+            if isinstance(default, ast.Call):
+                urls = [k.value.value for k in default.keywords if k.arg == "url" and isinstance(k.value, ast.Constant)]
+                return str(urls[0]) if urls else None
+    return None
+
+
+def hub_weights_file(architecture: str) -> tuple[Path, str]:
+    """Where torch's hub cache keeps ``architecture``'s default ImageNet weights, and their URL.
+
+    The path is ``$TORCH_HOME/hub/checkpoints/<file name of the URL>`` (``TORCH_HOME`` defaults to
+    ``$XDG_CACHE_HOME/torch``, that to ``~/.cache/torch``), where ``torch.hub.get_dir()`` would
+    have ``torchvision.models.get_model_weights(architecture).DEFAULT`` download it; neither is
+    imported (:func:`default_weights_url`).
+
+    Raises:
+        LookupError: torchvision has no pretrained weights for ``architecture``.
+    """
+    url = default_weights_url(architecture)
+    if url is None:
+        raise LookupError(f"torchvision has no ImageNet weights for {architecture}")
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def missing_hub_file(architecture: str) -> str | None:
+    """Why ``imagenet`` weights cannot be used for ``architecture`` here, or ``None``."""
+    try:
+        path, url = hub_weights_file(architecture)
+    except LookupError as err:
+        return str(err)
+    if path.is_file():
+        return None
+    return (f"needs {path.name} for {architecture} in torch's hub cache, and nothing is downloaded at run time: "
+            f"put it at {path} (from {url}, or set TORCH_HOME to a folder holding hub/checkpoints/{path.name})")
 
 
 ARCHITECTURES: tuple[str, ...] = classification_models()
@@ -76,7 +145,7 @@ PARAMS: dict[str, Param] = {
 
 def check(values: Mapping[str, Sequence[Any]]) -> list[tuple[str, Any, str]]:
     """Before anything runs: ``imagenet`` weights exist in the hub cache for every architecture a
-    sweep may pick (this, and only this, imports torchvision: the weights' file names are its).
+    sweep may pick (the weights' file names read from torchvision's source, neither imported).
 
     Args:
         values: each parameter's possible values in the sweep, by name.
@@ -86,8 +155,6 @@ def check(values: Mapping[str, Sequence[Any]]) -> list[tuple[str, Any, str]]:
     """
     if "imagenet" not in values.get("weights", [PARAMS["weights"].default]):
         return []
-    from trainers.vision_model import missing_hub_file
-
     problems = []
     for arch in values.get("architecture", [PARAMS["architecture"].default]):
         if arch in ARCHITECTURES and (reason := missing_hub_file(arch)) is not None:

@@ -21,7 +21,7 @@ from trainers.data import load_data
 from trainers.loop import FineTune, fit_classifier
 from trainers.normalize import Normalize
 from trainers.rng import seed_everything
-from trainers.vision import TRAINER
+from trainers.vision import TRAINER, hub_weights_file, missing_hub_file
 
 # The mean and standard deviation of ImageNet's RGB channels that torchvision's pretrained
 # classifiers expect (torchvision.transforms._presets.ImageClassification).
@@ -48,34 +48,6 @@ class _FirstOutput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
         return out if isinstance(out, torch.Tensor) else out[0]
-
-
-def hub_weights_file(architecture: str) -> tuple[Path, str]:
-    """Where torch's hub cache keeps ``architecture``'s default ImageNet weights, and their URL.
-
-    The path is ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``, as
-    ``torchvision.models.get_model_weights(architecture).DEFAULT`` would download it.
-
-    Raises:
-        LookupError: torchvision has no pretrained weights for ``architecture``.
-    """
-    try:
-        url = str(torchvision.models.get_model_weights(architecture).DEFAULT.url)
-    except (ValueError, AttributeError, KeyError) as err:
-        raise LookupError(f"torchvision has no ImageNet weights for {architecture}") from err
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
-def missing_hub_file(architecture: str) -> str | None:
-    """Why ``imagenet`` weights cannot be used for ``architecture`` here, or ``None``."""
-    try:
-        path, url = hub_weights_file(architecture)
-    except LookupError as err:
-        return str(err)
-    if path.is_file():
-        return None
-    return (f"needs {path.name} for {architecture} in torch's hub cache, and nothing is downloaded at run time: "
-            f"put it at {path} (from {url}, or set TORCH_HOME to a folder holding hub/checkpoints/{path.name})")
 
 
 def _head_name(net: nn.Module) -> str:
