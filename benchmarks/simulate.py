@@ -43,6 +43,7 @@ import heapq
 import itertools
 import json
 import math
+import random
 import statistics
 import tempfile
 import time
@@ -93,6 +94,56 @@ COSTS_RAY_RUNNING: dict[str, Costs] = {
     "sweeper": Costs(sweep_s=5.6, trial_s=0.11),
     "ray": Costs(sweep_s=5.7, trial_s=0.15),
 }
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Training noise added to each trial's replayed curve: what a real trial of the configuration
+    would differ by from the table's run (its own seed, its own initial weights and batches).
+
+    The table replays one run per configuration; a real sweep trains each trial afresh, so a
+    configuration run twice scores differently, and a runner that runs the best ones again sees the
+    maximum of several noisy scores. With noise, each trial's ``val_accuracy`` is the table's plus an
+    offset drawn once for the trial and a draw for each epoch, both normal with mean 0.
+
+    Attributes:
+        run_sd: standard deviation of the trial's offset.
+        epoch_sd: standard deviation of each epoch's draw.
+    """
+
+    run_sd: float
+    epoch_sd: float
+
+    @classmethod
+    def measure(cls, runs: Mapping[tuple[int, int], Run]) -> Noise:
+        """The noise between two seeds of the same configuration in the table (its configurations
+        trained twice): of the difference of the two curves, the standard deviation of its mean over
+        epochs (``run_sd``) and of what is left at each epoch (``epoch_sd``), each over ``sqrt(2)``
+        (the difference of two draws has twice the variance of one).
+
+        Raises:
+            ValueError: no configuration of the table was trained twice.
+        """
+        by_config: dict[int, list[Run]] = {}
+        for (config_id, _), run in sorted(runs.items()):
+            by_config.setdefault(config_id, []).append(run)
+        offsets, rest = [], []
+        for first, second, *_ in (v for v in by_config.values() if len(v) > 1):
+            diffs = [a - b for a, b in zip(first.val_accuracy, second.val_accuracy, strict=False)
+                     if not (math.isnan(a) or math.isnan(b))]
+            if diffs:
+                offsets.append(statistics.fmean(diffs))
+                rest.extend(d - offsets[-1] for d in diffs)
+        if len(offsets) < 2:
+            raise ValueError("the table has fewer than 2 configurations trained with two seeds")
+        return cls(round(statistics.pstdev(offsets) / math.sqrt(2), 4),
+                   round(statistics.pstdev(rest) / math.sqrt(2), 4))
+
+    def apply(self, run: Run, rng: random.Random) -> Run:
+        """``run`` with this noise added to its ``val_accuracy`` (a NaN epoch stays NaN)."""
+        offset = rng.gauss(0.0, self.run_sd)
+        return dataclasses.replace(run, val_accuracy=tuple(
+            v if math.isnan(v) else v + offset + rng.gauss(0.0, self.epoch_sd) for v in run.val_accuracy))
 
 
 class Table:
@@ -193,6 +244,7 @@ class Outcome:
         epochs: epochs trained by all trials.
         trials: trials started.
         epochs_run: the epochs each trial trained, by trial number.
+        distinct: distinct configurations among the trials.
     """
 
     trace: list[tuple[float, int, float]] = field(default_factory=list)
@@ -200,6 +252,7 @@ class Outcome:
     epochs: int = 0
     trials: int = 0
     epochs_run: dict[int, int] = field(default_factory=dict)
+    distinct: int = 0
 
     def time_to(self, target: float) -> float:
         """Simulated seconds until the incumbent reached ``target`` (``inf`` if never)."""
@@ -214,9 +267,12 @@ class Outcome:
         return _best_at(self.trace, seconds)
 
 
-def simulate(table: Table, runner: Runner, workers: int, trials: int) -> Outcome:
+def simulate(table: Table, runner: Runner, workers: int, trials: int, noise: Noise | None = None,
+             seed: int = 0) -> Outcome:
     """Replay ``runner`` on ``table`` with ``workers`` workers until ``trials`` trials have been
     started and every trial has stopped (or the runner suggests nothing more and none runs).
+    With ``noise``, each trial's curve has it added (:class:`Noise`), drawn from a generator seeded
+    with ``seed``.
 
     Time: the sweep starts at ``runner.costs.sweep_s``; a trial started or resumed at ``t``
     ends its next epoch ``e`` at ``t + trial_s + epoch_s[e]``, and each further epoch adds its
@@ -230,6 +286,8 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int) -> Outcome
     runs: dict[int, Run] = {}
     done_epochs = out.epochs_run
     free = workers
+    configs: set[tuple[Any, ...]] = set()
+    rng = random.Random(seed)
 
     def start(trial: int, now: float) -> None:
         epoch = done_epochs[trial] + 1
@@ -249,7 +307,10 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int) -> Outcome
             if config is None:
                 return
             trial = out.trials
-            runs[trial], done_epochs[trial] = table.run(config), 0
+            run = table.run(config)
+            configs.add(table.key(config))
+            runs[trial], done_epochs[trial] = (noise.apply(run, rng) if noise is not None else run), 0
+            out.distinct = len(configs)
             out.trials += 1
             free -= 1
             start(trial, now)
@@ -757,12 +818,11 @@ RUNNERS: dict[str, Callable[[Table, int, int, int, Path], Runner]] = {
 
 
 def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs: Costs | None = None,
-            ray_running: bool = False) -> Outcome:
+            ray_running: bool = False, noise: Noise | None = None) -> Outcome:
     """Simulate runner ``name`` once, with its own seed ``seed`` and ``costs`` in place of its tool's
-    (with ``ray_running``, its tool's :data:`COSTS_RAY_RUNNING`). The global NumPy and ``random``
-    states are seeded too: Syne Tune draws its ASHA brackets from NumPy's global state."""
-    import random
-
+    (with ``ray_running``, its tool's :data:`COSTS_RAY_RUNNING`), and ``noise`` added to each trial.
+    The global NumPy and ``random`` states are seeded too: Syne Tune draws its ASHA brackets from
+    NumPy's global state."""
     import numpy as np
 
     random.seed(seed)
@@ -779,7 +839,7 @@ def run_one(table: Table, name: str, seed: int, workers: int, trials: int, costs
         if costs is not None:
             runner.costs = costs
         try:
-            return simulate(table, runner, workers, trials)
+            return simulate(table, runner, workers, trials, noise, seed)
         finally:
             runner.close()
 
@@ -816,10 +876,13 @@ def main() -> None:
                         help="write the figures (and every seed's) here; rows already in it for the same seeds "
                              "are kept, not run again, so a cut-short run goes on")
     parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md and simulate.png "
-                                                              "(simulate_ray_running.png with --ray-running)")
+                                                              "(simulate_ray_running.png with --ray-running, "
+                                                              "simulate_noise.png with --noise)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated side by side (processes)")
     parser.add_argument("--ray-running", action="store_true",
                         help="the Ray tools join a Ray already up (COSTS_RAY_RUNNING) instead of starting their own")
+    parser.add_argument("--noise", action="store_true",
+                        help="add training noise to each trial, as measured between the table's two seeds (Noise)")
     args = parser.parse_args()
     table = Table.read(args.table)
     if len(table.runs) < math.prod(len(v) for v in table.grid.values()):
@@ -830,8 +893,10 @@ def main() -> None:
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
     costs = {tool: dataclasses.asdict(c) for tool, c in costs_of(args.ray_running).items()}
+    noise = Noise.measure(retime(load(args.table))[0]) if args.noise else None
     figures: dict[str, Any] = {"targets": targets, "best": best, "seeds": args.seeds, "results": {},
-                               "syne_backend_check": {}, "ray_running": args.ray_running, "costs": costs}
+                               "syne_backend_check": {}, "ray_running": args.ray_running, "costs": costs,
+                               "noise": dataclasses.asdict(noise) if noise is not None else None}
     if args.json is not None and args.json.exists():  # resumable: rows already in OUT for these seeds are kept
         _go_on_from(args.json, figures)
     for name in (n for n in args.runners if n.startswith("syne-") and n not in figures["syne_backend_check"]):
@@ -850,17 +915,19 @@ def main() -> None:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials, None, args.ray_running)
+                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials, None, args.ray_running,
+                                                                   noise)
                                                   for seed in args.seeds])
         else:
-            outcomes = [run_one(table, name, seed, workers, trials, ray_running=args.ray_running)
+            outcomes = [run_one(table, name, seed, workers, trials, ray_running=args.ray_running, noise=noise)
                         for seed in args.seeds]
         row: dict[str, Any] = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
         row["final_regret"] = quartiles([best - o.best() for o in outcomes])
         row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
         row["seconds"] = quartiles([o.seconds for o in outcomes])
         row["per_seed"] = [{"seed": s, "top1_s": o.time_to(targets["top1"]), "top5_s": o.time_to(targets["top5"]),
-                            "best": o.best(), "seconds": o.seconds, "epochs": o.epochs, "trace": o.trace}
+                            "best": o.best(), "seconds": o.seconds, "epochs": o.epochs, "distinct": o.distinct,
+                            "trace": o.trace}
                            for s, o in zip(args.seeds, outcomes, strict=True)]
         figures["results"].setdefault(f"W{workers}", {}).setdefault(f"T{trials}", {})[name] = row
         print(f"W={workers:2d} T={trials:3d} {name:22s} top-1% {row['top1']['median']:8.0f} s "
@@ -886,7 +953,9 @@ def _go_on_from(path: Path, figures: dict[str, Any]) -> None:
     """
     earlier = json.loads(path.read_text())
     earlier.setdefault("ray_running", False)  # a file from before --ray-running
-    differs = [key for key in ("seeds", "targets", "ray_running", "costs") if earlier.get(key) != figures[key]]
+    earlier.setdefault("noise", None)  # ... or --noise
+    differs = [key for key in ("seeds", "targets", "ray_running", "costs", "noise")
+               if earlier.get(key) != figures[key]]
     if differs:
         raise SystemExit(f"{path}: its {', '.join(differs)} differ from this run's; name another --json file")
     figures["results"], figures["syne_backend_check"] = earlier["results"], earlier["syne_backend_check"]
@@ -934,11 +1003,12 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
                              squeeze=False)
     options = (f" --workers {' '.join(map(str, args.workers))} --trials {' '.join(map(str, args.trials))}"
                + (f" --runners {' '.join(args.runners)}" if list(args.runners) != list(RUNNERS) else "")
-               + (" --ray-running" if args.ray_running else ""))
+               + (" --ray-running" if args.ray_running else "") + (" --noise" if args.noise else ""))
     listed = ", ".join(f"{k} {c.sweep_s}, {c.trial_s}" for k, c in costs_of(args.ray_running).items())
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
              f"Start costs (sweep, trial; seconds): {listed}"
-             + (" (the Ray tools join a Ray that is already running)." if args.ray_running else "."),
+             + (" (the Ray tools join a Ray that is already running)." if args.ray_running else ".")
+             + (f" Training noise added to each trial: {figures['noise']} (Noise)." if figures.get("noise") else ""),
              f"Command: `python -m benchmarks.simulate --seeds {args.seeds[0]}-{args.seeds[-1]}{options}`; "
              "targets: the table's "
              f"top-1% ({figures['targets']['top1']:.4f}) and top-5% ({figures['targets']['top5']:.4f}) best "
@@ -966,10 +1036,10 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
                yscale="log")
     axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    picture = "simulate_ray_running.png" if args.ray_running else "simulate.png"
+    picture = f"simulate{'_ray_running' if args.ray_running else ''}{'_noise' if args.noise else ''}.png"
     fig.savefig(Path(__file__).with_name(picture), dpi=110)
-    write_section(f"Simulated search on the curve table{', Ray already running' if args.ray_running else ''} "
-                  f"({time.strftime('%Y-%m-%d')})",
+    write_section(f"Simulated search on the curve table{', Ray already running' if args.ray_running else ''}"
+                  f"{', with training noise' if args.noise else ''} ({time.strftime('%Y-%m-%d')})",
                   [*lines, "", f"![median regret against simulated time]({picture})"])
 
 

@@ -39,6 +39,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,11 @@ def read_log(log: Path, started: float) -> list[tuple[float, float]]:
     return sorted((row["t"] - started, row["val_accuracy"]) for row in lines)
 
 
-def best_curve(reports: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# A runner's progress in one seed: (seconds, epochs trained, best so far) after each report, shape (R,) each.
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def best_curve(reports: list[tuple[float, float]]) -> Curve:
     """``(seconds, epochs trained, best so far)`` after each report, shape ``(R,)`` each."""
     t = np.array([r[0] for r in reports])
     best = np.maximum.accumulate(np.array([r[1] for r in reports]))
@@ -196,6 +201,41 @@ def epochs_to(epochs: np.ndarray, best: np.ndarray, target: float) -> int | None
     """Epochs trained when the best first reached ``target`` (``None``: never)."""
     hit = np.flatnonzero(best >= target - 1e-12)
     return int(epochs[hit[0]]) if len(hit) else None
+
+
+def epochs_ratio(sweeper: Curve, random: Curve) -> tuple[float, int | None, int | None]:
+    """The target "random search's final best with at most a third of its epochs", in one seed:
+    (sweeper's epochs to random's final best / random's epochs to it, ``inf`` when sweeper never
+    reached it; random's epochs to it; sweeper's)."""
+    target = float(random[2][-1])
+    need_random, need_sweeper = epochs_to(random[1], random[2], target), epochs_to(sweeper[1], sweeper[2], target)
+    return (need_sweeper / need_random) if need_sweeper and need_random else float("inf"), need_random, need_sweeper
+
+
+def medians_against(ours: Sequence[Curve], theirs: Sequence[Curve], grid: np.ndarray,
+                    axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Two runners' median best so far over seeds at each ``grid`` point, up to where the longer
+    of the two ended (its longest seed; a runner that ended keeps its best: the user has that
+    model). ``axis``: 0 for seconds, 1 for epochs trained.
+
+    Returns:
+        (the grid points kept, ours, theirs, the end), the arrays of shape ``(P,)``.
+    """
+    last = max(float(c[axis][-1]) for c in (*ours, *theirs))
+    keep = grid <= last
+
+    def median(curves: Sequence[Curve]) -> np.ndarray:
+        return np.median([best_at(c[axis].astype(float), c[2], grid) for c in curves], axis=0)[keep]
+
+    return grid[keep], median(ours), median(theirs), last
+
+
+def grids(curves: Iterable[Curve]) -> tuple[np.ndarray, np.ndarray]:
+    """The points at which runners are compared: 400 of time up to the last report of any curve,
+    and each epoch up to the most any curve trained."""
+    curves = list(curves)
+    return (np.linspace(0, max(float(c[0][-1]) for c in curves), 400),
+            np.arange(1, max(int(c[1][-1]) for c in curves) + 1))
 
 
 def main() -> None:
@@ -236,9 +276,7 @@ def write(raw: dict[str, Any]) -> None:
     seeds = sorted(s for s in {int(k.split("|")[1]) for k in raw if "|" in k}
                    if all(f"{r}|{s}" in raw for r in runners))
     curves = {(r, s): best_curve([tuple(x) for x in raw[f"{r}|{s}"]["reports"]]) for r in runners for s in seeds}
-    end = max(c[0][-1] for c in curves.values())
-    t_grid = np.linspace(0, end, 400)
-    e_grid = np.arange(1, max(len(c[1]) for c in curves.values()) + 1)
+    t_grid, e_grid = grids(curves.values())
     by_time = {r: np.array([best_at(curves[r, s][0], curves[r, s][2], t_grid) for s in seeds]) for r in runners}
     by_epoch = {r: np.array([best_at(curves[r, s][1].astype(float), curves[r, s][2], e_grid) for s in seeds])
                 for r in runners}
@@ -263,29 +301,23 @@ def write(raw: dict[str, Any]) -> None:
     ratio_lines, ratios = [], []
     if "sweeper" in runners and "random (sweeper, no ES)" in runners:
         for s in seeds:
-            _, e_r, b_r = curves["random (sweeper, no ES)", s]
-            target = float(b_r[-1])
-            need_random = epochs_to(e_r, b_r, target)
-            need_sweeper = epochs_to(curves["sweeper", s][1], curves["sweeper", s][2], target)
-            ratio = (need_sweeper / need_random) if need_sweeper and need_random else float("inf")
+            random = curves["random (sweeper, no ES)", s]
+            ratio, need_random, need_sweeper = epochs_ratio(curves["sweeper", s], random)
             ratios.append(ratio)
-            ratio_lines.append(f"| {s} | {target:.4f} | {need_random} of {int(e_r[-1])} | "
+            ratio_lines.append(f"| {s} | {float(random[2][-1]):.4f} | {need_random} of {int(random[1][-1])} | "
                                f"{need_sweeper if need_sweeper else 'not reached'} | {ratio:.2f} |")
     wins = []
     if "sweeper" in runners:
-        for axis, grid, values, unit in (("time", t_grid, by_time, "s"), ("epochs", e_grid, by_epoch, "epochs")):
-            # Up to where the longer of the two ended: a sweep that ended keeps its best (the user has that model).
+        for axis, grid, unit in ((0, t_grid, "s"), (1, e_grid, "epochs")):
             for r in runners:
                 if r == "sweeper":
                     continue
-                last = max(max(float((curves[q, s][0] if axis == "time" else curves[q, s][1])[-1]) for s in seeds)
-                           for q in ("sweeper", r))
-                keep = grid <= last
-                ours, theirs = np.median(values["sweeper"], axis=0)[keep], np.median(values[r], axis=0)[keep]
+                points, ours, theirs, last = medians_against([curves["sweeper", s] for s in seeds],
+                                                             [curves[r, s] for s in seeds], grid, axis)
                 behind = np.flatnonzero(ours < theirs - 1e-12)
-                wins.append(f"- {axis}, against {r}: sweeper's median best >= theirs at {len(ours) - len(behind)} "
-                            f"of {len(ours)} points up to {last:.0f} {unit}"
-                            + (f"; behind between {grid[keep][behind[0]]:.0f} and {grid[keep][behind[-1]]:.0f} {unit}, "
+                wins.append(f"- {('time', 'epochs')[axis]}, against {r}: sweeper's median best >= theirs at "
+                            f"{len(ours) - len(behind)} of {len(ours)} points up to {last:.0f} {unit}"
+                            + (f"; behind between {points[behind[0]]:.0f} and {points[behind[-1]]:.0f} {unit}, "
                                f"by at most {float(np.max(theirs[behind] - ours[behind])):.4f}" if len(behind) else "")
                             + ".")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks.curves.table import Run, append, complete_members, config_id, configs, load, retime
-from benchmarks.simulate import CONTINUE, PAUSE, STOP, Costs, RayRunner, Runner, SweeperRunner, Table, simulate
+from benchmarks.simulate import CONTINUE, PAUSE, STOP, Costs, Noise, RayRunner, Runner, SweeperRunner, Table, simulate
 
 
 def _run(cid: int, config: dict[str, Any], values: list[float], seconds: list[float]) -> Run:
@@ -92,6 +92,27 @@ def test_a_paused_trial_resumes_where_it_stopped_and_pays_the_start_again() -> N
     # trial 0 pauses at 12; trial 1 runs 12 + 1 + 1, +2, +3 = 19; trial 0 resumes: 19 + 1 + 1 + 1 = 22
     assert runner.resumed == [0]
     assert out.seconds == 22.0 and out.epochs_run == {0: 3, 1: 3}
+
+
+def test_training_noise_is_measured_between_two_seeds_and_drawn_afresh_for_each_trial() -> None:
+    """Noise.measure: of two seeds' difference, the spread of its mean and of the rest, over sqrt(2);
+    with noise each trial (a configuration run twice included) gets its own draw, the same for the
+    same seed, and noise of 0 replays the table exactly."""
+    runs = {(0, 0): _run(0, {"a": 0}, [0.1, 0.2, 0.3], [1] * 3), (0, 1): _run(0, {"a": 0}, [0.1, 0.2, 0.3], [1] * 3),
+            (1, 0): _run(1, {"a": 1}, [0.5, 0.5, 0.5], [1] * 3), (1, 1): _run(1, {"a": 1}, [0.3, 0.4, 0.2], [1] * 3)}
+    noise = Noise.measure(runs)  # differences: 0, 0, 0 (mean 0) and 0.2, 0.1, 0.3 (mean 0.2, rest -0.1..0.1)
+    assert noise.run_sd == round(0.1 / math.sqrt(2), 4)
+    assert noise.epoch_sd == round(math.sqrt((0.1**2 + 0.1**2) / 6) / math.sqrt(2), 4)
+    with pytest.raises(ValueError, match="two seeds"):
+        Noise.measure({k: v for k, v in runs.items() if k[1] == 0})
+
+    table, order = _three(), [{"a": 1}, {"a": 1}, {"a": 2}]
+    exact = simulate(table, Scripted(order), workers=1, trials=3)
+    assert simulate(table, Scripted(order), workers=1, trials=3, noise=Noise(0.0, 0.0), seed=5) == exact
+    assert exact.distinct == 2
+    noisy = [simulate(table, Scripted(order), workers=1, trials=3, noise=Noise(0.05, 0.02), seed=s) for s in (1, 1, 2)]
+    assert noisy[0] == noisy[1] and noisy[0].trace != noisy[2].trace
+    assert noisy[0].trace != exact.trace and noisy[0].seconds == exact.seconds  # the clock is the table's
 
 
 def _cnn_table(grid: dict[str, list[Any]], seed: int) -> Table:
@@ -314,3 +335,27 @@ def test_promotion_asha_pauses_at_each_rung_and_promotes_the_top_third(tmp_path:
     assert set(sorted(rung1, key=lambda t: -rung1[t])[:3]) <= runner._promoted[0]
     assert set(sorted(rung3, key=lambda t: -rung3[t])[:math.ceil(len(rung3) / 3)]) <= runner._promoted[1]
     assert out.epochs == sum(out.epochs_run.values())
+
+
+def test_the_real_benchmarks_figures_are_computed_alike_on_real_and_simulated_seeds() -> None:
+    """benchmarks.real_vs_simulated: a simulated trace closed at the sweep's end; the share of points
+    where sweeper's median best is at or above each peer's; the epochs ratio to random's best."""
+    import numpy as np
+
+    from benchmarks.real_vs_simulated import PEERS, draws, figures, simulated_curves
+
+    row = {"per_seed": [{"trace": [[5.0, 1, 0.3], [10.0, 2, 0.6]], "seconds": 30.0, "epochs": 6}]}
+    ((t, e, b),) = simulated_curves(row)
+    assert list(t) == [5.0, 10.0, 30.0] and list(e) == [1, 2, 6] and list(b) == [0.3, 0.6, 0.6]
+    ahead = (np.array([1.0, 2.0]), np.array([1, 2]), np.array([0.5, 0.7]))
+    behind = (np.array([1.0, 4.0]), np.array([1, 2]), np.array([0.4, 0.6]))
+    out = figures({"sweeper": [ahead], **{p: [behind] for p in PEERS}})
+    assert all(out[f"{axis}|{p}"] == 1.0 for axis in ("time", "epochs") for p in PEERS)
+    assert out["ratio"] == 1.0  # random's final best (0.6) at its 2nd epoch; sweeper's 2nd epoch beat it
+    out = figures({"sweeper": [behind], **{p: [ahead] for p in PEERS}})
+    # Only before the first report (t < 1 of 0..4: a quarter of the time points) are both at 0.
+    assert all(0.2 < out[f"time|{p}"] < 0.3 for p in PEERS)
+    assert all(out[f"epochs|{p}"] == 0.0 for p in PEERS) and out["ratio"] == math.inf
+    drawn = draws({"sweeper": [ahead, behind], **{p: [behind, ahead] for p in PEERS}}, k=1, n=20)
+    assert {d["time|Ray Tune"] for d in drawn} == {1.0, figures({"sweeper": [behind],
+                                                                 **{p: [ahead] for p in PEERS}})["time|Ray Tune"]}
