@@ -127,8 +127,10 @@ def write(observed: Mapping[str, float], drawn: Sequence[Mapping[str, float]], k
         f"Real: `{args.real.name}` ({meta.get('date')}, {meta.get('trials')} trials of up to "
         f"{meta.get('epochs')} epochs, {k} seeds). Simulated: `{args.simulated.name}` ({setting}, {seeds} seeds, "
         f"start costs {_costs(sim)}"
-        f"{', Ray already running' if sim.get('ray_running') else ''}). Command: `python -m "
-        f"benchmarks.real_vs_simulated --simulated {_shown(args.simulated)} --draws {args.draws}`. "
+        f"{', Ray already running' if sim.get('ray_running') else ''}"
+        f"{f', training noise {_noise(sim)}' if sim.get('noise') else ', no training noise'}). Command: `python -m "
+        f"benchmarks.real_vs_simulated --real {_shown(args.real)} --simulated {_shown(args.simulated)} "
+        f"--draws {args.draws}`. "
         f"Each draw: {k} of the simulated seeds, the same for every runner, and the real benchmark's figures "
         "computed on them as on the real seeds.",
         "",
@@ -154,6 +156,12 @@ def write(observed: Mapping[str, float], drawn: Sequence[Mapping[str, float]], k
 def _shown(path: Path) -> str:
     """``path`` relative to the working folder when inside it (as a command is typed), else whole."""
     return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+
+
+def _noise(sim: Mapping[str, Any]) -> str:
+    """The simulation's training noise (:class:`benchmarks.simulate.Noise`) in words."""
+    noise = sim["noise"]
+    return f"sd {noise['run_sd']} per trial and {noise['epoch_sd']} per epoch"
 
 
 def _share(hits: Iterable[bool]) -> str:

@@ -2,7 +2,8 @@
 
 The same training function (:mod:`benchmarks.logged_cnn`: sweeper's ``cnn`` trainer, logging
 each epoch) runs inside every runner, on ``../shared/data/cifar10-5k`` (real CIFAR-10 photos,
-32 px; 10% of train held out, stratified, for validation; the test split only for the retrain),
+32 px; 10% of train held out, stratified, for validation, by the seed's split, the same for every
+runner of a seed; the test split only for the retrain),
 over the same search space, with the same trial budget, two trials at a time, one CPU thread each.
 The space is the curve table's grid (:data:`benchmarks.curves.table.GRID`: 256 configurations,
 kernel 3 and 128 dense units fixed), so that the real runs check what the simulator
@@ -53,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 CONCURRENCY = 2
 RUNNERS = ("sweeper", "random (sweeper, no ES)", "Ray Tune", "Optuna")
 SPACE = "curve-table grid"  # recorded with the raw logs: a run on another space starts them afresh
+SPLIT = "the seed's"  # ... or another validation split for the peers (until 2026-12-07: split 0 in every seed)
 
 
 
@@ -85,13 +87,21 @@ def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log:
     return export_config(outcome.study, storage)
 
 
+def peer_data(root: Path, seed: int) -> dict[str, Any]:
+    """A peer's ``data`` in seed ``seed``: :func:`~benchmarks._results.cifar_data` with the
+    train/validation split of that seed, the split sweeper gives a sweep of seed ``seed`` (the
+    split's seed is the sweep's), so that every runner of a seed is scored on the same validation
+    images. (Until 2026-12-07 the peers took the default split, seed 0, in every seed.)"""
+    return {**cifar_data(root), "seed": seed}
+
+
 def run_ray_tune(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path) -> dict[str, Any]:
     """Ray Tune's documented API: ``Tuner`` + ``OptunaSearch`` + ``ASHAScheduler``, reused actors."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    data = cifar_data(root)
+    data = peer_data(root, seed)
 
     def trainable(config: dict[str, Any]) -> None:
         from benchmarks.logged_cnn import LOGGED_CNN
@@ -123,7 +133,7 @@ def run_optuna(seed: int, trials: int, epochs: int, root: Path, log: Path) -> di
     from benchmarks.logged_cnn import LOGGED_CNN
     from trainers.base import DataConfig, TrainConfig
 
-    data = cifar_data(root)
+    data = peer_data(root, seed)
 
     def objective(trial: optuna.Trial) -> float:
         chosen = {k: trial.suggest_categorical(k, list(v)) for k, v in GRID.items()}
@@ -246,7 +256,8 @@ def main() -> None:
     from trainers.base import DataConfig
     from trainers.data import load_data
 
-    logs = RawLogs(HERE / "time_to_accuracy.json", {"trials": args.trials, "epochs": args.epochs, "space": SPACE})
+    logs = RawLogs(HERE / "time_to_accuracy.json", {"trials": args.trials, "epochs": args.epochs, "space": SPACE,
+                                                             "split": SPLIT})
     if args.write_only:
         write(logs.raw)
         return
