@@ -64,6 +64,24 @@ def sweeper_parameters(log: Path) -> dict[str, Any]:
             "log": {"value": str(log)}}
 
 
+def sweeper_spec(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path, *,
+                 early_stopping: bool) -> dict[str, Any]:
+    """The spec of sweeper's runner (``early_stopping``: its default search, else its random
+    search to the end), its study in ``tmp``."""
+    raw: dict[str, Any] = {
+        "name": f"tta-{'asha' if early_stopping else 'random'}-{seed}",
+        "method": "bayes" if early_stopping else "random", "run_cap": trials, "epochs": epochs,
+        "metric": {"name": "val_accuracy", "goal": "maximize"}, "seed": seed,
+        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": cifar_data(root),
+        "max_concurrent_trials": CONCURRENCY, "resources_per_trial": {"cpu": 1, "gpu": 0},
+        "storage": f"sqlite:///{tmp / 'studies.db'}", "artifacts": str(tmp / "artifacts"),
+        "parameters": sweeper_parameters(log),
+    }
+    if not early_stopping:
+        raw["scheduler"] = {"type": "none"}
+    return raw
+
+
 def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log: Path, *,
                 early_stopping: bool) -> dict[str, Any]:
     """A sweep through ``run_sweep``; its best config in ``sweeper export``'s format."""
@@ -71,20 +89,9 @@ def run_sweeper(seed: int, trials: int, epochs: int, root: Path, tmp: Path, log:
     from sweeper.spec import validate
     from sweeper.study.results import export_config
 
-    name = f"tta-{'asha' if early_stopping else 'random'}-{seed}"
-    storage = f"sqlite:///{tmp / 'studies.db'}"
-    raw: dict[str, Any] = {
-        "name": name, "method": "bayes" if early_stopping else "random", "run_cap": trials, "epochs": epochs,
-        "metric": {"name": "val_accuracy", "goal": "maximize"}, "seed": seed,
-        "trainer": "benchmarks.logged_cnn:LOGGED_CNN", "data": cifar_data(root),
-        "max_concurrent_trials": CONCURRENCY, "resources_per_trial": {"cpu": 1, "gpu": 0},
-        "storage": storage, "artifacts": str(tmp / "artifacts"),
-        "parameters": sweeper_parameters(log),
-    }
-    if not early_stopping:
-        raw["scheduler"] = {"type": "none"}
+    raw = sweeper_spec(seed, trials, epochs, root, tmp, log, early_stopping=early_stopping)
     outcome = run_sweep(validate(raw))
-    return export_config(outcome.study, storage)
+    return export_config(outcome.study, raw["storage"])
 
 
 def peer_data(root: Path, seed: int) -> dict[str, Any]:
