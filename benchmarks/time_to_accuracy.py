@@ -346,7 +346,8 @@ def write(raw: dict[str, Any]) -> None:
     write_section(f"Time to accuracy against the peers on CIFAR-10 photos ({meta.get('date')})", [
         f"Machine: {meta.get('machine', machine())}. Command: `python -m benchmarks.time_to_accuracy --seeds "
         f"{' '.join(map(str, seeds))} --trials {meta.get('trials')} --epochs {meta.get('epochs')}`. "
-        f"Data: `cifar10-5k` (5,000 train photos, 10% held out for validation; 1,000 test photos), 32 px. "
+        "Data: `cifar10-5k` (5,000 train photos, 10% held out for validation by the seed's split, the same for "
+        "every runner of a seed; 1,000 test photos), 32 px. "
         f"Each runner: {meta.get('trials')} trials of up to {meta.get('epochs')} epochs, {CONCURRENCY} at a time, "
         "1 CPU thread each, the same training function and search space (the curve table's grid of 256 "
         "configurations: filters, activation, batch norm, dropout, lr, batch size, augment). Wall seconds "
