@@ -915,8 +915,7 @@ def main() -> None:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials, None, args.ray_running,
-                                                                   noise)
+                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials, None, args.ray_running, noise)
                                                   for seed in args.seeds])
         else:
             outcomes = [run_one(table, name, seed, workers, trials, ray_running=args.ray_running, noise=noise)

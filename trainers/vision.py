@@ -31,64 +31,72 @@ if TYPE_CHECKING:
 
 
 @functools.cache
-def _model_sources() -> tuple[ast.Module, ...]:
-    """The parsed ``torchvision/models/*.py`` of the installed torchvision (its top-level
-    classification models), without importing it; ``()`` without torchvision."""
+def _registry() -> tuple[dict[str, frozenset[str]], dict[str, str | None]]:
+    """What torchvision's ``models/*.py`` say of its classification models, read from the installed
+    torchvision's source without importing it (importing it imports torch), once per process:
+
+    - model name → the names in its builder's ``weights`` annotation: the builders are the
+      functions decorated with ``@register_model()``, torchvision's model registry
+      (``torchvision.models._api``), under the name they register;
+    - each ``WeightsEnum`` class → the URL of its ``DEFAULT`` member's ``Weights(url=...)``.
+
+    Both empty without torchvision.
+    """
+    builders: dict[str, frozenset[str]] = {}
+    defaults: dict[str, str | None] = {}
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
-        return ()
-    folder = Path(next(iter(spec.submodule_search_locations)), "models")
-    return tuple(ast.parse(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.py")))
+        return builders, defaults
+    for path in sorted(Path(next(iter(spec.submodule_search_locations)), "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef):
+                for decorator in node.decorator_list:
+                    if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register_model":
+                        named = [k.value.value for k in decorator.keywords
+                                 if k.arg == "name" and isinstance(k.value, ast.Constant)]
+                        builders[str(named[0]) if named else node.name] = _weights_annotation(node)
+            elif isinstance(node, ast.ClassDef) and any(getattr(b, "id", None) == "WeightsEnum" for b in node.bases):
+                defaults[node.name] = _default_url(node)
+    return builders, defaults
 
 
-def _builders() -> dict[str, ast.FunctionDef]:
-    """Model name → its builder function: the functions decorated with ``@register_model()``,
-    torchvision's model registry (``torchvision.models._api``), under the name it registers."""
-    builders = {}
-    for node in (n for tree in _model_sources() for n in ast.walk(tree)):
-        if not isinstance(node, ast.FunctionDef):
-            continue
-        for decorator in node.decorator_list:
-            if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register_model":
-                named = [k.value.value for k in decorator.keywords
-                         if k.arg == "name" and isinstance(k.value, ast.Constant)]
-                builders[str(named[0]) if named else node.name] = node
-    return builders
+def _weights_annotation(builder: ast.FunctionDef) -> frozenset[str]:
+    """The names in the annotation of a builder's ``weights`` argument (``Optional[ResNet50_Weights]``)."""
+    arguments = [*builder.args.args, *builder.args.kwonlyargs]
+    annotation = next((a.annotation for a in arguments if a.arg == "weights"), None)
+    return frozenset(n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)) if annotation else frozenset()
+
+
+def _default_url(weights_enum: ast.ClassDef) -> str | None:
+    """The ``url`` of a ``WeightsEnum`` class's ``DEFAULT`` member (``DEFAULT = IMAGENET1K_V2``)."""
+    members: dict[str, ast.expr] = {t.id: a.value for a in weights_enum.body if isinstance(a, ast.Assign)
+                                    for t in a.targets if isinstance(t, ast.Name)}
+    default = members.get("DEFAULT")
+    while isinstance(default, ast.Name):
+        default = members.get(default.id)
+    if not isinstance(default, ast.Call):
+        return None
+    urls = [k.value.value for k in default.keywords if k.arg == "url" and isinstance(k.value, ast.Constant)]
+    return str(urls[0]) if urls else None
 
 
 def classification_models() -> tuple[str, ...]:
     """torchvision's classification models, sorted: the names that
     ``torchvision.models.list_models(module=torchvision.models)`` returns (its top-level
-    ``models`` modules, not detection, segmentation, video or optical flow), read from the
-    installed torchvision's source without importing it (importing it imports torch).
-    ``()`` without torchvision.
+    ``models`` modules, not detection, segmentation, video or optical flow), read from its source
+    (:func:`_registry`). ``()`` without torchvision.
     """
-    return tuple(sorted(_builders()))
+    return tuple(sorted(_registry()[0]))
 
 
 def default_weights_url(architecture: str) -> str | None:
     """The URL of ``architecture``'s default ImageNet weights, as
     ``torchvision.models.get_model_weights(architecture).DEFAULT.url`` gives it, read from
-    torchvision's source without importing it: the ``WeightsEnum`` class named in the builder's
-    ``weights`` annotation (how ``get_model_weights`` finds it), its ``DEFAULT`` member, that
-    member's ``Weights(url=...)``. ``None`` for an unknown architecture or one without weights."""
-    builder = _builders().get(architecture)
-    if builder is None:
-        return None
-    arguments = [*builder.args.args, *builder.args.kwonlyargs]
-    annotation = next((a.annotation for a in arguments if a.arg == "weights"), None)
-    named = {n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)} if annotation is not None else set()
-    for node in (n for tree in _model_sources() for n in ast.walk(tree)):
-        if isinstance(node, ast.ClassDef) and node.name in named:
-            members: dict[str, ast.expr] = {t.id: a.value for a in node.body if isinstance(a, ast.Assign)
-                                            for t in a.targets if isinstance(t, ast.Name)}
-            default = members.get("DEFAULT")
-            while isinstance(default, ast.Name):  # DEFAULT = IMAGENET1K_V2
-                default = members.get(default.id)
-            if isinstance(default, ast.Call):
-                urls = [k.value.value for k in default.keywords if k.arg == "url" and isinstance(k.value, ast.Constant)]
-                return str(urls[0]) if urls else None
-    return None
+    torchvision's source (:func:`_registry`): the ``WeightsEnum`` class named in the builder's
+    ``weights`` annotation (how ``get_model_weights`` finds it), its ``DEFAULT`` member's URL.
+    ``None`` for an unknown architecture or one without weights."""
+    builders, defaults = _registry()
+    return next((defaults[n] for n in sorted(builders.get(architecture, ())) if defaults.get(n)), None)
 
 
 def hub_weights_file(architecture: str) -> tuple[Path, str]:
