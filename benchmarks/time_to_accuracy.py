@@ -54,7 +54,8 @@ HERE = Path(__file__).resolve().parent
 CONCURRENCY = 2
 RUNNERS = ("sweeper", "random (sweeper, no ES)", "Ray Tune", "Optuna")
 SPACE = "curve-table grid"  # recorded with the raw logs: a run on another space starts them afresh
-SPLIT = "the seed's"  # ... or another validation split for the peers (until 2026-12-07: split 0 in every seed)
+# ... and so is the validation split: every runner of seed s on split s (until 2026-12-07 the peers took split 0).
+SPLIT = "the seed's"
 
 
 
@@ -263,8 +264,8 @@ def main() -> None:
     from trainers.base import DataConfig
     from trainers.data import load_data
 
-    logs = RawLogs(HERE / "time_to_accuracy.json", {"trials": args.trials, "epochs": args.epochs, "space": SPACE,
-                                                             "split": SPLIT})
+    logs = RawLogs(HERE / "time_to_accuracy.json",
+                   {"trials": args.trials, "epochs": args.epochs, "space": SPACE, "split": SPLIT})
     if args.write_only:
         write(logs.raw)
         return
