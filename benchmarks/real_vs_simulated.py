@@ -17,10 +17,11 @@ It also gives the chance, under the simulation, that a run of that many seeds me
 of issue 19 part 4 (at or above each peer at 90% of the wall-clock points; random search's final
 best with at most a third of its epochs, median over seeds).
 
-Usage: ``python -m benchmarks.real_vs_simulated [--simulated benchmarks/simulate_w2.json]
-[--draws 5000]`` from the repository root, after both runs (``python -m benchmarks.simulate
---workers 2 --trials 32 --runners sweeper random ray-asha optuna-tpe-hyperband --json OUT``).
-Writes its section of ``benchmarks/RESULTS.md``; runs in seconds, without Ray or training.
+Usage: ``python -m benchmarks.real_vs_simulated [--real benchmarks/time_to_accuracy.json]
+[--simulated benchmarks/simulate_w2_ray_running.json] [--draws 5000]`` from the repository root,
+after both runs (the simulated one: ``python -m benchmarks.simulate --seeds 0-99 --workers 2
+--trials 32 --runners sweeper random ray-asha optuna-tpe-hyperband --ray-running [--noise] --json
+OUT``). Writes its section of ``benchmarks/RESULTS.md``; runs in seconds, without Ray or training.
 """
 
 from __future__ import annotations
@@ -94,15 +95,19 @@ def draws(simulated: Mapping[str, list[Curve]], k: int, n: int, seed: int = 0) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=HERE / "time_to_accuracy.json")
-    parser.add_argument("--simulated", type=Path, default=HERE / "simulate_w2.json")
+    parser.add_argument("--simulated", type=Path, default=HERE / "simulate_w2_ray_running.json")
     parser.add_argument("--draws", type=int, default=5000)
     args = parser.parse_args()
     raw = json.loads(args.real.read_text())
     real = real_curves(raw)
     k = len(real["sweeper"])
     sim = json.loads(args.simulated.read_text())
-    (workers, rows), = sim["results"].items()
-    (trials, rows), = rows.items()
+    settings = [(w, t) for w, by_trials in sim["results"].items() for t in by_trials]
+    if len(settings) != 1:
+        raise SystemExit(f"{args.simulated}: holds {len(settings)} settings of workers and trials; simulate the "
+                         "real benchmark's one (--workers 2 --trials 32) into a file of its own")
+    (workers, trials), = settings
+    rows = sim["results"][workers][trials]
     simulated = {r: simulated_curves(rows[name]) for r, name in SIMULATED.items()}
     observed, drawn = figures(real), draws(simulated, k, args.draws)
     setting = f"{workers[1:]} workers, {trials[1:]} trials"
