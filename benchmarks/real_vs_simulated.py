@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.time_to_accuracy import HERE, Curve, best_curve, epochs_ratio, grids, medians_against
+from benchmarks.time_to_accuracy import HERE, Curve, best_curve, epochs_ratio, finished_seeds, grids, medians_against
 
 # The real run's runners and the simulator's runners of the same search and early stopping.
 SIMULATED = {"sweeper": "sweeper", "random (sweeper, no ES)": "random", "Ray Tune": "ray-asha",
@@ -63,8 +63,7 @@ def figures(curves: Mapping[str, Sequence[Curve]]) -> dict[str, float]:
 
 def real_curves(raw: Mapping[str, Any]) -> dict[str, list[Curve]]:
     """Each runner's curves in the seeds every runner finished, from ``time_to_accuracy.json``."""
-    seeds = sorted(s for s in {int(k.split("|")[1]) for k in raw if "|" in k}
-                   if all(f"{r}|{s}" in raw for r in SIMULATED))
+    seeds = finished_seeds(raw, SIMULATED)
     return {r: [best_curve([tuple(x) for x in raw[f"{r}|{s}"]["reports"]]) for s in seeds] for r in SIMULATED}
 
 

@@ -307,9 +307,8 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int, noise: Noi
             if config is None:
                 return
             trial = out.trials
-            run = table.run(config)
             configs.add(table.key(config))
-            runs[trial], done_epochs[trial] = (noise.apply(run, rng) if noise is not None else run), 0
+            runs[trial], done_epochs[trial] = _trial_run(table, config, noise, rng), 0
             out.distinct = len(configs)
             out.trials += 1
             free -= 1
@@ -339,6 +338,12 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int, noise: Noi
         fill(clock)
         out.seconds = clock
     return out
+
+
+def _trial_run(table: Table, config: Mapping[str, Any], noise: Noise | None, rng: random.Random) -> Run:
+    """The run a new trial of ``config`` replays: the table's, with ``noise`` drawn from ``rng``."""
+    run = table.run(config)
+    return noise.apply(run, rng) if noise is not None else run
 
 
 class SweeperRunner(Runner):
@@ -911,23 +916,15 @@ def main() -> None:
         if name in figures["results"].get(f"W{workers}", {}).get(f"T{trials}", {}):
             continue
         started = time.time()
+        tasks = [(table, name, seed, workers, trials, None, args.ray_running, noise) for seed in args.seeds]
         if args.jobs > 1:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-                outcomes = pool.starmap(run_one, [(table, name, seed, workers, trials, None, args.ray_running, noise)
-                                                  for seed in args.seeds])
+                outcomes = pool.starmap(run_one, tasks)
         else:
-            outcomes = [run_one(table, name, seed, workers, trials, ray_running=args.ray_running, noise=noise)
-                        for seed in args.seeds]
-        row: dict[str, Any] = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
-        row["final_regret"] = quartiles([best - o.best() for o in outcomes])
-        row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
-        row["seconds"] = quartiles([o.seconds for o in outcomes])
-        row["per_seed"] = [{"seed": s, "top1_s": o.time_to(targets["top1"]), "top5_s": o.time_to(targets["top5"]),
-                            "best": o.best(), "seconds": o.seconds, "epochs": o.epochs, "distinct": o.distinct,
-                            "trace": o.trace}
-                           for s, o in zip(args.seeds, outcomes, strict=True)]
+            outcomes = [run_one(*task) for task in tasks]
+        row = _row(outcomes, args.seeds, targets, best)
         figures["results"].setdefault(f"W{workers}", {}).setdefault(f"T{trials}", {})[name] = row
         print(f"W={workers:2d} T={trials:3d} {name:22s} top-1% {row['top1']['median']:8.0f} s "
               f"(IQR {row['top1']['q25']:.0f}-{row['top1']['q75']:.0f}), top-5% {row['top5']['median']:8.0f} s, "
@@ -936,6 +933,22 @@ def main() -> None:
             args.json.write_text(json.dumps(_finite(figures)))
     if args.write:
         write_results(figures, args)
+
+
+def _row(outcomes: Sequence[Outcome], seeds: Sequence[int], targets: Mapping[str, float],
+         best: float) -> dict[str, Any]:
+    """One runner's figures in one setting, as ``--json`` keeps them: quartiles of the seconds to
+    each target, of the final regret (the table's ``best`` minus the incumbent), of the epochs and
+    of the seconds, and every seed's figures and trace."""
+    row: dict[str, Any] = {target: quartiles([o.time_to(v) for o in outcomes]) for target, v in targets.items()}
+    row["final_regret"] = quartiles([best - o.best() for o in outcomes])
+    row["epochs"] = quartiles([float(o.epochs) for o in outcomes])
+    row["seconds"] = quartiles([o.seconds for o in outcomes])
+    row["per_seed"] = [{"seed": s, "top1_s": o.time_to(targets["top1"]), "top5_s": o.time_to(targets["top5"]),
+                        "best": o.best(), "seconds": o.seconds, "epochs": o.epochs, "distinct": o.distinct,
+                        "trace": o.trace}
+                       for s, o in zip(seeds, outcomes, strict=True)]
+    return row
 
 
 def costs_of(ray_running: bool) -> dict[str, Costs]:

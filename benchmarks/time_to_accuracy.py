@@ -40,7 +40,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -290,10 +290,8 @@ def main() -> None:
 
 def write(raw: dict[str, Any]) -> None:
     """The figure, the table and the reading of the targets from the raw logs."""
-    # The seeds that every runner has finished (a run cut short leaves some pairs for the next).
     runners = [r for r in RUNNERS if any(k.startswith(f"{r}|") for k in raw)]
-    seeds = sorted(s for s in {int(k.split("|")[1]) for k in raw if "|" in k}
-                   if all(f"{r}|{s}" in raw for r in runners))
+    seeds = finished_seeds(raw, runners)
     curves = {(r, s): best_curve([tuple(x) for x in raw[f"{r}|{s}"]["reports"]]) for r in runners for s in seeds}
     t_grid, e_grid = grids(curves.values())
     by_time = {r: np.array([best_at(curves[r, s][0], curves[r, s][2], t_grid) for s in seeds]) for r in runners}
@@ -317,28 +315,9 @@ def write(raw: dict[str, Any]) -> None:
             marks[frac] = statistics.median(need)
         rows.append((r, finals, walls, epochs, tests, marks))
 
-    ratio_lines, ratios = [], []
-    if "sweeper" in runners and "random (sweeper, no ES)" in runners:
-        for s in seeds:
-            random = curves["random (sweeper, no ES)", s]
-            ratio, need_random, need_sweeper = epochs_ratio(curves["sweeper", s], random)
-            ratios.append(ratio)
-            ratio_lines.append(f"| {s} | {float(random[2][-1]):.4f} | {need_random} of {int(random[1][-1])} | "
-                               f"{need_sweeper if need_sweeper else 'not reached'} | {ratio:.2f} |")
-    wins = []
-    if "sweeper" in runners:
-        for axis, grid, unit in ((0, t_grid, "s"), (1, e_grid, "epochs")):
-            for r in runners:
-                if r == "sweeper":
-                    continue
-                points, ours, theirs, last = medians_against([curves["sweeper", s] for s in seeds],
-                                                             [curves[r, s] for s in seeds], grid, axis)
-                behind = np.flatnonzero(ours < theirs - 1e-12)
-                wins.append(f"- {('time', 'epochs')[axis]}, against {r}: sweeper's median best >= theirs at "
-                            f"{len(ours) - len(behind)} of {len(ours)} points up to {last:.0f} {unit}"
-                            + (f"; behind between {points[behind[0]]:.0f} and {points[behind[-1]]:.0f} {unit}, "
-                               f"by at most {float(np.max(theirs[behind] - ours[behind])):.4f}" if len(behind) else "")
-                            + ".")
+    ratio_lines, ratios = (_ratio_lines(curves, seeds) if {"sweeper", "random (sweeper, no ES)"} <= set(runners)
+                          else ([], []))
+    wins = _comparison_lines(curves, seeds, runners, t_grid, e_grid) if "sweeper" in runners else []
 
     def rng(xs: list[float], fmt: str) -> str:
         return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}-{max(xs):{fmt}})"
@@ -375,6 +354,45 @@ def write(raw: dict[str, Any]) -> None:
         "",
         *wins,
     ])
+
+
+def finished_seeds(raw: Mapping[str, Any], runners: Iterable[str]) -> list[int]:
+    """The seeds of the raw logs that every one of ``runners`` has finished (a run cut short
+    leaves some pairs for the next)."""
+    runners = list(runners)
+    return sorted(s for s in {int(k.split("|")[1]) for k in raw if "|" in k}
+                  if all(f"{r}|{s}" in raw for r in runners))
+
+
+def _ratio_lines(curves: Mapping[tuple[str, int], Curve], seeds: list[int]) -> tuple[list[str], list[float]]:
+    """The table rows of the epochs sweeper needed to reach random search's final best, and the
+    ratios, seed by seed (:func:`epochs_ratio`)."""
+    lines, ratios = [], []
+    for s in seeds:
+        random = curves["random (sweeper, no ES)", s]
+        ratio, need_random, need_sweeper = epochs_ratio(curves["sweeper", s], random)
+        ratios.append(ratio)
+        lines.append(f"| {s} | {float(random[2][-1]):.4f} | {need_random} of {int(random[1][-1])} | "
+                     f"{need_sweeper if need_sweeper else 'not reached'} | {ratio:.2f} |")
+    return lines, ratios
+
+
+def _comparison_lines(curves: Mapping[tuple[str, int], Curve], seeds: list[int], runners: list[str],
+                      t_grid: np.ndarray, e_grid: np.ndarray) -> list[str]:
+    """One line per axis and peer: at how many points sweeper's median best is at or above the
+    peer's (:func:`medians_against`), and where and by how much it is behind."""
+    lines = []
+    for axis, grid, unit in ((0, t_grid, "s"), (1, e_grid, "epochs")):
+        for r in (r for r in runners if r != "sweeper"):
+            points, ours, theirs, last = medians_against([curves["sweeper", s] for s in seeds],
+                                                         [curves[r, s] for s in seeds], grid, axis)
+            behind = np.flatnonzero(ours < theirs - 1e-12)
+            lines.append(f"- {('time', 'epochs')[axis]}, against {r}: sweeper's median best >= theirs at "
+                         f"{len(ours) - len(behind)} of {len(ours)} points up to {last:.0f} {unit}"
+                         + (f"; behind between {points[behind[0]]:.0f} and {points[behind[-1]]:.0f} {unit}, "
+                            f"by at most {float(np.max(theirs[behind] - ours[behind])):.4f}" if len(behind) else "")
+                         + ".")
+    return lines
 
 
 def _seconds(value: float) -> str:
