@@ -281,8 +281,9 @@ def main() -> None:
             wall = time.time() - started
             test_acc = retrain_test_accuracy(config, tmp / f"retrain-{runner.split()[0]}-{seed}")
             reports = read_log(log, started)
+            # When it ran: the time axis compares runs of one sitting only (the machine's speed moves).
             logs.save(runner, seed, {"reports": reports, "wall_s": wall, "test_accuracy": test_acc,
-                                     "best_params": config["params"]})
+                                     "best_params": config["params"], "started": round(started)})
             print(f"seed {seed} {runner:<24} wall {wall:6.1f} s  epochs {len(reports)}"
                   f"  best val {max(a for _, a in reports):.4f}  test {test_acc:.4f}", flush=True)
     write(logs.raw)
