@@ -44,11 +44,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from benchmarks._results import CIFAR_5K, cifar_data, machine, write_section
+
+if TYPE_CHECKING:
+    from trainers.base import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("sweeper launch", "sweeper launch, SWEEPER_WARM_CACHE=0", "Ray Tune, reuse_actors", "Optuna, threads")
@@ -73,9 +76,11 @@ def write_spec(tmp: Path, log: Path, root: Path, concurrency: int) -> Path:
     return path
 
 
-def child_ray_tune(log: Path, root: Path, concurrency: int, address: str | None = None) -> None:
+def child_ray_tune(log: Path, root: Path, concurrency: int, address: str | None = None, *,
+                   trainer: Trainer | None = None) -> None:
     """Ray Tune's documented start: ``ray.init()`` (or ``ray.init(address)`` to join a running
-    Ray), ``Tuner`` with ``OptunaSearch``, reused actors."""
+    Ray), ``Tuner`` with ``OptunaSearch``, reused actors; ``trainer`` (default
+    :data:`~benchmarks.logged_cnn.LOGGED_CNN`) trains."""
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -88,8 +93,9 @@ def child_ray_tune(log: Path, root: Path, concurrency: int, address: str | None 
         from benchmarks.logged_cnn import LOGGED_CNN
         from trainers.base import DataConfig, TrainConfig
 
-        params = {**LOGGED_CNN.defaults(), **PARAMS, **config, "log": str(log)}
-        LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=1, threads=1),
+        fitted = trainer or LOGGED_CNN
+        params = {**fitted.defaults(), **PARAMS, **config, "log": str(log)}
+        fitted.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=1, threads=1),
                        lambda epoch, metrics, checkpoint=None: tune.report(dict(metrics)))
 
     tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"lr": tune.choice([0.001, 0.003])},
@@ -98,17 +104,20 @@ def child_ray_tune(log: Path, root: Path, concurrency: int, address: str | None 
                run_config=tune.RunConfig(storage_path=str(log.parent / "tune"), verbose=0)).fit()
 
 
-def child_optuna(log: Path, root: Path, concurrency: int) -> None:
-    """Optuna's documented start: ``create_study`` and ``optimize(n_jobs=concurrency)``."""
+def child_optuna(log: Path, root: Path, concurrency: int, *, trainer: Trainer | None = None) -> None:
+    """Optuna's documented start: ``create_study`` and ``optimize(n_jobs=concurrency)``; ``trainer``
+    (default :data:`~benchmarks.logged_cnn.LOGGED_CNN`) trains."""
     import optuna
 
     from benchmarks.logged_cnn import LOGGED_CNN
     from trainers.base import DataConfig, TrainConfig
 
+    fitted = trainer or LOGGED_CNN
+
     def objective(trial: optuna.Trial) -> float:
-        params = {**LOGGED_CNN.defaults(), **PARAMS, "lr": trial.suggest_categorical("lr", [0.001, 0.003]),
+        params = {**fitted.defaults(), **PARAMS, "lr": trial.suggest_categorical("lr", [0.001, 0.003]),
                   "log": str(log)}
-        out = LOGGED_CNN.fit(TrainConfig(params=params, data=DataConfig(**cifar_data(root)), epochs=1, threads=1),
+        out = fitted.fit(TrainConfig(params=params, data=DataConfig(**cifar_data(root)), epochs=1, threads=1),
                              lambda epoch, metrics, checkpoint=None: None)
         return float(out["val_accuracy"])
 
