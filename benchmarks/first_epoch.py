@@ -96,7 +96,7 @@ def child_ray_tune(log: Path, root: Path, concurrency: int, address: str | None 
         fitted = trainer or LOGGED_CNN
         params = {**fitted.defaults(), **PARAMS, **config, "log": str(log)}
         fitted.fit(TrainConfig(params=params, data=DataConfig(**data), epochs=1, threads=1),
-                       lambda epoch, metrics, checkpoint=None: tune.report(dict(metrics)))
+                   lambda epoch, metrics, checkpoint=None: tune.report(dict(metrics)))
 
     tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"lr": tune.choice([0.001, 0.003])},
                tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric="val_accuracy", mode="max"), num_samples=2,
@@ -118,7 +118,7 @@ def child_optuna(log: Path, root: Path, concurrency: int, *, trainer: Trainer | 
         params = {**fitted.defaults(), **PARAMS, "lr": trial.suggest_categorical("lr", [0.001, 0.003]),
                   "log": str(log)}
         out = fitted.fit(TrainConfig(params=params, data=DataConfig(**cifar_data(root)), epochs=1, threads=1),
-                             lambda epoch, metrics, checkpoint=None: None)
+                         lambda epoch, metrics, checkpoint=None: None)
         return float(out["val_accuracy"])
 
     optuna.create_study(direction="maximize").optimize(objective, n_trials=2, n_jobs=concurrency)

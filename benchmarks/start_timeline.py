@@ -49,7 +49,8 @@ TOOLS = ("sweeper launch", "Ray Tune, reuse_actors", "Optuna, threads")
 
 def timed_fit(config: TrainConfig, report: Report) -> dict[str, float]:
     """:func:`benchmarks.logged_cnn.fit`, after a line in ``<log>.start``: when this process was
-    created and when the training function was entered (unix seconds)."""
+    created, when the training function was entered, and when torch was ready in it (unix seconds;
+    torch is imported here when the process has not imported it yet, as the trainer would)."""
     import psutil
 
     entered = time.time()
@@ -181,9 +182,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2, choices=(1, 2))
-    for hidden in ("--child", "--log", "--marks", "--spec", "--started"):
-        parser.add_argument(hidden, help=argparse.SUPPRESS, type=float if hidden == "--started" else
-                            (str if hidden == "--child" else Path))
+    parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)  # the tool run by this process
+    for path in ("--log", "--marks", "--spec"):
+        parser.add_argument(path, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--started", type=float, help=argparse.SUPPRESS)  # the parent's clock at the start
     args = parser.parse_args()
     if args.child:
         _child(args)
