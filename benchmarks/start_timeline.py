@@ -179,6 +179,8 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    """Time each tool ``--repeats`` times (or, with ``--child``, be one tool's run) and write the
+    section of RESULTS.md: each stage's median (min-max) in seconds from the command's start."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2, choices=(1, 2))

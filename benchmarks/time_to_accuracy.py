@@ -300,29 +300,9 @@ def write(raw: dict[str, Any]) -> None:
                 for r in runners}
     _plot(t_grid, e_grid, by_time, by_epoch, curves, seeds)
 
-    rows = []
-    for r in runners:
-        finals = [float(curves[r, s][2][-1]) for s in seeds]
-        walls = [raw[f"{r}|{s}"]["wall_s"] for s in seeds]
-        epochs = [int(curves[r, s][1][-1]) for s in seeds]
-        tests = [raw[f"{r}|{s}"]["test_accuracy"] for s in seeds]
-        marks = {}
-        for frac in (0.9, 0.95, 1.0):  # seconds to reach a share of the best any runner reached, per seed
-            need = []
-            for s in seeds:
-                top = max(float(curves[q, s][2][-1]) for q in runners)
-                hit = np.flatnonzero(curves[r, s][2] >= frac * top - 1e-12)
-                need.append(float(curves[r, s][0][hit[0]]) if len(hit) else float("inf"))
-            marks[frac] = statistics.median(need)
-        rows.append((r, finals, walls, epochs, tests, marks))
-
     ratio_lines, ratios = (_ratio_lines(curves, seeds) if {"sweeper", "random (sweeper, no ES)"} <= set(runners)
                           else ([], []))
     wins = _comparison_lines(curves, seeds, runners, t_grid, e_grid) if "sweeper" in runners else []
-
-    def rng(xs: list[float], fmt: str) -> str:
-        return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}-{max(xs):{fmt}})"
-
     meta = raw.get("_meta", {})
     write_section(f"Time to accuracy against the peers on CIFAR-10 photos ({meta.get('date')})", [
         f"Machine: {meta.get('machine', machine())}. Command: `python -m benchmarks.time_to_accuracy --seeds "
@@ -338,8 +318,7 @@ def write(raw: dict[str, Any]) -> None:
         "| runner | best val_accuracy | wall s | epochs trained | s to 90% / 95% / 100% of the seed's top | "
         "test accuracy, best config retrained |",
         "| --- | --- | --- | --- | --- | --- |",
-        *[f"| {r} | {rng(f, '.4f')} | {rng(w, '.0f')} | {rng([float(e) for e in ep], '.0f')} | "
-          f"{' / '.join(_seconds(m[k]) for k in (0.9, 0.95, 1.0))} | {rng(t, '.4f')} |" for r, f, w, ep, t, m in rows],
+        *_summary_rows(raw, curves, runners, seeds),
         "",
         "Epochs sweeper needed to reach random search's final best (target: at most a third of random "
         "search's epochs to it, median over seeds):",
@@ -355,6 +334,34 @@ def write(raw: dict[str, Any]) -> None:
         "",
         *wins,
     ])
+
+
+def _summary_rows(raw: Mapping[str, Any], curves: Mapping[tuple[str, int], Curve], runners: list[str],
+                  seeds: list[int]) -> list[str]:
+    """The summary table's rows, one per runner: its best, wall seconds, epochs and retrained test
+    accuracy as median (min-max) over seeds, and the median seconds to 90%, 95% and 100% of the
+    best that any runner reached in the seed."""
+
+    def rng(xs: list[float], fmt: str) -> str:
+        return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}-{max(xs):{fmt}})"
+
+    def seconds_to(r: str, frac: float) -> float:
+        need = []
+        for s in seeds:
+            top = max(float(curves[q, s][2][-1]) for q in runners)
+            hit = np.flatnonzero(curves[r, s][2] >= frac * top - 1e-12)
+            need.append(float(curves[r, s][0][hit[0]]) if len(hit) else float("inf"))
+        return statistics.median(need)
+
+    rows = []
+    for r in runners:
+        logs = [raw[f"{r}|{s}"] for s in seeds]
+        rows.append(f"| {r} | {rng([float(curves[r, s][2][-1]) for s in seeds], '.4f')} | "
+                    f"{rng([log['wall_s'] for log in logs], '.0f')} | "
+                    f"{rng([float(curves[r, s][1][-1]) for s in seeds], '.0f')} | "
+                    f"{' / '.join(_seconds(seconds_to(r, frac)) for frac in (0.9, 0.95, 1.0))} | "
+                    f"{rng([log['test_accuracy'] for log in logs], '.4f')} |")
+    return rows
 
 
 def finished_seeds(raw: Mapping[str, Any], runners: Iterable[str]) -> list[int]:
