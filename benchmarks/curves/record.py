@@ -55,16 +55,18 @@ def order() -> list[tuple[int, int]]:
     return runs
 
 
-def train(task: tuple[int, int, str]) -> list[list[Any]]:
-    """Train configuration ``config_id`` with ``seed`` for :data:`EPOCHS` epochs on one thread;
-    its rows in the table's column order."""
-    config_id, seed, root = task
+def train(task: tuple[int, int, str] | tuple[int, int, str, int]) -> list[list[Any]]:
+    """Train configuration ``config_id`` with ``seed`` for :data:`EPOCHS` epochs on one thread,
+    scored on validation split ``split`` (the 4th item; 0, the table's, without it); its rows in
+    the table's column order."""
+    config_id, seed, root, *rest = task
+    split = int(rest[0]) if rest else 0
     from trainers.base import DataConfig, TrainConfig
     from trainers.cnn import TRAINER as CNN
 
     config = configs()[config_id]
     params = {**FIXED, **config, "filters": [int(v) for v in config["filters"].split("-")]}
-    data = DataConfig(dataset="imagefolder", root=root, image_size=32, val_fraction=0.1, seed=0)
+    data = DataConfig(dataset="imagefolder", root=root, image_size=32, val_fraction=0.1, seed=split)
     out: list[list[Any]] = []
     started = time.perf_counter()
     count = [float("nan")]
