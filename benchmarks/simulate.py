@@ -106,46 +106,28 @@ class Noise:
     maximum of several noisy scores. With noise, each trial's ``val_accuracy`` is the table's plus an
     offset drawn once for the trial and a draw for each epoch, both normal with mean 0.
 
-    The table scores every configuration on one validation split; a real sweep of seed ``s`` is
-    scored on split ``s`` (``benchmarks/time_to_accuracy.py``), where the configurations rank
-    otherwise. With ``split_sd``, each simulated seed stands for another split: every
-    configuration's curve is also shifted by an offset drawn once per (seed, configuration), the
-    same for every trial of it and every runner of that seed (:meth:`split_offset`).
-
     Attributes:
         run_sd: standard deviation of the trial's offset.
         epoch_sd: standard deviation of each epoch's draw.
-        split_sd: standard deviation of a configuration's offset on another validation split,
-            relative to the table's (0: every seed is scored on the table's split).
     """
 
     run_sd: float
     epoch_sd: float
-    split_sd: float = 0.0
 
     @classmethod
-    def measure(cls, runs: Mapping[tuple[int, int], Run],
-                splits: Sequence[Mapping[tuple[int, int], Run]] = ()) -> Noise:
+    def measure(cls, runs: Mapping[tuple[int, int], Run]) -> Noise:
         """The noise between two seeds of the same configuration in the table (its configurations
         trained twice): of the difference of the two curves, the standard deviation of its mean over
         epochs (``run_sd``) and of what is left at each epoch (``epoch_sd``), each over ``sqrt(2)``
         (the difference of two draws has twice the variance of one).
 
-        With ``splits`` (runs of the table's configurations and seed on other validation splits,
-        :mod:`benchmarks.curves.splits`, one mapping per split), ``split_sd`` too: a configuration's
-        mean difference from the table's run there varies by the split's offset and by the two
-        runs' own noise, whose variance is that of the two seeds' mean difference; ``split_sd`` is
-        the square root of what the split adds (0 when it adds nothing).
-
         Raises:
-            ValueError: no configuration of the table was trained twice, or ``splits`` holds fewer
-                than 2 configurations of the table.
+            ValueError: no configuration of the table was trained twice.
         """
         by_config: dict[int, list[Run]] = {}
         for (config_id, _), run in sorted(runs.items()):
             by_config.setdefault(config_id, []).append(run)
-        offsets: list[float] = []
-        rest: list[float] = []
+        offsets, rest = [], []
         for first, second, *_ in (v for v in by_config.values() if len(v) > 1):
             diffs = [a - b for a, b in zip(first.val_accuracy, second.val_accuracy, strict=False)
                      if not (math.isnan(a) or math.isnan(b))]
@@ -154,36 +136,14 @@ class Noise:
                 rest.extend(d - offsets[-1] for d in diffs)
         if len(offsets) < 2:
             raise ValueError("the table has fewer than 2 configurations trained with two seeds")
-        split_sd = 0.0
-        if splits:
-            shifts = [d for split in splits for key, other in split.items()
-                      if key in runs and (d := _mean_difference(other, runs[key])) is not None]
-            if len(shifts) < 2:
-                raise ValueError("fewer than 2 configurations were trained on another validation split")
-            split_sd = math.sqrt(max(0.0, statistics.pvariance(shifts) - statistics.pvariance(offsets)))
         return cls(round(statistics.pstdev(offsets) / math.sqrt(2), 4),
-                   round(statistics.pstdev(rest) / math.sqrt(2), 4), round(split_sd, 4))
+                   round(statistics.pstdev(rest) / math.sqrt(2), 4))
 
-    def split_offset(self, seed: int, key: tuple[Any, ...]) -> float:
-        """The offset of the configuration ``key`` on simulated seed ``seed``'s validation split:
-        drawn from a generator seeded with both, so every trial of it and every runner of that
-        seed get the same, whatever order they try configurations in."""
-        return random.Random(f"split {seed} {key!r}").gauss(0.0, self.split_sd) if self.split_sd else 0.0
-
-    def apply(self, run: Run, rng: random.Random, split_offset: float = 0.0) -> Run:
-        """``run`` with this noise (and ``split_offset``, see :meth:`split_offset`) added to its
-        ``val_accuracy`` (a NaN epoch stays NaN)."""
-        offset = rng.gauss(0.0, self.run_sd) + split_offset
+    def apply(self, run: Run, rng: random.Random) -> Run:
+        """``run`` with this noise added to its ``val_accuracy`` (a NaN epoch stays NaN)."""
+        offset = rng.gauss(0.0, self.run_sd)
         return dataclasses.replace(run, val_accuracy=tuple(
             v if math.isnan(v) else v + offset + rng.gauss(0.0, self.epoch_sd) for v in run.val_accuracy))
-
-
-def _mean_difference(a: Run, b: Run) -> float | None:
-    """The mean over epochs of ``a``'s ``val_accuracy`` minus ``b``'s (epochs NaN in either left
-    out; ``None`` without a common one)."""
-    diffs = [x - y for x, y in zip(a.val_accuracy, b.val_accuracy, strict=False)
-             if not (math.isnan(x) or math.isnan(y))]
-    return statistics.fmean(diffs) if diffs else None
 
 
 class Table:
@@ -312,7 +272,7 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int, noise: Noi
     """Replay ``runner`` on ``table`` with ``workers`` workers until ``trials`` trials have been
     started and every trial has stopped (or the runner suggests nothing more and none runs).
     With ``noise``, each trial's curve has it added (:class:`Noise`), drawn from a generator seeded
-    with ``seed`` (its split offsets from ``seed`` and the configuration).
+    with ``seed``.
 
     Time: the sweep starts at ``runner.costs.sweep_s``; a trial started or resumed at ``t``
     ends its next epoch ``e`` at ``t + trial_s + epoch_s[e]``, and each further epoch adds its
@@ -348,7 +308,7 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int, noise: Noi
                 return
             trial = out.trials
             configs.add(table.key(config))
-            runs[trial], done_epochs[trial] = _trial_run(table, config, noise, rng, seed), 0
+            runs[trial], done_epochs[trial] = _trial_run(table, config, noise, rng), 0
             out.distinct = len(configs)
             out.trials += 1
             free -= 1
@@ -380,12 +340,10 @@ def simulate(table: Table, runner: Runner, workers: int, trials: int, noise: Noi
     return out
 
 
-def _trial_run(table: Table, config: Mapping[str, Any], noise: Noise | None, rng: random.Random,
-               seed: int) -> Run:
-    """The run a new trial of ``config`` replays: the table's, with ``noise`` drawn from ``rng``
-    (its split offset from ``seed``)."""
+def _trial_run(table: Table, config: Mapping[str, Any], noise: Noise | None, rng: random.Random) -> Run:
+    """The run a new trial of ``config`` replays: the table's, with ``noise`` drawn from ``rng``."""
     run = table.run(config)
-    return noise.apply(run, rng, noise.split_offset(seed, table.key(config))) if noise is not None else run
+    return noise.apply(run, rng) if noise is not None else run
 
 
 class SweeperRunner(Runner):
@@ -930,12 +888,7 @@ def main() -> None:
                         help="the Ray tools join a Ray already up (COSTS_RAY_RUNNING) instead of starting their own")
     parser.add_argument("--noise", action="store_true",
                         help="add training noise to each trial, as measured between the table's two seeds (Noise)")
-    parser.add_argument("--split-noise", action="store_true",
-                        help="with --noise, each seed a validation split of its own, the split's offsets as measured "
-                             "on the table's configurations trained on other splits (benchmarks.curves.splits)")
     args = parser.parse_args()
-    if args.split_noise and not args.noise:
-        parser.error("--split-noise: needs --noise (the replicas' noise is what the split's is measured against)")
     table = Table.read(args.table)
     if len(table.runs) < math.prod(len(v) for v in table.grid.values()):
         raise SystemExit(f"{args.table}: {len(table.runs)} of {math.prod(len(v) for v in table.grid.values())} "
@@ -945,8 +898,7 @@ def main() -> None:
     print(f"{len(table.runs)} configurations; top-1% {targets['top1']:.4f}, top-5% {targets['top5']:.4f}, "
           f"best {best:.4f}", flush=True)
     costs = {tool: dataclasses.asdict(c) for tool, c in costs_of(args.ray_running).items()}
-    noise = Noise.measure(retime(load(args.table))[0], _split_runs(args.table) if args.split_noise else ()) \
-        if args.noise else None
+    noise = Noise.measure(retime(load(args.table))[0]) if args.noise else None
     figures: dict[str, Any] = {"targets": targets, "best": best, "seeds": args.seeds, "results": {},
                                "syne_backend_check": {}, "ray_running": args.ray_running, "costs": costs,
                                "noise": dataclasses.asdict(noise) if noise is not None else None}
@@ -983,15 +935,6 @@ def main() -> None:
         write_results(figures, args)
 
 
-def _split_runs(table: Path) -> list[dict[tuple[int, int], Run]]:
-    """The runs on other validation splits beside ``table`` (``<table stem>_split<N>.csv.gz``)."""
-    found = sorted(table.parent.glob(table.name.replace(".csv.gz", "_split*.csv.gz")))
-    if not found:
-        raise SystemExit(f"--split-noise: no {table.name.replace('.csv.gz', '_split<N>.csv.gz')} beside {table}; "
-                         "run python -m benchmarks.curves.splits")
-    return [load(path) for path in found]
-
-
 def _row(outcomes: Sequence[Outcome], seeds: Sequence[int], targets: Mapping[str, float],
          best: float) -> dict[str, Any]:
     """One runner's figures in one setting, as ``--json`` keeps them: quartiles of the seconds to
@@ -1023,8 +966,6 @@ def _go_on_from(path: Path, figures: dict[str, Any]) -> None:
     earlier = json.loads(path.read_text())
     earlier.setdefault("ray_running", False)  # a file from before --ray-running
     earlier.setdefault("noise", None)  # ... or --noise
-    if earlier["noise"] is not None:
-        earlier["noise"].setdefault("split_sd", 0.0)  # ... or --split-noise
     differs = [key for key in ("seeds", "targets", "ray_running", "costs", "noise")
                if earlier.get(key) != figures[key]]
     if differs:
@@ -1074,8 +1015,7 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
                              squeeze=False)
     options = (f" --workers {' '.join(map(str, args.workers))} --trials {' '.join(map(str, args.trials))}"
                + (f" --runners {' '.join(args.runners)}" if list(args.runners) != list(RUNNERS) else "")
-               + (" --ray-running" if args.ray_running else "") + (" --noise" if args.noise else "")
-               + (" --split-noise" if args.split_noise else ""))
+               + (" --ray-running" if args.ray_running else "") + (" --noise" if args.noise else ""))
     listed = ", ".join(f"{k} {c.sweep_s}, {c.trial_s}" for k, c in costs_of(args.ray_running).items())
     lines = [f"Machine that recorded the table: see benchmarks/curves/README.md. Simulated on {machine()}.",
              f"Start costs (sweep, trial; seconds): {listed}"
@@ -1108,12 +1048,10 @@ def write_results(figures: Mapping[str, Any], args: argparse.Namespace) -> None:
                yscale="log")
     axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    picture = (f"simulate{'_ray_running' if args.ray_running else ''}{'_noise' if args.noise else ''}"
-               f"{'_split' if args.split_noise else ''}.png")
+    picture = f"simulate{'_ray_running' if args.ray_running else ''}{'_noise' if args.noise else ''}.png"
     fig.savefig(Path(__file__).with_name(picture), dpi=110)
     write_section(f"Simulated search on the curve table{', Ray already running' if args.ray_running else ''}"
-                  f"{', with training noise' if args.noise else ''}"
-                  f"{' and a validation split per seed' if args.split_noise else ''} ({time.strftime('%Y-%m-%d')})",
+                  f"{', with training noise' if args.noise else ''} ({time.strftime('%Y-%m-%d')})",
                   [*lines, "", f"![median regret against simulated time]({picture})"])
 
 

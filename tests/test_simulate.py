@@ -115,34 +115,6 @@ def test_training_noise_is_measured_between_two_seeds_and_drawn_afresh_for_each_
     assert noisy[0].trace != exact.trace and noisy[0].seconds == exact.seconds  # the clock is the table's
 
 
-def test_a_validation_split_per_seed_shifts_each_configuration_alike_for_every_trial_and_runner() -> None:
-    """Noise.measure with runs on other splits: split_sd is what their difference from the table
-    adds to the replicas' variance; in a simulated seed every trial of a configuration gets the
-    same split offset, whatever the order configurations come in, and another seed another."""
-    runs = {(0, 0): _run(0, {"a": 0}, [0.1, 0.2, 0.3], [1] * 3), (0, 1): _run(0, {"a": 0}, [0.1, 0.2, 0.3], [1] * 3),
-            (1, 0): _run(1, {"a": 1}, [0.5, 0.5, 0.5], [1] * 3), (1, 1): _run(1, {"a": 1}, [0.3, 0.4, 0.2], [1] * 3)}
-    split = {(0, 0): _run(0, {"a": 0}, [0.2, 0.3, 0.4], [1] * 3), (1, 0): _run(1, {"a": 1}, [0.2, 0.2, 0.2], [1] * 3),
-             (9, 0): _run(9, {"a": 9}, [0.9, 0.9, 0.9], [1] * 3)}  # config 9: not in the table, left out
-    # shifts +0.1 and -0.3 (variance 0.04); the replicas' mean differences 0 and 0.2 (variance 0.01)
-    assert Noise.measure(runs, [split]).split_sd == round(math.sqrt(0.04 - 0.01), 4)
-    assert Noise.measure(runs).split_sd == 0.0
-    with pytest.raises(ValueError, match="another validation split"):
-        Noise.measure(runs, [{(0, 0): split[0, 0]}])
-
-    table, split_only = _three(), Noise(0.0, 0.0, split_sd=0.05)
-    order = [{"a": 1}, {"a": 2}, {"a": 1}]
-    one = simulate(table, Scripted(order), workers=1, trials=3, noise=split_only, seed=3)
-    runner = Scripted(order)
-    simulate(table, runner, workers=1, trials=3, noise=split_only, seed=3)
-    shift = {trial: value - table.run(order[trial]).val_accuracy[-1] for trial, _, value in runner.ended}
-    assert shift[0] == pytest.approx(shift[2]) and shift[0] != pytest.approx(shift[1])  # per configuration
-    assert shift[0] == pytest.approx(split_only.split_offset(3, table.key({"a": 1})))
-    reordered = Scripted([{"a": 2}, {"a": 1}])
-    simulate(table, reordered, workers=1, trials=2, noise=split_only, seed=3)
-    assert reordered.ended[1][2] - 0.7 == pytest.approx(shift[0])  # the same offset in another order
-    assert simulate(table, Scripted(order), workers=1, trials=3, noise=split_only, seed=4).trace != one.trace
-
-
 def test_the_split_benchmark_takes_the_tables_best_then_a_spread_and_ranks_ties_alike() -> None:
     """benchmarks.curves.splits on the committed table: its TOP best configurations in order, then
     SPREAD of the rest; Spearman's correlation with average ranks for ties."""

@@ -90,16 +90,28 @@ def spearman(a: list[float], b: list[float]) -> float:
     return statistics.correlation(ranks(a), ranks(b))
 
 
+def mean_difference(a: Run, b: Run) -> float:
+    """The mean over epochs of ``a``'s ``val_accuracy`` minus ``b``'s (epochs NaN in either left
+    out; NaN without a common one): what :class:`benchmarks.simulate.Noise` calls a run's offset."""
+    diffs = [x - y for x, y in zip(a.val_accuracy, b.val_accuracy, strict=False) if x == x and y == y]
+    return statistics.fmean(diffs) if diffs else float("nan")
+
+
 def comparison(splits: list[int]) -> list[str]:
-    """The section's lines: per split, the differences from the table and the ranking they make."""
+    """The section's lines: per split, each configuration's difference from the table (best epoch,
+    and mean over epochs), the ranking it makes, and the split's own spread beyond the noise
+    between trainer seeds (the table's replicas: trainer seed 1 against 0 on split 0)."""
     table = load(TABLE)
-    replicas = [best(table[cid, 1]) - best(table[cid, 0]) for cid, seed in table if seed == 1]
+    pairs = [(table[cid, 1], table[cid, 0]) for cid, seed in table if seed == 1]
+    replicas = [best(a) - best(b) for a, b in pairs]
+    replica_var = statistics.pvariance([mean_difference(a, b) for a, b in pairs])
     top = chosen()[:TOP]
-    lines = ["| validation split | configurations | best-epoch val_accuracy minus split 0's: mean | sd | "
-             "largest | rank correlation with split 0 | split 0's best there | best there (split 0's rank) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    lines = ["| validation split | configurations | best-epoch val_accuracy minus split 0's: mean | sd | largest | "
+             "mean over epochs: sd | beyond the seeds' noise: sd | rank correlation with split 0 | "
+             "split 0's best there | best there (split 0's rank) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
              f"| 0, trainer seed 1 (the table's replicas) | {len(replicas)} | {statistics.mean(replicas):+.4f} | "
-             f"{statistics.stdev(replicas):.4f} | {max(replicas, key=abs):+.3f} | | | |"]
+             f"{statistics.stdev(replicas):.4f} | {max(replicas, key=abs):+.3f} | {replica_var ** 0.5:.4f} | | | | |"]
     for split in splits:
         runs = load(split_file(split))
         ids = [cid for cid in chosen() if (cid, 0) in runs]
@@ -107,13 +119,16 @@ def comparison(splits: list[int]) -> list[str]:
             continue
         here = {cid: best(runs[cid, 0]) for cid in ids}
         diffs = [here[cid] - best(table[cid, 0]) for cid in ids]
+        offsets_var = statistics.pvariance([mean_difference(runs[cid, 0], table[cid, 0]) for cid in ids])
         ranked = sorted(ids, key=lambda cid: -here[cid])
         table_best = f"{here[top[0]]:.3f} (rank {ranked.index(top[0]) + 1} of {len(ids)})" if top[0] in here else "-"
         winner = ranked[0]
         rank = top.index(winner) + 1 if winner in top else "outside the top"
         correlation = spearman([best(table[cid, 0]) for cid in ids], [here[cid] for cid in ids])
         lines.append(f"| {split} | {len(ids)} | {statistics.mean(diffs):+.4f} | {statistics.stdev(diffs):.4f} | "
-                     f"{max(diffs, key=abs):+.3f} | {correlation:.2f} | {table_best} | {here[winner]:.3f} ({rank}) |")
+                     f"{max(diffs, key=abs):+.3f} | {offsets_var ** 0.5:.4f} | "
+                     f"{max(0.0, offsets_var - replica_var) ** 0.5:.4f} | {correlation:.2f} | {table_best} | "
+                     f"{here[winner]:.3f} ({rank}) |")
     return lines
 
 
