@@ -131,6 +131,24 @@ def test_the_split_benchmark_takes_the_tables_best_then_a_spread_and_ranks_ties_
     assert spearman([1.0, 1.0, 3.0], [3.0, 3.0, 1.0]) == pytest.approx(-1.0)  # tied ranks averaged
 
 
+def test_a_splits_own_spread_is_what_another_split_adds_to_another_seeds_variance() -> None:
+    """split_sd: the variance of (another split and seed) minus that of (another seed alone), mean
+    differences over epochs; never below 0; and a bootstrap upper bound above the estimate."""
+    from benchmarks.curves.splits import mean_difference, split_sd
+
+    def pair(diff: float) -> tuple[Run, Run]:
+        return (_run(0, {"a": 0}, [0.5 + diff, 0.6 + diff, math.nan], [1] * 3),
+                _run(0, {"a": 0}, [0.5, 0.6, 0.7], [1] * 3))
+
+    assert mean_difference(*pair(0.03)) == pytest.approx(0.03)  # the NaN epoch left out
+    other_seed = [pair(d) for d in (0.01, -0.01, 0.01, -0.01)]  # variance 0.0001
+    other_split = [pair(d) for d in (0.05, -0.05, 0.03, -0.03)]  # variance 0.0017
+    sd, upper = split_sd(other_seed, other_split)
+    assert sd == pytest.approx(math.sqrt(0.0017 - 0.0001))
+    assert upper >= sd
+    assert split_sd(other_split, other_seed)[0] == 0.0  # a split that moves less than the seed: nothing
+
+
 def _cnn_table(grid: dict[str, list[Any]], seed: int) -> Table:
     """Every configuration of ``grid`` (``cnn`` trainer parameters), 9 epochs each, made-up
     curves rising to a top drawn with ``seed``."""

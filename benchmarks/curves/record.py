@@ -55,6 +55,15 @@ def order() -> list[tuple[int, int]]:
     return runs
 
 
+def cut_partial(path: Path) -> None:
+    """Cut off the gzip member a killed run left half-written at the end of ``path`` (if any)."""
+    if path.exists():
+        whole = complete_members(path.read_bytes())[1]
+        if whole < path.stat().st_size:
+            os.truncate(path, whole)
+            print(f"cut {path} back to its last whole run ({whole} bytes)", flush=True)
+
+
 def train(task: tuple[int, int, str] | tuple[int, int, str, int]) -> list[list[Any]]:
     """Train configuration ``config_id`` with ``seed`` for :data:`EPOCHS` epochs on one thread,
     scored on validation split ``split`` (the 4th item; 0, the table's, without it); its rows in
@@ -96,11 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "train").is_dir():
         sys.exit(f"--data {args.data}: no train/ folder (cifar10-5k is in ../shared/data)")
-    if args.table.exists():  # cut off a member a killed run left half-written
-        whole = complete_members(args.table.read_bytes())[1]
-        if whole < args.table.stat().st_size:
-            os.truncate(args.table, whole)
-            print(f"cut {args.table} back to its last whole run ({whole} bytes)", flush=True)
+    cut_partial(args.table)
     done = set(load(args.table))
     todo = [run for run in order() if run not in done][: args.limit]
     print(f"{len(done)} runs recorded, {len(todo)} to train ({len(configs())} configurations of "
