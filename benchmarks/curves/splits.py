@@ -67,7 +67,8 @@ def record(splits: list[int], seeds: list[int], workers: int, limit: int | None,
     for split in splits:
         cut_partial(split_file(split))
         done[split] = set(load(split_file(split)))
-    todo = [(cid, seed, str(data), split) for seed in seeds for cid in chosen() for split in splits
+    ids = chosen()
+    todo = [(cid, seed, str(data), split) for seed in seeds for cid in ids for split in splits
             if (cid, seed) not in done[split]][:limit]
     print(f"{len(todo)} runs to train on splits {splits}, trainer seeds {seeds}", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -170,9 +171,9 @@ def comparison(splits: list[int]) -> list[str]:
         here = {cid: best(runs[cid, 1]) for cid in ids}
         ranked = sorted(ids, key=lambda cid: -here[cid])
         notes.append(f"Split {split}: the split's own sd per configuration {sd:.4f} (bootstrap 95% upper bound "
-                     f"{upper:.4f}); with trainer seed 1 the table's best configuration is {ranked.index(top[0]) + 1} "
-                     f"of {len(ids)} there ({here[top[0]]:.3f}), and the best there is the table's "
-                     f"{chosen().index(ranked[0]) + 1}th ({here[ranked[0]]:.3f}).")
+                     f"{upper:.4f}); with trainer seed 1 the table's best configuration ranks "
+                     f"{ranked.index(top[0]) + 1} of {len(ids)} there ({here[top[0]]:.3f}), and the best there ranks "
+                     f"{chosen().index(ranked[0]) + 1} in the table ({here[ranked[0]]:.3f}).")
     return [*lines, "", *notes]
 
 
