@@ -185,7 +185,7 @@ def test_a_pb2_sweep_runs_through_ray_and_keeps_its_schedules(tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'b.db'}"
     spec = write_spec(tmp_path / "b.yaml", {
         **BASE, "name": "pb2", "epochs": 8, "storage": url, "artifacts": str(tmp_path / "a"),
-        "scheduler": {"type": "pb2", "perturbation_interval": 2, "quantile_fraction": 0.5,
+        "scheduler": {"type": "pb2", "perturbation_interval": 1, "quantile_fraction": 0.5,
                       "hyperparam_bounds": {"lr": {"min": 1e-4, "max": 1e-1}}}})
     proc = _cli(["launch", str(spec)], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
