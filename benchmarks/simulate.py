@@ -127,10 +127,10 @@ class Noise:
         by_config: dict[int, list[Run]] = {}
         for (config_id, _), run in sorted(runs.items()):
             by_config.setdefault(config_id, []).append(run)
-        offsets, rest = [], []
+        offsets: list[float] = []
+        rest: list[float] = []
         for first, second, *_ in (v for v in by_config.values() if len(v) > 1):
-            diffs = [a - b for a, b in zip(first.val_accuracy, second.val_accuracy, strict=False)
-                     if not (math.isnan(a) or math.isnan(b))]
+            diffs = first.differences_from(second)
             if diffs:
                 offsets.append(statistics.fmean(diffs))
                 rest.extend(d - offsets[-1] for d in diffs)
@@ -188,7 +188,7 @@ class Table:
 
     def best_values(self) -> list[float]:
         """Each configuration's best ``val_accuracy`` over its epochs (NaN epochs left out)."""
-        return [max((v for v in r.val_accuracy if not math.isnan(v)), default=0.0) for r in self.runs.values()]
+        return [r.best for r in self.runs.values()]
 
     def threshold(self, top: float) -> float:
         """The smallest best-over-epochs ``val_accuracy`` among the top ``top`` share of configurations

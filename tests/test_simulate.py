@@ -118,14 +118,14 @@ def test_training_noise_is_measured_between_two_seeds_and_drawn_afresh_for_each_
 def test_the_split_benchmark_takes_the_tables_best_then_a_spread_and_ranks_ties_alike() -> None:
     """benchmarks.curves.splits on the committed table: its TOP best configurations in order, then
     SPREAD of the rest; Spearman's correlation with average ranks for ties."""
-    from benchmarks.curves.splits import SPREAD, TOP, best, chosen, spearman
+    from benchmarks.curves.splits import SPREAD, TOP, chosen, spearman
     from benchmarks.curves.table import TABLE, load
 
     runs, ids = load(TABLE), chosen()
-    values = [best(runs[cid, 0]) for cid in ids]
+    values = [runs[cid, 0].best for cid in ids]
     assert len(set(ids)) == TOP + SPREAD
     assert values[:TOP] == sorted(values[:TOP], reverse=True)
-    assert values[0] == max(best(run) for (_, seed), run in runs.items() if seed == 0)
+    assert values[0] == max(run.best for (_, seed), run in runs.items() if seed == 0)
     assert min(values[:TOP]) >= max(values[TOP:]) and values[TOP:] == sorted(values[TOP:], reverse=True)
     assert spearman([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]) == pytest.approx(1.0)
     assert spearman([1.0, 1.0, 3.0], [3.0, 3.0, 1.0]) == pytest.approx(-1.0)  # tied ranks averaged

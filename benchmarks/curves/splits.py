@@ -44,17 +44,11 @@ def split_file(split: int) -> Path:
     return TABLE.with_name(f"cnn_cifar10_split{split}.csv.gz")
 
 
-def best(run: Run) -> float:
-    """A run's best-epoch ``val_accuracy`` (a diverged run's NaN epoch left out; 0.0 without any)."""
-    finite = [v for v in run.val_accuracy if v == v]
-    return max(finite, default=0.0)
-
-
 def chosen() -> list[int]:
     """The configurations trained on the other splits: the table's :data:`TOP` best (seed 0, by
     best-epoch ``val_accuracy``), then :data:`SPREAD` at evenly spaced ranks of the rest."""
     runs = load(TABLE)
-    ranked = sorted((cid for cid, seed in runs if seed == 0), key=lambda cid: -best(runs[cid, 0]))
+    ranked = sorted((cid for cid, seed in runs if seed == 0), key=lambda cid: -runs[cid, 0].best)
     rest = ranked[TOP:]
     step = len(rest) / SPREAD
     return ranked[:TOP] + [rest[int(i * step + step / 2)] for i in range(SPREAD)]
@@ -85,20 +79,11 @@ def _train(task: tuple[int, int, str, int]) -> tuple[tuple[int, int, str, int], 
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rank correlation of two equal-length lists (average ranks for ties)."""
-    def ranks(xs: list[float]) -> list[float]:
-        order = sorted(range(len(xs)), key=xs.__getitem__)
-        out = [0.0] * len(xs)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-    return statistics.correlation(ranks(a), ranks(b))
+    """Spearman's rank correlation of two equal-length lists, ties given their average rank
+    (SciPy's ``scipy.stats.spearmanr``)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
 
 
 def mean_difference(a: Run, b: Run) -> float:
@@ -106,18 +91,18 @@ def mean_difference(a: Run, b: Run) -> float:
     out; NaN without a common one). Between two runs of a configuration that differ only in their
     trainer seed, its spread is that of :class:`benchmarks.simulate.Noise`'s per-trial offset
     times ``sqrt(2)``."""
-    diffs = [x - y for x, y in zip(a.val_accuracy, b.val_accuracy, strict=False) if x == x and y == y]
+    diffs = a.differences_from(b)
     return statistics.fmean(diffs) if diffs else float("nan")
 
 
 def _pair_row(label: str, pairs: dict[int, tuple[Run, Run]], top: list[int]) -> str:
     """One row of the comparison: runs ``a`` minus runs ``b`` of the configurations in ``pairs``."""
-    diffs = {cid: best(a) - best(b) for cid, (a, b) in pairs.items()}
+    diffs = {cid: a.best - b.best for cid, (a, b) in pairs.items()}
     tops = [d for cid, d in diffs.items() if cid in top]
     rest = [d for cid, d in diffs.items() if cid not in top]
     means = [f"{statistics.fmean(g):+.4f}" if g else "" for g in (tops, rest)]
     offsets = [mean_difference(a, b) for a, b in pairs.values()]
-    correlation = spearman([best(a) for a, _ in pairs.values()], [best(b) for _, b in pairs.values()])
+    correlation = spearman([a.best for a, _ in pairs.values()], [b.best for _, b in pairs.values()])
     return (f"| {label} | {len(pairs)} | {means[0]} | {means[1]} | {statistics.pstdev(diffs.values()):.4f} | "
             f"{statistics.pstdev(offsets):.4f} | {correlation:.2f} |")
 
@@ -148,8 +133,8 @@ def comparison(splits: list[int]) -> list[str]:
     """The section's lines: pairs of runs of the same configurations (another trainer seed, another
     split, both), their differences and rank correlations, and the split's own spread
     (:func:`split_sd`)."""
-    table = load(TABLE)
-    top = chosen()[:TOP]
+    table, order = load(TABLE), chosen()
+    top = order[:TOP]
     lines = ["| runs (a minus b) | configurations | best-epoch val_accuracy, a minus b: mean over the 13 best | "
              "over the other 7 | sd | mean over epochs: sd | rank correlation of a and b |",
              "| --- | --- | --- | --- | --- | --- | --- |",
@@ -158,7 +143,7 @@ def comparison(splits: list[int]) -> list[str]:
     notes = []
     for split in splits:
         runs = load(split_file(split))
-        ids = [cid for cid in chosen() if (cid, 0) in runs and (cid, 1) in runs]
+        ids = [cid for cid in order if (cid, 0) in runs and (cid, 1) in runs]
         if len(ids) < 3:
             continue
         other_seed = {cid: (runs[cid, 1], runs[cid, 0]) for cid in ids}
@@ -168,12 +153,12 @@ def comparison(splits: list[int]) -> list[str]:
                   _pair_row(f"split {split} seed 0 minus the table (the same initial weights)",
                             {cid: (runs[cid, 0], table[cid, 0]) for cid in ids}, top)]
         sd, upper = split_sd(list(other_seed.values()), list(other_split.values()))
-        here = {cid: best(runs[cid, 1]) for cid in ids}
+        here = {cid: runs[cid, 1].best for cid in ids}
         ranked = sorted(ids, key=lambda cid: -here[cid])
         notes.append(f"Split {split}: the split's own sd per configuration {sd:.4f} (bootstrap 95% upper bound "
                      f"{upper:.4f}); with trainer seed 1 the table's best configuration ranks "
                      f"{ranked.index(top[0]) + 1} of {len(ids)} there ({here[top[0]]:.3f}), and the best there ranks "
-                     f"{chosen().index(ranked[0]) + 1} in the table ({here[ranked[0]]:.3f}).")
+                     f"{order.index(ranked[0]) + 1} in the table ({here[ranked[0]]:.3f}).")
     return [*lines, "", *notes]
 
 

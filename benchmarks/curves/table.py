@@ -138,6 +138,17 @@ class Run:
         """The run's training loss became NaN (its last epoch is NaN)."""
         return bool(self.val_accuracy) and math.isnan(self.val_accuracy[-1])
 
+    @property
+    def best(self) -> float:
+        """The best ``val_accuracy`` over its epochs (a diverged run's NaN epoch left out; 0.0 without any)."""
+        return max((v for v in self.val_accuracy if not math.isnan(v)), default=0.0)
+
+    def differences_from(self, other: Run) -> list[float]:
+        """This run's ``val_accuracy`` minus ``other``'s, epoch by epoch, over the epochs both have
+        and neither has NaN (fractions of 1, one per such epoch)."""
+        return [a - b for a, b in zip(self.val_accuracy, other.val_accuracy, strict=False)
+                if not (math.isnan(a) or math.isnan(b))]
+
 
 def rows(path: Path = TABLE) -> Iterator[dict[str, Any]]:
     """The table's rows as dicts of :data:`COLUMNS` (whole members only)."""
