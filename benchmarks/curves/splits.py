@@ -163,6 +163,8 @@ def comparison(splits: list[int]) -> list[str]:
 
 
 def main() -> None:
+    """Train what is missing (:func:`record`), print the comparison and, with ``--write``, put it
+    into ``benchmarks/RESULTS.md``. Exits with a message when ``--data`` has no ``train/`` folder."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--splits", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
